@@ -1,0 +1,180 @@
+/* The offline API (include/vllmd/llm.h): argument defaults as vLLM has them,
+ * generate over many requests with a progress bar, and output ownership. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/engine.h"
+#include "vllmd/llm.h"
+
+struct vd_llm {
+	vd_engine *engine;
+	bool show_progress;
+};
+
+void vd_engine_args_init(vd_engine_args *a)
+{
+	memset(a, 0, sizeof(*a));
+	a->struct_size = sizeof(*a);
+	a->device = "auto";
+	a->dtype = "auto";
+	a->limit_images = 1;
+	a->max_num_seqs = 256;
+	a->block_size = 16;
+	a->gpu_memory_utilization = 0.9;
+	a->enable_prefix_caching = true;
+	a->max_image_pixels = 89478485; /* PIL's MAX_IMAGE_PIXELS */
+}
+
+void vd_sampling_params_init(vd_sampling_params *p)
+{
+	memset(p, 0, sizeof(*p));
+	p->struct_size = sizeof(*p);
+	p->n = 1;
+	p->temperature = 1.0f;
+	p->top_p = 1.0f;
+	p->top_k = 0;
+	p->repetition_penalty = 1.0f;
+	p->seed = -1;
+	p->max_tokens = 16;
+	p->logprobs = -1;
+	p->prompt_logprobs = -1;
+	p->skip_special_tokens = true;
+}
+
+void vd_request_init(vd_request *r)
+{
+	memset(r, 0, sizeof(*r));
+	r->struct_size = sizeof(*r);
+	vd_sampling_params_init(&r->params);
+	r->num_crops = -1;
+	r->min_pixels = -1;
+	r->max_pixels = -1;
+}
+
+vd_status vd_llm_create(const vd_engine_args *args, vd_llm **out)
+{
+	vd_llm *llm;
+	vd_status st;
+
+	*out = NULL;
+	llm = calloc(1, sizeof(*llm));
+	if (!llm)
+		return vd_errorf(VD_ERR_NOMEM, "out of memory");
+	st = vd_engine_create(args, &llm->engine);
+	if (st != VD_OK) {
+		free(llm);
+		return st;
+	}
+	llm->show_progress = args->show_progress;
+	*out = llm;
+	return VD_OK;
+}
+
+void vd_llm_destroy(vd_llm *llm)
+{
+	if (!llm)
+		return;
+	vd_engine_destroy(llm->engine);
+	free(llm);
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void progress(int done, int n, long long toks, double t0)
+{
+	double dt = now_s() - t0;
+	int width = 30, fill = n ? done * width / n : width;
+
+	fprintf(stderr, "\rProcessed prompts: %3d%% |", n ? done * 100 / n : 100);
+	for (int i = 0; i < width; i++)
+		fputc(i < fill ? '#' : ' ', stderr);
+	fprintf(stderr, "| %d/%d [%.1fs, output %.1f toks/s]", done, n, dt,
+		dt > 0 ? (double)toks / dt : 0.0);
+	if (done == n)
+		fputc('\n', stderr);
+	fflush(stderr);
+}
+
+vd_status vd_llm_generate(vd_llm *llm, const vd_request *reqs, int n, vd_output **outs)
+{
+	vd_output *o;
+	double t0 = now_s();
+	long long toks = 0;
+	vd_status st = VD_OK;
+
+	*outs = NULL;
+	if (n < 0 || (n > 0 && !reqs))
+		return vd_errorf(VD_ERR_INVALID_ARG, "vd_llm_generate: bad request array");
+	o = calloc((size_t)(n > 0 ? n : 1), sizeof(*o));
+	if (!o)
+		return vd_errorf(VD_ERR_NOMEM, "out of memory");
+	for (int i = 0; i < n && st == VD_OK; i++) {
+		st = vd_engine_run_one(llm->engine, &reqs[i], i, &o[i]);
+		for (int c = 0; c < o[i].n_completions; c++)
+			toks += o[i].completions[c].n_tokens;
+		if (llm->show_progress)
+			progress(i + 1, n, toks, t0);
+	}
+	if (st != VD_OK) {
+		vd_outputs_free(o, n);
+		return st;
+	}
+	*outs = o;
+	return VD_OK;
+}
+
+static void free_lps(vd_position_logprobs *lp, int n)
+{
+	if (!lp)
+		return;
+	for (int i = 0; i < n; i++) {
+		for (int j = 0; j < lp[i].n; j++)
+			free(lp[i].entries[j].decoded);
+		free(lp[i].entries);
+	}
+	free(lp);
+}
+
+void vd_outputs_free(vd_output *outs, int n)
+{
+	if (!outs)
+		return;
+	for (int i = 0; i < n; i++) {
+		vd_output *o = &outs[i];
+
+		free(o->error);
+		free(o->request_id);
+		free(o->prompt);
+		free(o->prompt_token_ids);
+		free_lps(o->prompt_logprobs, o->n_prompt_tokens);
+		for (int c = 0; c < o->n_completions; c++) {
+			vd_completion *k = &o->completions[c];
+
+			free(k->text);
+			free(k->token_ids);
+			free_lps(k->logprobs, k->n_tokens);
+			free(k->stop_reason);
+		}
+		free(o->completions);
+	}
+	free(outs);
+}
+
+const char *vd_finish_reason_str(vd_finish_reason r)
+{
+	switch (r) {
+	case VD_FINISH_STOP: return "stop";
+	case VD_FINISH_LENGTH: return "length";
+	case VD_FINISH_ABORT: return "abort";
+	case VD_FINISH_NONE: break;
+	}
+	return NULL;
+}

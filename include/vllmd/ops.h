@@ -1,0 +1,167 @@
+/* The compute interface: one ops table per backend (CPU, CUDA), reached
+ * through an opaque vd_backend. Model code (models/, plugins) calls only
+ * these ops, so it runs unchanged on every backend. The CPU backend is the
+ * oracle: every other backend is tested against it op by op.
+ *
+ * Conventions: activations are f32 on the CPU backend (bf16/f16 elsewhere);
+ * weights may be any float dtype the backend accepts at upload. Small index
+ * arrays (token ids, rows, positions, attention metadata) are host pointers;
+ * a device backend copies them as it needs. Ops return VD_OK or an error with
+ * a message; an op a backend lacks is NULL only where marked optional. */
+#ifndef VLLMD_OPS_H
+#define VLLMD_OPS_H
+
+#include <stdint.h>
+#include "vllmd/status.h"
+#include "vllmd/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define VD_OPS_VERSION 1
+
+typedef struct vd_backend vd_backend;
+
+typedef enum vd_act {
+	VD_ACT_GELU = 0,       /* exact erf GELU */
+	VD_ACT_GELU_TANH = 1,  /* tanh approximation */
+	VD_ACT_QUICK_GELU = 2, /* x * sigmoid(1.702 x) */
+	VD_ACT_SILU = 3,
+} vd_act;
+
+/* Rotary embedding, rotate-half (NeoX) pairing of dims i and i + rot/2.
+ * For token t and frequency i in [0, rot_dim/2):
+ *   angle = positions[pos_row[i] * T + t] * inv_freq[table(t) * rot_dim/2 + i]
+ * and x[i], x[i+rot/2] rotate by angle; cos and sin are scaled by mscale.
+ * pos_row == NULL means row 0 for all i (plain 1-D RoPE); M-RoPE maps each i
+ * to its section's row (t, h, w); the Qwen2-VL ViT maps halves to (h, w).
+ * table(t) = table_idx ? table_idx[t] : 0 selects one of n_tables inv_freq
+ * rows per token (Phi-3 longrope short/long factors). */
+typedef struct vd_rope {
+	int rot_dim;              /* rotated dims, <= head dim, even */
+	int n_tables;             /* rows in inv_freq, >= 1 */
+	const float *inv_freq;    /* (n_tables, rot_dim/2), host */
+	const uint8_t *pos_row;   /* (rot_dim/2) or NULL, host */
+	const int32_t *table_idx; /* (T) or NULL, host */
+	float mscale;             /* 1.0 unless longrope/yarn attention factor */
+} vd_rope;
+
+/* Attention metadata of one flattened batch over the paged KV cache.
+ * Sequence s owns query rows [query_start_loc[s], query_start_loc[s+1]);
+ * its cache holds seq_lens[s] tokens after this step's writes, so its query
+ * row j is at absolute position seq_lens[s] - q_len(s) + j and attends
+ * causally to cache positions 0..that position. Token at absolute position
+ * p of sequence s lives in slot block_tables[s*max_blocks+p/bs]*bs + p%bs.
+ *
+ *   block_tables row s:  [ 7 | 2 | 9 | . ]   bs = 16
+ *   positions 0..15 -> block 7, 16..31 -> block 2, 32..47 -> block 9   */
+typedef struct vd_attn_meta {
+	int num_seqs;
+	int num_tokens;                 /* query rows in the batch */
+	const int32_t *query_start_loc; /* (num_seqs + 1) */
+	const int32_t *seq_lens;        /* (num_seqs) */
+	const int32_t *block_tables;    /* (num_seqs, max_blocks) */
+	int max_blocks;
+	int block_size;
+	const int64_t *slot_mapping;    /* (num_tokens): where each new K/V goes */
+} vd_attn_meta;
+
+typedef struct vd_ops {
+	uint32_t struct_size; /* sizeof(vd_ops) of the build that filled it */
+	uint32_t version;     /* VD_OPS_VERSION */
+	const char *name;     /* "cpu", "cuda" */
+
+	/* --- memory --- */
+	/* Allocate an uninitialised packed tensor on this backend. */
+	vd_status (*alloc)(vd_backend *be, vd_tensor *t, vd_dtype dtype, int ndim,
+			   const int64_t *shape);
+	/* Release t's allocation (no-op for views and zeroed tensors). */
+	void (*free)(vd_backend *be, vd_tensor *t);
+	/* Copy n host elements of src_dtype into dst (packed), converting to
+	 * dst->dtype (float dtypes among themselves, or same-dtype ints). */
+	vd_status (*upload)(vd_backend *be, vd_tensor *dst, const void *src,
+			    vd_dtype src_dtype, int64_t n);
+	/* Copy src (packed) to host as f32 (float dtypes) or its own int dtype. */
+	vd_status (*download)(vd_backend *be, const vd_tensor *src, void *dst);
+	/* dst = src, same shape; both may be strided views; dtype may convert. */
+	vd_status (*copy)(vd_backend *be, const vd_tensor *src, vd_tensor *dst);
+	/* Block until queued work is done (no-op on CPU). */
+	vd_status (*sync)(vd_backend *be);
+
+	/* --- dense math --- */
+	/* y (M,N) = x (M,K) @ w (N,K)^T [+ b (N)]. */
+	vd_status (*linear)(vd_backend *be, const vd_tensor *x, const vd_tensor *w,
+			    const vd_tensor *b, vd_tensor *y);
+	/* y = a + b, same shape; y may alias a or b. */
+	vd_status (*add)(vd_backend *be, const vd_tensor *a, const vd_tensor *b,
+			 vd_tensor *y);
+	/* y (M,C) = x (M,C) / rms(x) * w (C). y may alias x. */
+	vd_status (*rmsnorm)(vd_backend *be, const vd_tensor *x, const vd_tensor *w,
+			     float eps, vd_tensor *y);
+	/* Fused: r (M,C) += x; y = rmsnorm(r) * w. The residual stream r is
+	 * updated in place. */
+	vd_status (*add_rmsnorm)(vd_backend *be, vd_tensor *r, const vd_tensor *x,
+				 const vd_tensor *w, float eps, vd_tensor *y);
+	/* y (M,C) = layernorm(x) * w + b (b may be NULL). y may alias x. */
+	vd_status (*layernorm)(vd_backend *be, const vd_tensor *x, const vd_tensor *w,
+			       const vd_tensor *b, float eps, vd_tensor *y);
+	/* y = act(x), same shape; y may alias x. */
+	vd_status (*act)(vd_backend *be, vd_act kind, const vd_tensor *x, vd_tensor *y);
+	/* y (M,F) = silu(x[:, :F]) * x[:, F:] for x (M,2F). */
+	vd_status (*silu_mul)(vd_backend *be, const vd_tensor *x, vd_tensor *y);
+	/* y = x * s (scalar); y may alias x. */
+	vd_status (*scale)(vd_backend *be, const vd_tensor *x, float s, vd_tensor *y);
+
+	/* --- positions --- */
+	/* In place on x (T, H, D) (a strided view is fine); positions is
+	 * (max pos_row + 1, T) int32 on host. */
+	vd_status (*rope)(vd_backend *be, vd_tensor *x, const int32_t *positions,
+			  const vd_rope *r);
+
+	/* --- attention --- */
+	/* Write k, v (T, Hkv, D) into k_cache, v_cache (num_blocks, block_size,
+	 * Hkv, D) at meta->slot_mapping; slots < 0 are skipped. */
+	vd_status (*cache_write)(vd_backend *be, const vd_tensor *k, const vd_tensor *v,
+				 vd_tensor *k_cache, vd_tensor *v_cache,
+				 const vd_attn_meta *meta);
+	/* out (T, H, D) = causal softmax(q K^T * scale) V over each sequence's
+	 * cached tokens; q (T, H, D); GQA when H is a multiple of Hkv. */
+	vd_status (*paged_attention)(vd_backend *be, const vd_tensor *q,
+				     const vd_tensor *k_cache, const vd_tensor *v_cache,
+				     const vd_attn_meta *meta, float scale, vd_tensor *out);
+	/* Full (non-causal) attention inside each segment [cu[i], cu[i+1]) of
+	 * rows: vision towers. q, k, v, out (T, H, D); cu (nseg+1) host. */
+	vd_status (*attention_segments)(vd_backend *be, const vd_tensor *q,
+					const vd_tensor *k, const vd_tensor *v,
+					const int32_t *cu, int nseg, float scale,
+					vd_tensor *out);
+
+	/* --- rows --- */
+	/* out (n, C) = table (V, C)[ids]; ids outside [0,V) are an error. */
+	vd_status (*embed)(vd_backend *be, const vd_tensor *table, const int32_t *ids,
+			   int64_t n, vd_tensor *out);
+	/* dst[rows[i]] = src[i] for i < n; src (n, C), dst (R, C). */
+	vd_status (*scatter_rows)(vd_backend *be, const vd_tensor *src,
+				  const int32_t *rows, int64_t n, vd_tensor *dst);
+	/* dst[i] = src[rows[i]] for i < n; src (R, C), dst (n, C). */
+	vd_status (*gather_rows)(vd_backend *be, const vd_tensor *src,
+				 const int32_t *rows, int64_t n, vd_tensor *dst);
+	/* Non-overlapping p x p patches of img (C, H, W) into out (H/p * W/p,
+	 * C*p*p), row-major over patches, each patch (c, ky, kx) flattened:
+	 * a stride-p convolution becomes linear() with the kernel as (N, C*p*p). */
+	vd_status (*im2patch)(vd_backend *be, const vd_tensor *img, int p,
+			      vd_tensor *out);
+} vd_ops;
+
+/* A backend handle: the ops and the backend's private context. */
+struct vd_backend {
+	const vd_ops *ops;
+	void *ctx;
+	vd_device_kind device;
+};
+
+#ifdef __cplusplus
+}
+#endif
+#endif

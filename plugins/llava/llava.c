@@ -1,0 +1,616 @@
+/* llava.so: the LLaVA-1.5 family (LlavaForConditionalGeneration).
+ * CLIP vision tower (feature layer and select strategy from config.json),
+ * a two-layer MLP projector, and `<image>` placeholder expansion to the
+ * tower's patch count. Reads weights in the llava-hf hub layout and in the
+ * transformers >= 4.52 layout. Talks to the core only through vd_host_api. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vllmd/plugin.h"
+
+static const vd_host_api *H;
+
+typedef struct llava {
+	vd_backend *be;
+	const vd_tokenizer *tok;
+	vd_clip *clip;
+	vd_clip_config vcfg;
+	int32_t image_token;
+	bool select_full;     /* vision_feature_select_strategy "full" keeps CLS */
+	int tokens_per_image;
+	int embed_dim;
+	/* preprocessor */
+	int shortest_edge;    /* resize target of the short side */
+	int crop_w, crop_h;
+	bool do_resize, do_center_crop, do_rescale, do_normalize;
+	vd_resample resample;
+	float rescale;
+	float mean[3], std[3];
+	/* projector */
+	vd_tensor w1, b1, w2, b2;
+	vd_act proj_act;
+} llava;
+
+/* ---------------------------------------------------------------- helpers */
+
+static vd_status upload_weight(llava *m, const vd_weights *w, const char *name, vd_tensor *out)
+{
+	vd_tensor host;
+	vd_status st = H->weights_get(w, name, &host);
+
+	if (st != VD_OK)
+		return st;
+	st = m->be->ops->alloc(m->be, out, VD_DTYPE_F32, host.ndim, host.shape);
+	if (st != VD_OK)
+		return st;
+	return m->be->ops->upload(m->be, out, host.data, host.dtype, vd_tensor_numel(&host));
+}
+
+static vd_status parse_act(const char *name, vd_act *out)
+{
+	if (!strcmp(name, "gelu"))
+		*out = VD_ACT_GELU;
+	else if (!strcmp(name, "gelu_pytorch_tanh") || !strcmp(name, "gelu_new"))
+		*out = VD_ACT_GELU_TANH;
+	else if (!strcmp(name, "quick_gelu"))
+		*out = VD_ACT_QUICK_GELU;
+	else if (!strcmp(name, "silu"))
+		*out = VD_ACT_SILU;
+	else
+		return H->errorf(VD_ERR_UNSUPPORTED, "llava: projector_hidden_act '%s' is not supported",
+				 name);
+	return VD_OK;
+}
+
+/* size / crop_size in preprocessor_config.json: an int, or a dict with
+ * shortest_edge or height/width. */
+static vd_status read_size(const vd_json *pp, const char *key, int def, int *edge, int *h, int *w)
+{
+	const vd_json *n = H->json_get(pp, key);
+	int64_t v;
+	vd_status st;
+
+	*edge = *h = *w = def;
+	if (!n)
+		return VD_OK;
+	if (H->json_len(n) == 0 && H->json_number_value(n, -1) >= 0) {
+		*edge = *h = *w = (int)H->json_number_value(n, def);
+		return VD_OK;
+	}
+	st = H->json_int(n, "shortest_edge", -1, &v);
+	if (st != VD_OK)
+		return st;
+	if (v > 0)
+		*edge = *h = *w = (int)v;
+	st = H->json_int(n, "height", *h, &v);
+	if (st != VD_OK)
+		return st;
+	*h = (int)v;
+	st = H->json_int(n, "width", *w, &v);
+	if (st != VD_OK)
+		return st;
+	*w = (int)v;
+	return VD_OK;
+}
+
+static vd_status read_triplet(const vd_json *pp, const char *key, const float def[3], float out[3])
+{
+	const vd_json *n = H->json_get(pp, key);
+
+	memcpy(out, def, 3 * sizeof(float));
+	if (!n)
+		return VD_OK;
+	if (H->json_len(n) == 1) {
+		out[0] = out[1] = out[2] = (float)H->json_number_value(H->json_at(n, 0), def[0]);
+		return VD_OK;
+	}
+	if (H->json_len(n) != 3)
+		return H->errorf(VD_ERR_FORMAT, "preprocessor_config.json: '%s' must have 3 values", key);
+	for (int i = 0; i < 3; i++)
+		out[i] = (float)H->json_number_value(H->json_at(n, i), def[i]);
+	return VD_OK;
+}
+
+static vd_status read_preprocessor(llava *m, const vd_json *pp)
+{
+	static const float clip_mean[3] = { 0.48145466f, 0.4578275f, 0.40821073f };
+	static const float clip_std[3] = { 0.26862954f, 0.26130258f, 0.27577711f };
+	int dummy_h, dummy_w;
+	int64_t resample;
+	double rescale;
+	vd_status st;
+
+	/* CLIPImageProcessor class defaults, then the file's values. */
+	st = read_size(pp, "size", 224, &m->shortest_edge, &dummy_h, &dummy_w);
+	if (st == VD_OK)
+		st = read_size(pp, "crop_size", 224, &dummy_h, &m->crop_h, &m->crop_w);
+	if (st == VD_OK)
+		st = H->json_bool(pp, "do_resize", true, &m->do_resize);
+	if (st == VD_OK)
+		st = H->json_bool(pp, "do_center_crop", true, &m->do_center_crop);
+	if (st == VD_OK)
+		st = H->json_bool(pp, "do_rescale", true, &m->do_rescale);
+	if (st == VD_OK)
+		st = H->json_bool(pp, "do_normalize", true, &m->do_normalize);
+	if (st == VD_OK)
+		st = H->json_int(pp, "resample", VD_RESAMPLE_BICUBIC, &resample);
+	if (st == VD_OK)
+		st = H->json_num(pp, "rescale_factor", 1.0 / 255.0, &rescale);
+	if (st == VD_OK)
+		st = read_triplet(pp, "image_mean", clip_mean, m->mean);
+	if (st == VD_OK)
+		st = read_triplet(pp, "image_std", clip_std, m->std);
+	if (st != VD_OK)
+		return st;
+	if (resample != VD_RESAMPLE_BICUBIC && resample != VD_RESAMPLE_BILINEAR &&
+	    resample != VD_RESAMPLE_NEAREST)
+		return H->errorf(VD_ERR_UNSUPPORTED,
+				 "preprocessor_config.json: resample %lld is not supported "
+				 "(0 nearest, 2 bilinear, 3 bicubic)", (long long)resample);
+	m->resample = (vd_resample)resample;
+	m->rescale = m->do_rescale ? (float)rescale : 1.0f;
+	if (!m->do_normalize) {
+		for (int i = 0; i < 3; i++) {
+			m->mean[i] = 0.0f;
+			m->std[i] = 1.0f;
+		}
+	}
+	return VD_OK;
+}
+
+/* ---------------------------------------------------------------- create */
+
+static const char *const vision_prefixes[] = {
+	"vision_tower.vision_model.",       /* llava-hf hub */
+	"model.vision_tower.vision_model.", /* transformers 4.52 - 4.57 */
+	"model.vision_tower.",              /* transformers 5 */
+	NULL,
+};
+
+static void llava_destroy(void *state)
+{
+	llava *m = state;
+
+	if (!m)
+		return;
+	H->clip_destroy(m->clip);
+	m->be->ops->free(m->be, &m->w1);
+	m->be->ops->free(m->be, &m->b1);
+	m->be->ops->free(m->be, &m->w2);
+	m->be->ops->free(m->be, &m->b2);
+	free(m);
+}
+
+static vd_status llava_create(const vd_host_api *host, const vd_model_ctx *ctx, void **state,
+			      vd_decoder_spec *spec, vd_mm_limits *limits)
+{
+	const vd_json *cfg = ctx->config;
+	const vd_json *tcfg = host->json_get(cfg, "text_config");
+	const vd_json *vcfg = host->json_get(cfg, "vision_config");
+	const char *text_type, *strategy, *act;
+	const char *lm_prefix, *vis_prefix, *proj_prefix, *lm_head;
+	char name[256];
+	int64_t image_token, feature_layer;
+	bool proj_bias;
+	int run_layers, patches;
+	llava *m;
+	vd_status st;
+
+	*state = NULL;
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		return host->errorf(VD_ERR_NOMEM, "out of memory");
+	m->be = ctx->backend;
+	m->tok = ctx->tokenizer;
+
+	if (host->json_len(host->json_get(cfg, "vision_feature_layer")) > 0) {
+		st = host->errorf(VD_ERR_UNSUPPORTED,
+				  "llava: a list of vision_feature_layer values is not supported");
+		goto fail;
+	}
+	st = host->json_int(cfg, "image_token_index", 32000, &image_token);
+	if (st == VD_OK && !host->json_get(cfg, "image_token_index"))
+		st = host->json_int(cfg, "image_token_id", 32000, &image_token);
+	if (st == VD_OK)
+		st = host->json_int(cfg, "vision_feature_layer", -2, &feature_layer);
+	if (st == VD_OK)
+		st = host->json_str(cfg, "vision_feature_select_strategy", "default", &strategy);
+	if (st == VD_OK)
+		st = host->json_str(cfg, "projector_hidden_act", "gelu", &act);
+	if (st == VD_OK)
+		st = host->json_bool(cfg, "multimodal_projector_bias", true, &proj_bias);
+	if (st == VD_OK)
+		st = host->json_str(tcfg, "model_type", "llama", &text_type);
+	if (st == VD_OK)
+		st = parse_act(act, &m->proj_act);
+	if (st != VD_OK)
+		goto fail;
+	if (strcmp(strategy, "default") && strcmp(strategy, "full")) {
+		st = host->errorf(VD_ERR_UNSUPPORTED,
+				  "llava: vision_feature_select_strategy '%s' (want default or full)",
+				  strategy);
+		goto fail;
+	}
+	m->select_full = !strcmp(strategy, "full");
+	m->image_token = (int32_t)image_token;
+
+	/* Weight layout: llava-hf hub names, transformers 4.52-4.57 names, or
+	 * transformers 5 names (vision tower without the vision_model level). */
+	if (host->weights_has(ctx->weights, "language_model.model.embed_tokens.weight")) {
+		lm_prefix = "language_model.model.";
+		proj_prefix = "multi_modal_projector.";
+		lm_head = "language_model.lm_head.weight";
+	} else if (host->weights_has(ctx->weights, "model.language_model.embed_tokens.weight")) {
+		lm_prefix = "model.language_model.";
+		proj_prefix = "model.multi_modal_projector.";
+		lm_head = "lm_head.weight";
+	} else {
+		st = host->errorf(VD_ERR_NOT_FOUND,
+				  "llava: %s has neither 'language_model.model.embed_tokens.weight' "
+				  "(hub layout) nor 'model.language_model.embed_tokens.weight' "
+				  "(transformers >= 4.52 layout)", ctx->model_dir);
+		goto fail;
+	}
+	vis_prefix = NULL;
+	for (int i = 0; vision_prefixes[i]; i++) {
+		snprintf(name, sizeof(name), "%sembeddings.patch_embedding.weight", vision_prefixes[i]);
+		if (host->weights_has(ctx->weights, name)) {
+			vis_prefix = vision_prefixes[i];
+			break;
+		}
+	}
+	if (!vis_prefix) {
+		st = host->errorf(VD_ERR_NOT_FOUND,
+				  "llava: no CLIP patch embedding in %s (looked for "
+				  "[model.]vision_tower[.vision_model].embeddings.patch_embedding.weight)",
+				  ctx->model_dir);
+		goto fail;
+	}
+
+	/* Text decoder: text_config with the Llama defaults. */
+	st = host->decoder_spec_from_hf(tcfg, text_type, spec);
+	if (st != VD_OK)
+		goto fail;
+	snprintf(spec->prefix, sizeof(spec->prefix), "%s", lm_prefix);
+	{
+		bool tie;
+
+		st = host->json_bool(tcfg, "tie_word_embeddings", false, &tie);
+		if (st == VD_OK && !host->json_get(tcfg, "tie_word_embeddings"))
+			st = host->json_bool(cfg, "tie_word_embeddings", false, &tie);
+		if (st != VD_OK)
+			goto fail;
+		if (tie || !host->weights_has(ctx->weights, lm_head))
+			spec->lm_head[0] = '\0';
+		else
+			snprintf(spec->lm_head, sizeof(spec->lm_head), "%s", lm_head);
+	}
+	/* A top-level vocab_size (llava-hf sets 32064) overrides text_config's. */
+	{
+		int64_t vocab;
+
+		st = host->json_int(cfg, "vocab_size", spec->vocab_size, &vocab);
+		if (st != VD_OK)
+			goto fail;
+		spec->vocab_size = (int)vocab;
+	}
+
+	/* Vision tower: run up to the feature layer; post_layernorm unused. */
+	st = host->clip_config_from_hf(vcfg, &m->vcfg);
+	if (st != VD_OK)
+		goto fail;
+	run_layers = feature_layer < 0 ? m->vcfg.num_layers + 1 + (int)feature_layer
+				       : (int)feature_layer;
+	if (run_layers < 0 || run_layers > m->vcfg.num_layers) {
+		st = host->errorf(VD_ERR_FORMAT, "llava: vision_feature_layer %lld out of range for "
+				  "%d CLIP layers", (long long)feature_layer, m->vcfg.num_layers);
+		goto fail;
+	}
+	st = host->clip_create(m->be, ctx->weights, vis_prefix, &m->vcfg, run_layers, &m->clip);
+	if (st != VD_OK)
+		goto fail;
+	patches = (m->vcfg.image_size / m->vcfg.patch_size) * (m->vcfg.image_size / m->vcfg.patch_size);
+	m->tokens_per_image = patches + (m->select_full ? 1 : 0);
+
+	/* Projector. */
+	snprintf(name, sizeof(name), "%slinear_1.weight", proj_prefix);
+	st = upload_weight(m, ctx->weights, name, &m->w1);
+	if (st == VD_OK) {
+		snprintf(name, sizeof(name), "%slinear_2.weight", proj_prefix);
+		st = upload_weight(m, ctx->weights, name, &m->w2);
+	}
+	if (st == VD_OK && proj_bias) {
+		snprintf(name, sizeof(name), "%slinear_1.bias", proj_prefix);
+		st = upload_weight(m, ctx->weights, name, &m->b1);
+		if (st == VD_OK) {
+			snprintf(name, sizeof(name), "%slinear_2.bias", proj_prefix);
+			st = upload_weight(m, ctx->weights, name, &m->b2);
+		}
+	}
+	if (st != VD_OK)
+		goto fail;
+	if (m->w1.shape[1] != m->vcfg.hidden_size || m->w2.shape[0] != spec->hidden_size) {
+		st = host->errorf(VD_ERR_FORMAT,
+				  "llava: projector maps %lld -> %lld but the towers are %d -> %d",
+				  (long long)m->w1.shape[1], (long long)m->w2.shape[0],
+				  m->vcfg.hidden_size, spec->hidden_size);
+		goto fail;
+	}
+	m->embed_dim = spec->hidden_size;
+
+	st = read_preprocessor(m, ctx->preprocessor);
+	if (st != VD_OK)
+		goto fail;
+	if (m->crop_h != m->vcfg.image_size || m->crop_w != m->vcfg.image_size) {
+		st = host->errorf(VD_ERR_FORMAT,
+				  "llava: preprocessor crop %dx%d does not match the vision tower's "
+				  "image_size %d", m->crop_w, m->crop_h, m->vcfg.image_size);
+		goto fail;
+	}
+
+	limits->max_images = 64;
+	limits->max_tokens_per_image = m->tokens_per_image;
+	limits->embed_dim = m->embed_dim;
+	*state = m;
+	return VD_OK;
+fail:
+	llava_destroy(m);
+	return st;
+}
+
+/* ---------------------------------------------------------------- images */
+
+/* CLIPImageProcessor: resize the shortest edge (long side truncated as
+ * transformers' get_resize_output_image_size), center crop, rescale,
+ * normalize. */
+static vd_status llava_process_image(void *state, const vd_image *img, const vd_mm_kwargs *kw,
+				     vd_mm_item *out)
+{
+	llava *m = state;
+	vd_image resized = { 0 }, cropped = { 0 };
+	const vd_image *cur = img;
+	static const uint8_t black[3] = { 0, 0, 0 };
+	int64_t shape[3] = { 3, m->crop_h, m->crop_w };
+	vd_status st = VD_OK;
+
+	(void)kw;
+	if (m->do_resize) {
+		int w = img->width, h = img->height;
+		int s = m->shortest_edge;
+		int nw, nh;
+
+		if (w <= h) {
+			nw = s;
+			nh = (int)((double)s * h / w);
+		} else {
+			nh = s;
+			nw = (int)((double)s * w / h);
+		}
+		st = H->image_resize(img, nw, nh, m->resample, &resized);
+		if (st != VD_OK)
+			return st;
+		cur = &resized;
+	}
+	if (m->do_center_crop) {
+		int top = (int)((cur->height - m->crop_h) / 2.0);
+		int left = (int)((cur->width - m->crop_w) / 2.0);
+
+		st = H->image_crop(cur, left, top, m->crop_w, m->crop_h, black, &cropped);
+		if (st != VD_OK)
+			goto out;
+		cur = &cropped;
+	}
+	if (cur->width != m->crop_w || cur->height != m->crop_h) {
+		st = H->errorf(VD_ERR_INVALID_ARG, "llava: processed image is %dx%d, the tower needs %dx%d",
+			       cur->width, cur->height, m->crop_w, m->crop_h);
+		goto out;
+	}
+	memset(out, 0, sizeof(*out));
+	out->struct_size = sizeof(*out);
+	out->kind = VD_MM_PIXELS;
+	out->pixels.dtype = VD_DTYPE_F32;
+	out->pixels.device = VD_DEVICE_CPU;
+	vd_tensor_set_shape(&out->pixels, 3, shape);
+	out->pixels.data = malloc((size_t)(3 * m->crop_h * m->crop_w) * sizeof(float));
+	if (!out->pixels.data) {
+		st = H->errorf(VD_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	H->image_to_planes(cur, m->rescale, m->mean, m->std, out->pixels.data);
+	out->num_tokens = m->tokens_per_image;
+out:
+	H->image_free(&resized);
+	H->image_free(&cropped);
+	return st;
+}
+
+static vd_status llava_check_embeds(void *state, vd_mm_item *item)
+{
+	llava *m = state;
+
+	if (item->embeds.ndim != 2 || item->embeds.shape[1] != m->embed_dim)
+		return H->errorf(VD_ERR_INVALID_ARG,
+				 "image embeddings must be (num_tokens, %d); got %d-D with width %lld",
+				 m->embed_dim, item->embeds.ndim,
+				 (long long)(item->embeds.ndim > 1 ? item->embeds.shape[1] : 0));
+	if (item->embeds.shape[0] != m->tokens_per_image)
+		return H->errorf(VD_ERR_INVALID_ARG,
+				 "image embeddings have %lld rows; this model uses %d per image",
+				 (long long)item->embeds.shape[0], m->tokens_per_image);
+	item->num_tokens = m->tokens_per_image;
+	return VD_OK;
+}
+
+/* features (n * tokens_per_image, vision hidden). */
+static vd_status llava_vision_tower(void *state, const vd_mm_item *const *items, int n,
+				    vd_tensor *features)
+{
+	llava *m = state;
+	int S = m->vcfg.image_size;
+	int P = (S / m->vcfg.patch_size) * (S / m->vcfg.patch_size);
+	size_t per = (size_t)3 * S * S;
+	float *px = malloc(per * (size_t)n * sizeof(float));
+	int32_t *rows = NULL;
+	vd_tensor hidden = { 0 };
+	int64_t shape[2];
+	vd_status st;
+
+	if (!px)
+		return H->errorf(VD_ERR_NOMEM, "out of memory");
+	for (int i = 0; i < n; i++)
+		memcpy(px + per * (size_t)i, items[i]->pixels.data, per * sizeof(float));
+	st = H->clip_forward(m->clip, px, n, &hidden);
+	free(px);
+	if (st != VD_OK)
+		return st;
+	if (m->select_full) {
+		*features = hidden;
+		return VD_OK;
+	}
+	/* "default" strategy: drop each image's CLS row. */
+	rows = malloc((size_t)n * (size_t)P * sizeof(*rows));
+	if (!rows) {
+		st = H->errorf(VD_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	for (int i = 0; i < n; i++)
+		for (int j = 0; j < P; j++)
+			rows[i * P + j] = i * (P + 1) + 1 + j;
+	shape[0] = (int64_t)n * P;
+	shape[1] = m->vcfg.hidden_size;
+	st = m->be->ops->alloc(m->be, features, hidden.dtype, 2, shape);
+	if (st == VD_OK)
+		st = m->be->ops->gather_rows(m->be, &hidden, rows, shape[0], features);
+	if (st != VD_OK)
+		m->be->ops->free(m->be, features);
+out:
+	free(rows);
+	m->be->ops->free(m->be, &hidden);
+	return st;
+}
+
+/* embeds = linear_2(act(linear_1(features))). */
+static vd_status llava_projector(void *state, const vd_mm_item *const *items, int n,
+				 const vd_tensor *features, vd_tensor *embeds)
+{
+	llava *m = state;
+	const vd_ops *o = m->be->ops;
+	vd_tensor mid = { 0 };
+	int64_t rows = features->shape[0];
+	int64_t s1[2] = { rows, m->w1.shape[0] };
+	int64_t s2[2] = { rows, m->w2.shape[0] };
+	vd_status st;
+
+	(void)items;
+	(void)n;
+	st = o->alloc(m->be, &mid, VD_DTYPE_F32, 2, s1);
+	if (st != VD_OK)
+		return st;
+	st = o->linear(m->be, features, &m->w1, m->b1.data ? &m->b1 : NULL, &mid);
+	if (st == VD_OK)
+		st = o->act(m->be, m->proj_act, &mid, &mid);
+	if (st == VD_OK)
+		st = o->alloc(m->be, embeds, VD_DTYPE_F32, 2, s2);
+	if (st == VD_OK) {
+		st = o->linear(m->be, &mid, &m->w2, m->b2.data ? &m->b2 : NULL, embeds);
+		if (st != VD_OK)
+			o->free(m->be, embeds);
+	}
+	o->free(m->be, &mid);
+	return st;
+}
+
+/* ---------------------------------------------------------------- prompts */
+
+static vd_status llava_placeholder(void *state, int image_index, char *buf, size_t cap)
+{
+	(void)state;
+	(void)image_index;
+	if (cap < sizeof("<image>"))
+		return H->errorf(VD_ERR_INVALID_ARG, "placeholder buffer too small");
+	memcpy(buf, "<image>", sizeof("<image>"));
+	return VD_OK;
+}
+
+/* Each `<image>` token of the prompt becomes num_tokens copies of itself,
+ * one run per image in order, as LlavaProcessor does. */
+static vd_status llava_expand(void *state, const vd_prompt_in *in, vd_expansion *out)
+{
+	llava *m = state;
+	int32_t *owned = NULL;
+	const int32_t *ids = in->ids;
+	size_t n = (size_t)in->n_ids;
+	int found = 0, img = 0;
+	size_t run = 0;
+	vd_status st = VD_OK;
+
+	if (in->text) {
+		st = H->tokenize(m->tok, in->text, strlen(in->text), true, &owned, &n);
+		if (st != VD_OK)
+			return st;
+		ids = owned;
+	}
+	for (size_t i = 0; i < n; i++)
+		found += ids[i] == m->image_token;
+	if (found != in->n_items) {
+		st = H->errorf(VD_ERR_INVALID_ARG,
+			       "the prompt has %d <image> placeholder(s) (token %d) but %d image(s) "
+			       "were given", found, m->image_token, in->n_items);
+		goto out;
+	}
+	for (size_t i = 0; i <= n && st == VD_OK; i++) {
+		if (i < n && ids[i] != m->image_token)
+			continue;
+		st = H->exp_push(out, ids + run, (int64_t)(i - run));
+		if (st == VD_OK && i < n) {
+			st = H->exp_push_image(out, img, m->image_token, in->items[img]->num_tokens);
+			img++;
+		}
+		run = i + 1;
+	}
+out:
+	free(owned);
+	return st;
+}
+
+/* ---------------------------------------------------------------- plugin */
+
+static const char *const llava_archs[] = { "LlavaForConditionalGeneration", NULL };
+
+static const vd_family llava_family = {
+	.struct_size = sizeof(vd_family),
+	.name = "llava",
+	.architectures = llava_archs,
+	.create = llava_create,
+	.destroy = llava_destroy,
+	.process_image = llava_process_image,
+	.check_embeds = llava_check_embeds,
+	.vision_tower = llava_vision_tower,
+	.projector = llava_projector,
+	.placeholder = llava_placeholder,
+	.expand = llava_expand,
+};
+
+static const vd_family *const llava_families[] = { &llava_family };
+
+static const vd_plugin_desc llava_desc = {
+	.struct_size = sizeof(vd_plugin_desc),
+	.magic = VD_PLUGIN_MAGIC,
+	.abi_major = VD_PLUGIN_ABI_MAJOR,
+	.abi_minor = VD_PLUGIN_ABI_MINOR,
+	.name = "llava",
+	.version = "0.1.0",
+	.n_families = 1,
+	.families = llava_families,
+};
+
+static const vd_plugin_desc *llava_entry(const vd_host_api *host)
+{
+	if (host->abi_major != VD_PLUGIN_ABI_MAJOR || host->struct_size < sizeof(vd_host_api))
+		return NULL;
+	H = host;
+	return &llava_desc;
+}
+
+VD_PLUGIN_DEFINE(llava_entry)

@@ -1,0 +1,166 @@
+/* vllmd: the command-line entry point.
+ *   vllmd generate --model DIR [--config FILE] [--input F.jsonl] [--output F.jsonl]
+ *   vllmd --help | --version
+ * Options come from the one table in core/config.c (YAML keys and CLI flags).
+ * The OpenAI-compatible daemon mode (`vllmd --config FILE` / `vllmd serve`)
+ * lands with the server module. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/config.h"
+#include "server/generate.h"
+#include "vllmd/llm.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: vllmd generate --model DIR [--config FILE.yaml] [--input FILE.jsonl]\n"
+		"                      [--output FILE.jsonl] [options]\n"
+		"       vllmd --help | --version\n\n"
+		"generate: offline batch inference. Each input line is one request:\n"
+		"  {\"prompt\": \"USER: <image>\\nWhat is this?\\nASSISTANT:\",\n"
+		"   \"multi_modal_data\": {\"image\": \"cat.jpg\"},\n"
+		"   \"sampling_params\": {\"temperature\": 0, \"max_tokens\": 64}}\n"
+		"or {\"prompt_token_ids\": [...]}. One vLLM RequestOutput per output line.\n"
+		"Input defaults to stdin, output to stdout.\n\n"
+		"Options (CLI flag, YAML key in a --config file):\n");
+	vd_config_print_help(f);
+}
+
+/* The engine arguments a config names. Strings stay owned by c. */
+static void engine_args_from_config(const vd_config *c, vd_engine_args *a)
+{
+	static const char *const devices[] = { "auto", "cpu", "cuda" };
+	static const char *const dtypes[] = { "auto", "float32", "bfloat16", "float16" };
+
+	vd_engine_args_init(a);
+	a->model = c->model;
+	a->tokenizer = c->tokenizer;
+	a->plugin_dir = c->plugin_dir;
+	a->device = devices[c->device];
+	a->dtype = dtypes[c->dtype];
+	a->max_model_len = (int)c->max_model_len;
+	if (c->limit_mm_per_prompt.image >= 0)
+		a->limit_images = (int)c->limit_mm_per_prompt.image;
+	a->max_num_seqs = (int)c->max_num_seqs;
+	a->max_num_batched_tokens = (int)c->max_num_batched_tokens;
+	a->block_size = (int)c->block_size;
+	a->kv_cache_memory = c->kv_cache_memory;
+	a->gpu_memory_utilization = c->gpu_memory_utilization;
+	a->enable_prefix_caching = c->enable_prefix_caching;
+	a->num_threads = (int)c->num_threads;
+	a->max_image_pixels = c->max_image_pixels;
+	a->seed = (uint64_t)c->seed;
+}
+
+static int cmd_generate(int argc, char **argv)
+{
+	vd_config c;
+	vd_engine_args a;
+	vd_llm *llm = NULL;
+	const char *in_path = NULL, *out_path = NULL;
+	FILE *in = stdin, *out = stdout;
+	int first_pos = argc, n_failed = 0, rc = 1;
+	char **rest;
+	int nrest = 0;
+	vd_status st;
+
+	/* --input/--output belong to this command, not to the option table */
+	rest = calloc((size_t)argc + 1, sizeof(char *));
+	if (!rest) {
+		fprintf(stderr, "vllmd: out of memory\n");
+		return 1;
+	}
+	rest[nrest++] = argv[0];
+	for (int i = 1; i < argc; i++) {
+		if ((!strcmp(argv[i], "--input") || !strcmp(argv[i], "--output")) && i + 1 < argc) {
+			if (argv[i][2] == 'i')
+				in_path = argv[++i];
+			else
+				out_path = argv[++i];
+		} else if (!strncmp(argv[i], "--input=", 8)) {
+			in_path = argv[i] + 8;
+		} else if (!strncmp(argv[i], "--output=", 9)) {
+			out_path = argv[i] + 9;
+		} else {
+			rest[nrest++] = argv[i];
+		}
+	}
+	st = vd_config_init_defaults(&c);
+	if (st == VD_OK)
+		st = vd_config_parse_args(&c, nrest, rest, &first_pos);
+	if (st != VD_OK) {
+		fprintf(stderr, "vllmd: %s\n", vd_error_message());
+		goto out;
+	}
+	if (c.help_requested) {
+		usage(stdout);
+		rc = 0;
+		goto out;
+	}
+	if (first_pos < nrest) {
+		fprintf(stderr, "vllmd generate: unexpected argument '%s'\n", rest[first_pos]);
+		goto out;
+	}
+	st = vd_config_finalize(&c);
+	if (st != VD_OK) {
+		fprintf(stderr, "vllmd: %s\n", vd_error_message());
+		goto out;
+	}
+	vd_config_print_notices(&c, stderr);
+	if (in_path && !(in = fopen(in_path, "r"))) {
+		fprintf(stderr, "vllmd: cannot open input %s\n", in_path);
+		in = stdin;
+		goto out;
+	}
+	if (out_path && !(out = fopen(out_path, "w"))) {
+		fprintf(stderr, "vllmd: cannot open output %s\n", out_path);
+		out = stdout;
+		goto out;
+	}
+	engine_args_from_config(&c, &a);
+	a.show_progress = true;
+	st = vd_llm_create(&a, &llm);
+	if (st != VD_OK) {
+		fprintf(stderr, "vllmd: %s\n", vd_error_message());
+		goto out;
+	}
+	st = vd_generate_jsonl(llm, in, out, &n_failed);
+	if (st != VD_OK) {
+		fprintf(stderr, "vllmd: %s\n", vd_error_message());
+		goto out;
+	}
+	if (n_failed)
+		fprintf(stderr, "vllmd: %d request(s) failed; see their error lines\n", n_failed);
+	rc = n_failed ? 2 : 0;
+out:
+	vd_llm_destroy(llm);
+	if (in != stdin)
+		fclose(in);
+	if (out != stdout && fclose(out) != 0 && rc == 0) {
+		fprintf(stderr, "vllmd: error writing %s\n", out_path);
+		rc = 1;
+	}
+	vd_config_free(&c);
+	free(rest);
+	return rc;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc >= 2 && (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version"))) {
+		printf("vllmd %s\n", VD_VERSION);
+		return 0;
+	}
+	if (argc >= 2 && !strcmp(argv[1], "generate"))
+		return cmd_generate(argc - 1, argv + 1);
+	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+		usage(argc < 2 ? stderr : stdout);
+		return argc < 2 ? 1 : 0;
+	}
+	fprintf(stderr,
+		"vllmd: unknown command '%s'. Commands: generate. (The OpenAI server, "
+		"`vllmd --config FILE.yaml`, is not built yet.)\n", argv[1]);
+	return 1;
+}

@@ -1,0 +1,136 @@
+/* Plugin registry: loading the real plugins, refusing a wrong ABI major and
+ * a file without the entry point, and naming the architecture when no
+ * plugin serves a checkpoint. */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/registry.h"
+
+static char plugin_dir[4096], test_plugins[4096];
+
+static void setup_dirs(void)
+{
+	const char *pd = getenv("VD_PLUGIN_DIR");
+	const char *bd = getenv("VD_BUILDDIR");
+
+	snprintf(plugin_dir, sizeof(plugin_dir), "%s", pd ? pd : "build-plugins");
+	snprintf(test_plugins, sizeof(test_plugins), "%s/tests/plugins/.libs", bd ? bd : ".");
+}
+
+static vd_json *arch_list(const char *json)
+{
+	vd_json *j = NULL;
+
+	ck_assert_int_eq(vd_json_parse(json, strlen(json), &j), VD_OK);
+	return j;
+}
+
+START_TEST(test_loads_llava)
+{
+	vd_registry *r = NULL;
+	const vd_family *f = NULL;
+	vd_json *a = arch_list("[\"LlavaForConditionalGeneration\"]");
+
+	ck_assert_int_eq(vd_registry_create(plugin_dir, &r), VD_OK);
+	ck_assert_int_ge(vd_registry_count(r), 1);
+	ck_assert_int_eq(vd_registry_find(r, a, &f), VD_OK);
+	ck_assert_ptr_nonnull(f);
+	ck_assert_str_eq(f->name, "llava");
+	vd_json_free(a);
+	vd_registry_destroy(r);
+}
+END_TEST
+
+START_TEST(test_no_plugin_for_arch)
+{
+	vd_registry *r = NULL;
+	const vd_family *f = NULL;
+	vd_json *a = arch_list("[\"MambaForCausalLM\"]");
+
+	ck_assert_int_eq(vd_registry_create(plugin_dir, &r), VD_OK);
+	ck_assert_int_eq(vd_registry_find(r, a, &f), VD_ERR_NOT_FOUND);
+	ck_assert_ptr_null(f);
+	ck_assert_ptr_nonnull(strstr(vd_error_message(), "no plugin serves architecture MambaForCausalLM"));
+	vd_json_free(a);
+	vd_registry_destroy(r);
+}
+END_TEST
+
+START_TEST(test_refuses_other_abi_major)
+{
+	vd_registry *r = NULL;
+	char path[4200];
+	char msg[256];
+
+	snprintf(path, sizeof(path), "%s/badabi.so", test_plugins);
+	ck_assert_int_eq(vd_registry_create(plugin_dir, &r), VD_OK);
+	ck_assert_int_eq(vd_registry_load(r, path), VD_ERR_ABI);
+	snprintf(msg, sizeof(msg), "ABI major %d, this vllmd needs %d", VD_PLUGIN_ABI_MAJOR + 1,
+		 VD_PLUGIN_ABI_MAJOR);
+	ck_assert_msg(strstr(vd_error_message(), msg), "message: %s", vd_error_message());
+	ck_assert_ptr_nonnull(strstr(vd_error_message(), "badabi.so"));
+	vd_registry_destroy(r);
+}
+END_TEST
+
+START_TEST(test_refuses_missing_entry)
+{
+	vd_registry *r = NULL;
+	char path[4200];
+
+	snprintf(path, sizeof(path), "%s/noentry.so", test_plugins);
+	ck_assert_int_eq(vd_registry_create(plugin_dir, &r), VD_OK);
+	ck_assert_int_eq(vd_registry_load(r, path), VD_ERR_ABI);
+	ck_assert_msg(strstr(vd_error_message(), "no 'vd_plugin_entry' symbol"), "message: %s",
+		      vd_error_message());
+	vd_registry_destroy(r);
+}
+END_TEST
+
+START_TEST(test_dir_scan_skips_refused)
+{
+	/* the test plugin dir holds only refused plugins: the registry still
+	 * opens, with no plugins and both refusals recorded */
+	vd_registry *r = NULL;
+
+	ck_assert_int_eq(vd_registry_create(test_plugins, &r), VD_OK);
+	ck_assert_int_eq(vd_registry_count(r), 0);
+	ck_assert_ptr_nonnull(strstr(vd_registry_refusals(r), "badabi.so"));
+	ck_assert_ptr_nonnull(strstr(vd_registry_refusals(r), "noentry.so"));
+	vd_registry_destroy(r);
+}
+END_TEST
+
+START_TEST(test_missing_dir)
+{
+	vd_registry *r = NULL;
+
+	ck_assert_int_eq(vd_registry_create("/nonexistent/plugins", &r), VD_ERR_NOT_FOUND);
+	ck_assert_ptr_null(r);
+	ck_assert_ptr_nonnull(strstr(vd_error_message(), "/nonexistent/plugins"));
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("plugin");
+	TCase *tc = tcase_create("registry");
+	SRunner *sr;
+	int failed;
+
+	setup_dirs();
+	tcase_add_test(tc, test_loads_llava);
+	tcase_add_test(tc, test_no_plugin_for_arch);
+	tcase_add_test(tc, test_refuses_other_abi_major);
+	tcase_add_test(tc, test_refuses_missing_entry);
+	tcase_add_test(tc, test_dir_scan_skips_refused);
+	tcase_add_test(tc, test_missing_dir);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}
