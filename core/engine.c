@@ -1,21 +1,50 @@
 /* Engine: loads a model directory through its family plugin and runs
- * requests. Everything model-specific arrives through the plugin (image
- * processing, vision tower, projector, expansion) or the generic decoder
- * spec; nothing here names a model family. */
+ * requests with continuous batching. Each step: the scheduler picks token
+ * counts per sequence, images whose rows are due get encoded into the
+ * encoder cache, all scheduled tokens run as ONE flattened batch through the
+ * decoder over the paged KV cache, and sequences that completed their known
+ * tokens sample the next one. Nothing here names a model family. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/encoder_cache.h"
 #include "core/engine.h"
 #include "core/expansion.h"
+#include "core/kv_cache.h"
 #include "core/mm.h"
+#include "core/output.h"
 #include "core/registry.h"
+#include "core/request.h"
 #include "core/sampler.h"
+#include "core/scheduler.h"
 #include "kernels/backend.h"
 #include "vllmd/models.h"
 
 #define MAX_EOS 16
+
+/* Growable buffers for building one step's batch. */
+typedef struct step_bufs {
+	int32_t *ids, *pos, *rope_table, *qsl, *seq_lens, *block_tables, *logit_rows;
+	int64_t *slots;
+	int64_t cap_tokens, cap_seqs, cap_bt, cap_logits;
+	int32_t *img_rows;
+	int64_t cap_img;
+	/* for each logit row: the sequence and what it is for */
+	vd_seq **lrow_seq;
+	int64_t *lrow_prompt_pos; /* prompt position whose logprob it gives; -1 = sample */
+	float *host_logits;
+	int64_t cap_host;
+	float *raw;               /* one row copy */
+	void *scratch;            /* sampler scratch */
+} step_bufs;
+
+typedef struct group_node {
+	vd_group g;                   /* first member: a vd_group * is its node */
+	struct group_node *prev, *next;
+	bool linked;
+} group_node;
 
 struct vd_engine {
 	vd_engine_args args;
@@ -34,11 +63,17 @@ struct vd_engine {
 	int limit_images;
 	int32_t eos[MAX_EOS];
 	int n_eos;
-	/* KV cache for one sequence: blocks 0..num_blocks-1 in order */
-	int block_size, num_blocks;
-	vd_tensor *k_cache, *v_cache; /* (num_layers) */
-	int32_t *block_table;
 	vd_rng rng;                   /* draws for unseeded requests */
+	int64_t arrival;
+
+	vd_kv_cache kv;
+	vd_encoder_cache *enc;
+	vd_scheduler sched;
+	vd_output_ctx octx;
+	step_bufs b;
+	group_node *groups;           /* live requests */
+	int n_groups;
+	vd_engine_stats stats;
 };
 
 static char *path_join(const char *dir, const char *file)
@@ -104,32 +139,65 @@ static const char *default_plugin_dir(void)
 	return env && *env ? env : VD_PLUGIN_DIR;
 }
 
-static vd_status alloc_kv(vd_engine *e)
+/* KV blocks from the memory budget, the encoder cache, the scheduler, and a
+ * profiling forward of the largest step so its workspace exists (and memory
+ * failures show) at start-up rather than mid-run. */
+static vd_status profile_step(vd_engine *e);
+
+static vd_status init_caches(vd_engine *e)
 {
-	const vd_ops *o = e->be->ops;
-	int L = e->spec.num_layers;
-	int64_t shape[4] = { 0, 0, e->spec.num_kv_heads, e->spec.head_dim };
+	vd_dtype kv_dtype = vd_backend_compute_dtype(e->be);
+	int bs = e->args.block_size > 0 ? e->args.block_size : 16;
+	int64_t block_bytes = vd_kv_block_bytes(e->spec.num_layers, bs, e->spec.num_kv_heads,
+						e->spec.head_dim, kv_dtype);
+	int64_t per_seq = (e->max_model_len + bs - 1) / bs;
+	int64_t max_seqs = e->args.max_num_seqs > 0 ? e->args.max_num_seqs : 256;
+	int64_t mnbt = e->args.max_num_batched_tokens > 0 ? e->args.max_num_batched_tokens : 2048;
+	int64_t enc_budget = mnbt > e->limits.max_tokens_per_image ? mnbt
+								   : e->limits.max_tokens_per_image;
+	int64_t blocks;
+	vd_sched_config sc;
 	vd_status st;
 
-	e->block_size = e->args.block_size > 0 ? e->args.block_size : 16;
-	e->num_blocks = (e->max_model_len + e->block_size - 1) / e->block_size;
-	shape[0] = e->num_blocks;
-	shape[1] = e->block_size;
-	e->k_cache = calloc((size_t)L, sizeof(vd_tensor));
-	e->v_cache = calloc((size_t)L, sizeof(vd_tensor));
-	e->block_table = malloc((size_t)e->num_blocks * sizeof(int32_t));
-	if (!e->k_cache || !e->v_cache || !e->block_table)
-		return vd_errorf(VD_ERR_NOMEM, "out of memory for the KV cache tables");
-	for (int i = 0; i < e->num_blocks; i++)
-		e->block_table[i] = i;
-	for (int l = 0; l < L; l++) {
-		st = o->alloc(e->be, &e->k_cache[l], VD_DTYPE_F32, 4, shape);
-		if (st == VD_OK)
-			st = o->alloc(e->be, &e->v_cache[l], VD_DTYPE_F32, 4, shape);
-		if (st != VD_OK)
-			return st;
+	if (e->args.kv_cache_memory > 0) {
+		blocks = e->args.kv_cache_memory / block_bytes;
+	} else {
+		/* CPU default: every sequence at full length, capped at 1 GiB */
+		blocks = max_seqs * per_seq;
+		if (blocks * block_bytes > (1LL << 30))
+			blocks = (1LL << 30) / block_bytes;
+		if (blocks < per_seq)
+			blocks = per_seq;
 	}
-	return VD_OK;
+	if (blocks < per_seq)
+		return vd_errorf(VD_ERR_INVALID_ARG,
+				 "kv_cache_memory %lld bytes holds %lld KV blocks of %d tokens; one "
+				 "sequence of max_model_len %d needs %lld (%lld bytes): raise "
+				 "kv_cache_memory or lower max_model_len",
+				 (long long)e->args.kv_cache_memory, (long long)blocks, bs,
+				 e->max_model_len, (long long)per_seq, (long long)(per_seq * block_bytes));
+	if (blocks + 1 > INT32_MAX / bs)
+		blocks = INT32_MAX / bs - 1;
+	st = vd_kv_cache_init(&e->kv, e->be, (int)blocks + 1, bs, e->spec.num_layers,
+			      e->spec.num_kv_heads, e->spec.head_dim, kv_dtype,
+			      e->args.enable_prefix_caching);
+	if (st != VD_OK)
+		return st;
+	st = vd_encoder_cache_create(e->be, 4 * enc_budget, &e->enc);
+	if (st != VD_OK)
+		return st;
+	sc = (vd_sched_config){ .max_num_seqs = (int)max_seqs, .max_num_batched_tokens = mnbt,
+				.encoder_budget_rows = enc_budget,
+				.prefix_caching = e->args.enable_prefix_caching };
+	st = vd_scheduler_init(&e->sched, &sc, &e->kv, e->enc);
+	if (st != VD_OK)
+		return st;
+	e->octx = (vd_output_ctx){ .tok = e->tok, .eos = e->eos, .n_eos = e->n_eos,
+				   .max_model_len = e->max_model_len,
+				   .vocab_size = e->spec.vocab_size };
+	e->stats.kv_blocks = (int)blocks;
+	e->stats.block_size = bs;
+	return profile_step(e);
 }
 
 vd_status vd_engine_create(const vd_engine_args *args, vd_engine **out)
@@ -154,6 +222,7 @@ vd_status vd_engine_create(const vd_engine_args *args, vd_engine **out)
 		goto fail;
 	}
 	vd_rng_seed(&e->rng, args->seed);
+	e->arrival = 0;
 
 	if (args->device && strcmp(args->device, "auto") && strcmp(args->device, "cpu") &&
 	    strcmp(args->device, "cuda")) {
@@ -244,7 +313,7 @@ vd_status vd_engine_create(const vd_engine_args *args, vd_engine **out)
 	if (e->n_eos == 0)
 		add_eos(e, vd_tokenizer_eos_id(e->tok));
 
-	st = alloc_kv(e);
+	st = init_caches(e);
 	if (st != VD_OK)
 		goto fail;
 	free(p1);
@@ -258,19 +327,680 @@ fail:
 	return st;
 }
 
+/* ------------------------------------------------------------ step buffers */
+
+static void free_step_bufs(step_bufs *b)
+{
+	free(b->ids);
+	free(b->pos);
+	free(b->rope_table);
+	free(b->qsl);
+	free(b->seq_lens);
+	free(b->block_tables);
+	free(b->logit_rows);
+	free(b->slots);
+	free(b->img_rows);
+	free(b->lrow_seq);
+	free(b->lrow_prompt_pos);
+	free(b->host_logits);
+	free(b->raw);
+	free(b->scratch);
+	memset(b, 0, sizeof(*b));
+}
+
+/* realloc *p to hold n elements of size sz when *cap < n. */
+static vd_status need(void *pp, int64_t *cap, int64_t n, size_t sz)
+{
+	void **p = pp;
+	void *q;
+
+	if (n <= *cap)
+		return VD_OK;
+	q = realloc(*p, (size_t)n * sz);
+	if (!q)
+		return vd_errorf(VD_ERR_NOMEM, "out of memory building a batch of %lld", (long long)n);
+	*p = q;
+	*cap = n;
+	return VD_OK;
+}
+
+static vd_status size_step_bufs(vd_engine *e, int64_t T, int64_t n, int64_t maxb, int64_t nl)
+{
+	step_bufs *b = &e->b;
+	int64_t c;
+	int64_t V = e->spec.vocab_size;
+	vd_status st = VD_OK;
+
+	if (T > b->cap_tokens) {
+		int64_t cap = T;
+
+		c = b->cap_tokens;
+		st = need(&b->ids, &c, cap, sizeof(int32_t));
+		c = b->cap_tokens;
+		if (st == VD_OK)
+			st = need(&b->pos, &c, 3 * cap, sizeof(int32_t));
+		c = b->cap_tokens;
+		if (st == VD_OK)
+			st = need(&b->rope_table, &c, cap, sizeof(int32_t));
+		c = b->cap_tokens;
+		if (st == VD_OK)
+			st = need(&b->slots, &c, cap, sizeof(int64_t));
+		c = b->cap_tokens;
+		if (st == VD_OK)
+			st = need(&b->img_rows, &c, cap, sizeof(int32_t));
+		if (st != VD_OK)
+			return st;
+		b->cap_tokens = cap;
+	}
+	if (n + 1 > b->cap_seqs) {
+		c = b->cap_seqs;
+		st = need(&b->qsl, &c, n + 1, sizeof(int32_t));
+		c = b->cap_seqs;
+		if (st == VD_OK)
+			st = need(&b->seq_lens, &c, n + 1, sizeof(int32_t));
+		if (st != VD_OK)
+			return st;
+		b->cap_seqs = n + 1;
+	}
+	st = need(&b->block_tables, &b->cap_bt, n * maxb, sizeof(int32_t));
+	if (st != VD_OK)
+		return st;
+	if (nl > b->cap_logits) {
+		c = b->cap_logits;
+		st = need(&b->logit_rows, &c, nl, sizeof(int32_t));
+		c = b->cap_logits;
+		if (st == VD_OK)
+			st = need(&b->lrow_seq, &c, nl, sizeof(vd_seq *));
+		c = b->cap_logits;
+		if (st == VD_OK)
+			st = need(&b->lrow_prompt_pos, &c, nl, sizeof(int64_t));
+		if (st != VD_OK)
+			return st;
+		b->cap_logits = nl;
+	}
+	st = need(&b->host_logits, &b->cap_host, nl * V, sizeof(float));
+	if (st == VD_OK && !b->raw) {
+		b->raw = malloc((size_t)V * sizeof(float));
+		b->scratch = malloc((size_t)V * (2 * sizeof(float) + sizeof(int32_t)));
+		if (!b->raw || !b->scratch)
+			st = vd_errorf(VD_ERR_NOMEM, "out of memory");
+	}
+	return st;
+}
+
+/* Run the decoder over a batch described in e->b; logits (n_logits, V) land
+ * in b->host_logits. img: (src view, rows) pairs already scattered by the
+ * caller through the callback order below. */
+static vd_status run_decoder(vd_engine *e, int64_t T, int n_seqs, int64_t maxb, int n_logits,
+			     const vd_seq *const *seqs, const int64_t *n_sched)
+{
+	const vd_ops *o = e->be->ops;
+	step_bufs *b = &e->b;
+	int64_t xs[2] = { T, e->spec.hidden_size };
+	int64_t ls[2] = { n_logits, e->spec.vocab_size };
+	vd_tensor x = { 0 }, logits = { 0 };
+	vd_attn_meta meta;
+	vd_status st;
+
+	st = o->alloc(e->be, &x, vd_backend_compute_dtype(e->be), 2, xs);
+	if (st == VD_OK)
+		st = vd_decoder_embed(e->dec, b->ids, T, &x);
+	/* image rows: each overlap of a placeholder run with a scheduled chunk */
+	for (int i = 0, off = 0; st == VD_OK && seqs && i < n_seqs; off += (int)n_sched[i], i++) {
+		const vd_seq *q = seqs[i];
+		const vd_expansion *xp = &q->group->exp;
+		int64_t c = q->num_computed, k = n_sched[i];
+
+		for (int p = 0; st == VD_OK && p < xp->n_ph; p++) {
+			const vd_placeholder *ph = &xp->ph[p];
+			int64_t lo = c > ph->offset ? c : ph->offset;
+			int64_t hi = c + k < ph->offset + ph->length ? c + k : ph->offset + ph->length;
+			const vd_tensor *emb;
+			vd_tensor src;
+
+			if (lo >= hi)
+				continue;
+			emb = vd_encoder_cache_get(e->enc, q->group->items[ph->item].hash);
+			if (!emb) {
+				st = vd_errorf(VD_ERR_INTERNAL, "image %d embeddings missing from the "
+					       "encoder cache", ph->item);
+				break;
+			}
+			src = vd_tensor_rows(emb, lo - ph->offset, hi - lo);
+			for (int64_t r = lo; r < hi; r++)
+				b->img_rows[r - lo] = (int32_t)(off + (r - c));
+			st = o->scatter_rows(e->be, &src, b->img_rows, hi - lo, &x);
+		}
+	}
+	if (st == VD_OK)
+		st = o->alloc(e->be, &logits, VD_DTYPE_F32, 2, ls);
+	if (st == VD_OK) {
+		meta = (vd_attn_meta){ .num_seqs = n_seqs, .num_tokens = (int)T,
+				       .query_start_loc = b->qsl, .seq_lens = b->seq_lens,
+				       .block_tables = b->block_tables, .max_blocks = (int)maxb,
+				       .block_size = e->kv.block_size, .slot_mapping = b->slots };
+		st = vd_decoder_forward(e->dec, &x, b->pos,
+					e->spec.rope_type == VD_ROPE_LONGROPE ? b->rope_table : NULL,
+					&meta, e->kv.k, e->kv.v, b->logit_rows, n_logits, &logits);
+	}
+	if (st == VD_OK)
+		st = o->download(e->be, &logits, b->host_logits);
+	o->free(e->be, &x);
+	o->free(e->be, &logits);
+	return st;
+}
+
+/* A forward of the largest step the scheduler may build, writing only into
+ * the null block, so workspaces reach their peak size now. */
+static vd_status profile_step(vd_engine *e)
+{
+	step_bufs *b = &e->b;
+	int64_t T = e->sched.cfg.max_num_batched_tokens;
+	int64_t bs = e->kv.block_size;
+	vd_status st;
+
+	if (T > e->max_model_len)
+		T = e->max_model_len;
+	st = size_step_bufs(e, T, 1, (T + bs - 1) / bs, 1);
+	if (st != VD_OK)
+		return st;
+	for (int64_t i = 0; i < T; i++) {
+		b->ids[i] = 0;
+		b->pos[i] = (int32_t)i;
+		b->pos[T + i] = (int32_t)i;
+		b->pos[2 * T + i] = (int32_t)i;
+		b->rope_table[i] = 0;
+		b->slots[i] = i % bs; /* block 0: the null block */
+	}
+	for (int64_t i = 0; i < (T + bs - 1) / bs; i++)
+		b->block_tables[i] = 0;
+	b->qsl[0] = 0;
+	b->qsl[1] = (int32_t)T;
+	b->seq_lens[0] = (int32_t)T;
+	b->logit_rows[0] = (int32_t)(T - 1);
+	st = run_decoder(e, T, 1, (T + bs - 1) / bs, 1, NULL, NULL);
+	if (st != VD_OK)
+		return vd_errorf(st, "profiling a step of %lld tokens failed: %s (lower "
+				 "max_num_batched_tokens or max_model_len)", (long long)T,
+				 vd_error_message());
+	return VD_OK;
+}
+
+/* ------------------------------------------------------------ requests */
+
+static void free_group(vd_engine *e, group_node *gn)
+{
+	vd_group *g = &gn->g;
+
+	for (int i = 0; i < g->n_seqs; i++) {
+		vd_seq *q = &g->seqs[i];
+
+		vd_output_release(q);
+		free(q->tokens);
+		free(q->blocks);
+		free(q->hashes);
+		free(q->enc_held);
+	}
+	free(g->seqs);
+	for (int i = 0; i < g->n_items; i++)
+		vd_mm_item_free(&g->items[i]);
+	free(g->items);
+	vd_expansion_free(&g->exp);
+	if (gn->linked) {
+		if (gn->prev)
+			gn->prev->next = gn->next;
+		else
+			e->groups = gn->next;
+		if (gn->next)
+			gn->next->prev = gn->prev;
+		e->n_groups--;
+	}
+	free(gn);
+}
+
+static void abort_group(vd_engine *e, group_node *gn)
+{
+	vd_group *g = &gn->g;
+
+	for (int i = 0; i < g->n_seqs; i++) {
+		vd_seq *q = &g->seqs[i];
+
+		if (q->state == VD_SEQ_FINISHED)
+			continue;
+		vd_scheduler_finish(&e->sched, q);
+		if (!q->out->text) {
+			q->out->text = q->text ? q->text : strdup("");
+			q->text = NULL;
+		}
+		q->out->finish_reason = VD_FINISH_ABORT;
+	}
+	free_group(e, gn);
+}
+
+static vd_status fail_request(vd_output *out, vd_status st)
+{
+	out->status = st;
+	free(out->error);
+	out->error = strdup(vd_error_message());
+	return st == VD_ERR_NOMEM ? st : VD_OK;
+}
+
+/* Decode/process images, expand the prompt, check the limits. */
+static vd_status prepare_group(vd_engine *e, vd_group *g)
+{
+	const vd_request *q = &g->req;
+	vd_mm_kwargs kw = { .struct_size = sizeof(kw), .min_pixels = q->min_pixels,
+			    .max_pixels = q->max_pixels, .num_crops = q->num_crops };
+	const vd_mm_item **ptrs = NULL;
+	vd_prompt_in in;
+	vd_status st;
+
+	if (!q->prompt && (!q->prompt_token_ids || q->n_prompt_token_ids <= 0))
+		return vd_errorf(VD_ERR_INVALID_ARG, "the request has neither a prompt nor prompt_token_ids");
+	if (q->n_images < 0 || (q->n_images > 0 && !q->images))
+		return vd_errorf(VD_ERR_INVALID_ARG, "bad image list");
+	if (q->n_images > e->limit_images)
+		return vd_errorf(VD_ERR_INVALID_ARG, "At most %d image(s) may be provided in one prompt.",
+				 e->limit_images);
+	if (g->params.n < 1 || g->params.max_tokens < 1 || g->params.temperature < 0 ||
+	    g->params.top_p <= 0 || g->params.top_p > 1 || g->params.min_tokens < 0 ||
+	    g->params.logprobs > 64 || g->params.prompt_logprobs > 64)
+		return vd_errorf(VD_ERR_INVALID_ARG,
+				 "sampling parameters out of range (n >= 1, max_tokens >= 1, "
+				 "temperature >= 0, 0 < top_p <= 1, min_tokens >= 0, logprobs <= 64)");
+	if (q->n_images > 0) {
+		g->items = calloc((size_t)q->n_images, sizeof(*g->items));
+		ptrs = calloc((size_t)q->n_images, sizeof(*ptrs));
+		if (!g->items || !ptrs) {
+			free(ptrs);
+			return vd_errorf(VD_ERR_NOMEM, "out of memory");
+		}
+	}
+	for (int i = 0; i < q->n_images; i++) {
+		st = vd_mm_prepare(e->fam, e->fam_state, &q->images[i], &kw, e->args.max_image_pixels,
+				   &g->items[i]);
+		if (st != VD_OK) {
+			free(ptrs);
+			return vd_errorf(st, "image %d: %s", i, vd_error_message());
+		}
+		ptrs[i] = &g->items[i];
+		g->n_items++;
+	}
+	if (!q->prompt) {
+		for (int i = 0; i < q->n_prompt_token_ids; i++)
+			if (q->prompt_token_ids[i] >= e->spec.vocab_size || q->prompt_token_ids[i] < 0) {
+				free(ptrs);
+				return vd_errorf(VD_ERR_INVALID_ARG,
+						 "prompt_token_ids[%d] = %d is out of vocabulary (size %d)",
+						 i, q->prompt_token_ids[i], e->spec.vocab_size);
+			}
+	}
+	vd_expansion_init(&g->exp);
+	in = (vd_prompt_in){ .struct_size = sizeof(in), .text = q->prompt,
+			     .ids = q->prompt_token_ids, .n_ids = q->n_prompt_token_ids,
+			     .items = ptrs, .n_items = g->n_items };
+	st = e->fam->expand(e->fam_state, &in, &g->exp);
+	if (st == VD_OK)
+		st = vd_expansion_validate(&g->exp, ptrs, g->n_items);
+	free(ptrs);
+	if (st != VD_OK)
+		return st;
+	if (g->exp.n >= e->max_model_len)
+		return vd_errorf(VD_ERR_INVALID_ARG,
+				 "The decoder prompt (length %lld) is longer than the maximum model "
+				 "length of %d.", (long long)g->exp.n, e->max_model_len);
+	for (int i = 0; g->params.stop && g->params.stop[i]; i++)
+		if (strlen(g->params.stop[i]) > g->stop_lookback)
+			g->stop_lookback = strlen(g->params.stop[i]);
+	return VD_OK;
+}
+
+static vd_status init_seq(vd_engine *e, vd_group *g, int i)
+{
+	vd_seq *q = &g->seqs[i];
+	int64_t n = g->exp.n;
+
+	q->arrival = e->arrival++;
+	q->group = g;
+	q->index = i;
+	q->n_prompt = n;
+	q->n_tokens = n;
+	q->cap_tokens = n + g->params.max_tokens + 1;
+	q->tokens = malloc((size_t)q->cap_tokens * sizeof(int32_t));
+	q->enc_held = calloc((size_t)(g->n_items ? g->n_items : 1), sizeof(bool));
+	if (!q->tokens || !q->enc_held)
+		return vd_errorf(VD_ERR_NOMEM, "out of memory");
+	memcpy(q->tokens, g->exp.ids, (size_t)n * sizeof(int32_t));
+	if (g->params.seed >= 0)
+		vd_rng_seed(&q->rng, (uint64_t)g->params.seed + (uint64_t)i);
+	else
+		vd_rng_seed(&q->rng, vd_rng_next(&e->rng));
+	q->out = &g->out->completions[i];
+	return vd_output_start(&e->octx, q);
+}
+
+vd_status vd_engine_add_request(vd_engine *e, const vd_request *r, int index, vd_output *out,
+				bool *admitted)
+{
+	group_node *gn;
+	vd_group *g;
+	char idbuf[32];
+	vd_status st;
+
+	*admitted = false;
+	memset(out, 0, sizeof(*out));
+	snprintf(idbuf, sizeof(idbuf), "%d", index);
+	out->request_id = strdup(r->request_id ? r->request_id : idbuf);
+	if (r->prompt)
+		out->prompt = strdup(r->prompt);
+	gn = calloc(1, sizeof(*gn));
+	if (!gn || !out->request_id || (r->prompt && !out->prompt)) {
+		free(gn);
+		return fail_request(out, vd_errorf(VD_ERR_NOMEM, "out of memory"));
+	}
+	g = &gn->g;
+	g->req = *r;
+	g->params = r->params;
+	g->user_index = index;
+	g->out = out;
+	st = prepare_group(e, g);
+	if (st != VD_OK)
+		goto fail;
+	out->n_prompt_tokens = (int)g->exp.n;
+	out->prompt_token_ids = malloc((size_t)g->exp.n * sizeof(int32_t));
+	out->completions = calloc((size_t)g->params.n, sizeof(*out->completions));
+	g->seqs = calloc((size_t)g->params.n, sizeof(*g->seqs));
+	if (g->params.prompt_logprobs >= 0)
+		out->prompt_logprobs = calloc((size_t)g->exp.n, sizeof(*out->prompt_logprobs));
+	if (!out->prompt_token_ids || !out->completions || !g->seqs ||
+	    (g->params.prompt_logprobs >= 0 && !out->prompt_logprobs)) {
+		st = vd_errorf(VD_ERR_NOMEM, "out of memory");
+		goto fail;
+	}
+	memcpy(out->prompt_token_ids, g->exp.ids, (size_t)g->exp.n * sizeof(int32_t));
+	out->n_completions = g->params.n;
+	for (int i = 0; i < g->params.n; i++) {
+		g->n_seqs = i + 1;
+		st = init_seq(e, g, i);
+		if (st != VD_OK)
+			goto fail;
+	}
+	for (int i = 0; i < g->n_seqs; i++) {
+		st = vd_scheduler_add(&e->sched, &g->seqs[i]);
+		if (st != VD_OK)
+			goto fail;
+	}
+	gn->next = e->groups;
+	if (e->groups)
+		e->groups->prev = gn;
+	e->groups = gn;
+	gn->linked = true;
+	e->n_groups++;
+	e->stats.prompt_tokens += g->exp.n;
+	*admitted = true;
+	return VD_OK;
+fail:
+	st = fail_request(out, st);
+	for (int i = 0; i < g->n_seqs; i++)
+		if (g->seqs[i].state == VD_SEQ_WAITING)
+			vd_scheduler_finish(&e->sched, &g->seqs[i]);
+	free_group(e, gn);
+	return st;
+}
+
+/* ------------------------------------------------------------ the step */
+
+/* Encode this step's images in one batch and store each in the encoder
+ * cache; then give every scheduled sequence its references. */
+static vd_status run_encoders(vd_engine *e, const vd_sched_out *so)
+{
+	const vd_ops *o = e->be->ops;
+	const vd_mm_item **items;
+	vd_tensor feats = { 0 }, emb = { 0 };
+	int64_t off = 0;
+	vd_status st = VD_OK;
+
+	if (so->n_enc == 0)
+		return VD_OK;
+	items = malloc((size_t)so->n_enc * sizeof(*items));
+	if (!items)
+		return vd_errorf(VD_ERR_NOMEM, "out of memory");
+	for (int j = 0; j < so->n_enc; j++)
+		items[j] = &so->enc[j].seq->group->items[so->enc[j].item];
+	/* embeddings given by the caller need no tower: upload them; pixels go
+	 * through vision tower + projector together */
+	for (int j = 0; st == VD_OK && j < so->n_enc; j++) {
+		int64_t shape[2] = { items[j]->num_tokens, e->spec.hidden_size };
+		vd_tensor one = { 0 };
+
+		if (items[j]->kind != VD_MM_EMBEDS)
+			continue;
+		st = o->alloc(e->be, &one, vd_backend_compute_dtype(e->be), 2, shape);
+		if (st == VD_OK)
+			st = o->upload(e->be, &one, items[j]->embeds.data, VD_DTYPE_F32,
+				       vd_tensor_numel(&items[j]->embeds));
+		if (st == VD_OK)
+			st = vd_encoder_cache_put(e->enc, items[j]->hash, &one);
+		else
+			o->free(e->be, &one);
+		if (st == VD_OK)
+			so->enc[j].seq->enc_held[so->enc[j].item] = true;
+	}
+	{
+		int n_px = 0;
+
+		for (int j = 0; j < so->n_enc; j++)
+			if (items[j]->kind == VD_MM_PIXELS)
+				items[n_px++] = items[j];
+		if (st == VD_OK && n_px > 0) {
+			st = e->fam->vision_tower(e->fam_state, items, n_px, &feats);
+			if (st == VD_OK)
+				st = e->fam->projector(e->fam_state, items, n_px, &feats, &emb);
+			e->stats.encoder_runs += n_px;
+		}
+		for (int j = 0, k = 0; st == VD_OK && j < so->n_enc; j++) {
+			const vd_mm_item *it = &so->enc[j].seq->group->items[so->enc[j].item];
+			int64_t shape[2] = { it->num_tokens, e->spec.hidden_size };
+			vd_tensor one = { 0 }, src;
+
+			if (it->kind != VD_MM_PIXELS)
+				continue;
+			if (items[k++] != it || off + it->num_tokens > emb.shape[0]) {
+				st = vd_errorf(VD_ERR_INTERNAL, "%s projector gave %lld rows, the images "
+					       "need more", e->fam->name, (long long)emb.shape[0]);
+				break;
+			}
+			src = vd_tensor_rows(&emb, off, it->num_tokens);
+			off += it->num_tokens;
+			st = o->alloc(e->be, &one, vd_backend_compute_dtype(e->be), 2, shape);
+			if (st == VD_OK)
+				st = o->copy(e->be, &src, &one);
+			if (st == VD_OK)
+				st = vd_encoder_cache_put(e->enc, it->hash, &one);
+			else
+				o->free(e->be, &one);
+			if (st == VD_OK)
+				so->enc[j].seq->enc_held[so->enc[j].item] = true;
+		}
+		if (st == VD_OK && n_px > 0 && off != emb.shape[0])
+			st = vd_errorf(VD_ERR_INTERNAL, "%s projector gave %lld rows for images of %lld",
+				       e->fam->name, (long long)emb.shape[0], (long long)off);
+	}
+	o->free(e->be, &feats);
+	o->free(e->be, &emb);
+	free(items);
+	if (st != VD_OK)
+		return st;
+	/* sequences sharing an image encoded for another one this step */
+	for (int i = 0; i < so->n; i++) {
+		vd_seq *q = so->seqs[i];
+		const vd_expansion *x = &q->group->exp;
+		int64_t c = q->num_computed, k = so->n_tokens[i];
+
+		for (int p = 0; p < x->n_ph; p++) {
+			const vd_placeholder *ph = &x->ph[p];
+
+			if (q->enc_held[ph->item] || ph->offset >= c + k || ph->offset + ph->length <= c)
+				continue;
+			vd_encoder_cache_ref(e->enc, q->group->items[ph->item].hash);
+			q->enc_held[ph->item] = true;
+		}
+	}
+	return VD_OK;
+}
+
+static void finish_seq(vd_engine *e, vd_seq *q, int *n_finished)
+{
+	group_node *gn = (group_node *)q->group; /* g is the first member */
+
+	vd_scheduler_finish(&e->sched, q);
+	vd_output_release(q);
+	if (++q->group->n_finished == q->group->n_seqs) {
+		free_group(e, gn);
+		(*n_finished)++;
+	}
+}
+
+/* Sample for every sequence that computed all its known tokens; fill
+ * prompt logprobs. */
+static vd_status postprocess(vd_engine *e, int n_logits, int *n_finished)
+{
+	step_bufs *b = &e->b;
+	int32_t V = e->spec.vocab_size;
+	vd_status st = VD_OK;
+
+	for (int r = 0; r < n_logits && st == VD_OK; r++) {
+		vd_seq *q = b->lrow_seq[r];
+		float *row = b->host_logits + (size_t)r * (size_t)V;
+		const vd_sampling_params *p = &q->group->params;
+		int32_t banned[MAX_EOS + 64];
+		int n_banned = 0;
+		vd_sample_history h;
+		int32_t tok;
+		bool done;
+
+		if (b->lrow_prompt_pos[r] >= 0) {
+			int64_t pp = b->lrow_prompt_pos[r];
+
+			st = vd_output_fill_logprobs(&e->octx, row, q->tokens[pp], p->prompt_logprobs,
+						     &q->group->out->prompt_logprobs[pp], NULL);
+			continue;
+		}
+		if (q->out->n_tokens < p->min_tokens) {
+			for (int i = 0; i < e->n_eos && !p->ignore_eos; i++)
+				banned[n_banned++] = e->eos[i];
+			for (int i = 0; i < p->n_stop_token_ids && n_banned < MAX_EOS + 64; i++)
+				banned[n_banned++] = p->stop_token_ids[i];
+		}
+		memcpy(b->raw, row, (size_t)V * sizeof(float));
+		h = (vd_sample_history){ .prompt = q->tokens, .n_prompt = q->n_prompt,
+					 .output = q->tokens + q->n_prompt,
+					 .n_output = q->n_tokens - q->n_prompt };
+		tok = vd_sample_token(row, V, p, &h, banned, n_banned, &q->rng, b->scratch);
+		q->tokens[q->n_tokens++] = tok;
+		e->stats.generation_tokens++;
+		st = vd_output_append(&e->octx, q, tok, b->raw, &done);
+		if (st == VD_OK && done)
+			finish_seq(e, q, n_finished);
+	}
+	return st;
+}
+
+vd_status vd_engine_step(vd_engine *e, int *n_finished)
+{
+	const vd_sched_out *so;
+	step_bufs *b = &e->b;
+	int64_t maxb = 1, T, off = 0;
+	int n_logits = 0, P = 1;
+	int orig = e->spec.original_max_position_embeddings;
+	vd_status st;
+
+	*n_finished = 0;
+	st = vd_scheduler_schedule(&e->sched, &so);
+	if (st != VD_OK)
+		return st;
+	if (so->n == 0) {
+		if (vd_scheduler_num_waiting(&e->sched) > 0 && vd_scheduler_num_running(&e->sched) == 0)
+			return vd_errorf(VD_ERR_INTERNAL,
+					 "the scheduler cannot admit the next request into an empty "
+					 "engine (KV blocks or encoder budget too small)");
+		return VD_OK;
+	}
+	e->stats.steps++;
+	T = so->total_tokens;
+	for (int i = 0; i < so->n; i++) {
+		const vd_seq *q = so->seqs[i];
+
+		if (q->n_blocks > maxb)
+			maxb = q->n_blocks;
+		if (q->group->exp.positions && q->group->exp.pos_ndim > P)
+			P = q->group->exp.pos_ndim;
+		n_logits += q->num_computed + so->n_tokens[i] == q->n_tokens;
+		if (q->group->params.prompt_logprobs >= 0 && q->index == 0)
+			n_logits += (int)so->n_tokens[i];
+	}
+	st = size_step_bufs(e, T, so->n, maxb, n_logits);
+	if (st == VD_OK)
+		st = run_encoders(e, so);
+	if (st != VD_OK)
+		return st;
+
+	n_logits = 0;
+	for (int i = 0; i < so->n; i++) {
+		vd_seq *q = so->seqs[i];
+		int64_t c = q->num_computed, k = so->n_tokens[i];
+		int pd = q->group->exp.positions ? q->group->exp.pos_ndim : 1;
+
+		b->qsl[i] = (int32_t)off;
+		b->seq_lens[i] = (int32_t)(c + k);
+		for (int64_t j = 0; j < k; j++) {
+			int64_t p = c + j;
+
+			b->ids[off + j] = q->tokens[p];
+			for (int d = 0; d < P; d++)
+				b->pos[d * T + off + j] = vd_seq_position(q, d < pd ? d : pd - 1, p);
+			b->rope_table[off + j] = (p + 1 > q->n_prompt ? p + 1 : q->n_prompt) > orig;
+			b->slots[off + j] = vd_kv_slot(&e->kv, q, p);
+			if (q->group->params.prompt_logprobs >= 0 && q->index == 0 &&
+			    p + 1 < q->n_prompt) {
+				b->logit_rows[n_logits] = (int32_t)(off + j);
+				b->lrow_seq[n_logits] = q;
+				b->lrow_prompt_pos[n_logits++] = p + 1;
+			}
+		}
+		for (int64_t j = 0; j < maxb; j++)
+			b->block_tables[i * maxb + j] = j < q->n_blocks ? q->blocks[j] : 0;
+		if (c + k == q->n_tokens) {
+			b->logit_rows[n_logits] = (int32_t)(off + k - 1);
+			b->lrow_seq[n_logits] = q;
+			b->lrow_prompt_pos[n_logits++] = -1;
+		}
+		off += k;
+	}
+	b->qsl[so->n] = (int32_t)T;
+	/* placeholder ids may lie outside the vocabulary; their rows are
+	 * overwritten by image embeddings */
+	for (int64_t t = 0; t < T; t++)
+		if (b->ids[t] < 0 || b->ids[t] >= e->spec.vocab_size)
+			b->ids[t] = 0;
+	st = run_decoder(e, T, so->n, maxb, n_logits, (const vd_seq *const *)so->seqs, so->n_tokens);
+	if (st != VD_OK)
+		return st;
+	vd_scheduler_advance(&e->sched);
+	return postprocess(e, n_logits, n_finished);
+}
+
 void vd_engine_destroy(vd_engine *e)
 {
 	if (!e)
 		return;
-	if (e->be) {
-		for (int l = 0; e->k_cache && l < e->spec.num_layers; l++) {
-			e->be->ops->free(e->be, &e->k_cache[l]);
-			e->be->ops->free(e->be, &e->v_cache[l]);
-		}
-	}
-	free(e->k_cache);
-	free(e->v_cache);
-	free(e->block_table);
+	while (e->groups)
+		abort_group(e, e->groups);
+	free_step_bufs(&e->b);
+	vd_scheduler_free(&e->sched);
+	vd_encoder_cache_destroy(e->enc);
+	if (e->kv.pool)
+		vd_kv_cache_free(&e->kv);
 	vd_decoder_destroy(e->dec);
 	if (e->fam && e->fam_state)
 		e->fam->destroy(e->fam_state);
@@ -300,529 +1030,29 @@ int vd_engine_max_model_len(const vd_engine *e)
 	return e->max_model_len;
 }
 
-/* ------------------------------------------------------------ one request */
-
-/* The state of one request while it runs. */
-typedef struct run {
-	vd_engine *e;
-	const vd_request *r;
-	vd_mm_item *items;
-	const vd_mm_item **item_ptrs;
-	int n_items;
-	vd_expansion exp;
-	vd_tensor img_embeds;   /* (sum of image rows, hidden) */
-	int32_t *img_rows;      /* prompt rows of img_embeds' rows */
-	int64_t n_img_rows;
-} run;
-
-static void run_free(run *r)
+int vd_engine_max_num_seqs(const vd_engine *e)
 {
-	for (int i = 0; i < r->n_items; i++)
-		vd_mm_item_free(&r->items[i]);
-	free(r->items);
-	free(r->item_ptrs);
-	vd_expansion_free(&r->exp);
-	if (r->e)
-		r->e->be->ops->free(r->e->be, &r->img_embeds);
-	free(r->img_rows);
+	return e->sched.cfg.max_num_seqs;
 }
 
-static vd_status prepare(run *R)
+bool vd_engine_has_unfinished(const vd_engine *e)
 {
-	vd_engine *e = R->e;
-	const vd_request *q = R->r;
-	vd_mm_kwargs kw = { .struct_size = sizeof(kw), .min_pixels = q->min_pixels,
-			    .max_pixels = q->max_pixels, .num_crops = q->num_crops };
-	vd_prompt_in in;
-	vd_status st;
-
-	if (!q->prompt && (!q->prompt_token_ids || q->n_prompt_token_ids <= 0))
-		return vd_errorf(VD_ERR_INVALID_ARG, "the request has neither a prompt nor prompt_token_ids");
-	if (q->n_images > e->limit_images)
-		return vd_errorf(VD_ERR_INVALID_ARG, "At most %d image(s) may be provided in one prompt.",
-				 e->limit_images);
-	if (q->n_images > 0) {
-		R->items = calloc((size_t)q->n_images, sizeof(*R->items));
-		R->item_ptrs = calloc((size_t)q->n_images, sizeof(*R->item_ptrs));
-		if (!R->items || !R->item_ptrs)
-			return vd_errorf(VD_ERR_NOMEM, "out of memory");
-	}
-	for (int i = 0; i < q->n_images; i++) {
-		st = vd_mm_prepare(e->fam, e->fam_state, &q->images[i], &kw,
-				   e->args.max_image_pixels, &R->items[i]);
-		if (st != VD_OK)
-			return vd_errorf(st, "image %d: %s", i, vd_error_message());
-		R->item_ptrs[i] = &R->items[i];
-		R->n_items++;
-	}
-	if (!q->prompt) {
-		int32_t V = e->spec.vocab_size;
-
-		for (int i = 0; i < q->n_prompt_token_ids; i++)
-			if (q->prompt_token_ids[i] >= V)
-				return vd_errorf(VD_ERR_INVALID_ARG,
-						 "prompt_token_ids[%d] = %d is out of vocabulary (size %d)",
-						 i, q->prompt_token_ids[i], V);
-	}
-	vd_expansion_init(&R->exp);
-	in = (vd_prompt_in){ .struct_size = sizeof(in), .text = q->prompt,
-			     .ids = q->prompt_token_ids, .n_ids = q->n_prompt_token_ids,
-			     .items = R->item_ptrs, .n_items = R->n_items };
-	st = e->fam->expand(e->fam_state, &in, &R->exp);
-	if (st == VD_OK)
-		st = vd_expansion_validate(&R->exp, R->item_ptrs, R->n_items);
-	if (st != VD_OK)
-		return st;
-	if (R->exp.n >= e->max_model_len)
-		return vd_errorf(VD_ERR_INVALID_ARG,
-				 "The decoder prompt (length %lld) is longer than the maximum model "
-				 "length of %d.", (long long)R->exp.n, e->max_model_len);
-	return VD_OK;
+	return e->n_groups > 0;
 }
 
-/* Vision tower + projector for pixel items, uploads for embedding items,
- * all rows gathered in prompt order into img_embeds. */
-static vd_status encode_images(run *R)
+int vd_engine_num_unfinished(const vd_engine *e)
 {
-	vd_engine *e = R->e;
-	const vd_ops *o = e->be->ops;
-	int64_t total = 0, off = 0;
-	int64_t shape[2] = { 0, e->spec.hidden_size };
-	vd_status st = VD_OK;
-
-	for (int i = 0; i < R->n_items; i++)
-		total += R->items[i].num_tokens;
-	if (total == 0)
-		return VD_OK;
-	shape[0] = total;
-	st = o->alloc(e->be, &R->img_embeds, VD_DTYPE_F32, 2, shape);
-	if (st != VD_OK)
-		return st;
-	R->img_rows = malloc((size_t)total * sizeof(int32_t));
-	if (!R->img_rows)
-		return vd_errorf(VD_ERR_NOMEM, "out of memory");
-	for (int i = 0; i < R->n_items; i++) {
-		vd_mm_item *it = &R->items[i];
-		vd_tensor dst = vd_tensor_rows(&R->img_embeds, off, it->num_tokens);
-		const vd_placeholder *ph = &R->exp.ph[i];
-
-		if (it->kind == VD_MM_EMBEDS) {
-			st = o->upload(e->be, &dst, it->embeds.data, VD_DTYPE_F32,
-				       vd_tensor_numel(&it->embeds));
-		} else {
-			vd_tensor feats = { 0 }, emb = { 0 };
-			const vd_mm_item *one[1] = { it };
-
-			st = e->fam->vision_tower(e->fam_state, one, 1, &feats);
-			if (st == VD_OK)
-				st = e->fam->projector(e->fam_state, one, 1, &feats, &emb);
-			if (st == VD_OK && emb.shape[0] != it->num_tokens)
-				st = vd_errorf(VD_ERR_INTERNAL,
-					       "%s projector gave %lld rows for an image of %d tokens",
-					       e->fam->name, (long long)emb.shape[0], it->num_tokens);
-			if (st == VD_OK)
-				st = o->copy(e->be, &emb, &dst);
-			o->free(e->be, &feats);
-			o->free(e->be, &emb);
-		}
-		if (st != VD_OK)
-			return st;
-		for (int64_t j = 0; j < it->num_tokens; j++)
-			R->img_rows[off + j] = (int32_t)(ph->offset + j);
-		off += it->num_tokens;
-	}
-	R->n_img_rows = total;
-	return VD_OK;
+	return e->n_groups;
 }
 
-/* Run rows [start, start+T) of `ids` (positions given) through the decoder
- * with the cache holding `start` tokens before; logits for the requested
- * rows (relative to start). */
-static vd_status forward(run *R, const int32_t *ids, int64_t start, int64_t T,
-			 const int32_t *positions, const int32_t *logit_rows, int n_logits,
-			 vd_tensor *logits, int with_images)
+void vd_engine_get_stats(const vd_engine *e, vd_engine_stats *s)
 {
-	vd_engine *e = R->e;
-	const vd_ops *o = e->be->ops;
-	int64_t shape[2] = { T, e->spec.hidden_size };
-	vd_tensor x = { 0 };
-	int32_t *emb_ids = malloc((size_t)T * sizeof(int32_t));
-	int64_t *slots = malloc((size_t)T * sizeof(int64_t));
-	int32_t qsl[2] = { 0, (int32_t)T };
-	int32_t seq_len = (int32_t)(start + T);
-	vd_attn_meta meta;
-	vd_status st;
-
-	if (!emb_ids || !slots) {
-		st = vd_errorf(VD_ERR_NOMEM, "out of memory");
-		goto out;
-	}
-	/* placeholder ids may be outside the vocabulary (negative): their rows
-	 * are overwritten by image embeddings, so embed token 0 there */
-	for (int64_t i = 0; i < T; i++) {
-		emb_ids[i] = ids[i] < 0 || ids[i] >= e->spec.vocab_size ? 0 : ids[i];
-		slots[i] = start + i;
-	}
-	st = o->alloc(e->be, &x, VD_DTYPE_F32, 2, shape);
-	if (st == VD_OK)
-		st = vd_decoder_embed(e->dec, emb_ids, T, &x);
-	if (st == VD_OK && with_images && R->n_img_rows)
-		st = o->scatter_rows(e->be, &R->img_embeds, R->img_rows, R->n_img_rows, &x);
-	if (st != VD_OK)
-		goto out;
-	meta = (vd_attn_meta){ .num_seqs = 1, .num_tokens = (int)T, .query_start_loc = qsl,
-			       .seq_lens = &seq_len, .block_tables = e->block_table,
-			       .max_blocks = e->num_blocks, .block_size = e->block_size,
-			       .slot_mapping = slots };
-	st = vd_decoder_forward(e->dec, &x, positions, NULL, &meta, e->k_cache, e->v_cache,
-				logit_rows, n_logits, logits);
-out:
-	o->free(e->be, &x);
-	free(emb_ids);
-	free(slots);
-	return st;
-}
-
-/* Positions (P, T) for rows [start, start+T) of a sequence. */
-static vd_status positions_for(const vd_expansion *x, int64_t start, int64_t T, int32_t **out)
-{
-	int P = x->positions ? x->pos_ndim : 1;
-	int32_t *p = malloc((size_t)P * (size_t)T * sizeof(int32_t));
-
-	*out = p;
-	if (!p)
-		return vd_errorf(VD_ERR_NOMEM, "out of memory");
-	for (int d = 0; d < P; d++)
-		for (int64_t i = 0; i < T; i++) {
-			int64_t t = start + i;
-
-			p[d * T + i] = t < x->n && x->positions ? x->positions[d * x->n + t]
-							       : (int32_t)(t + (x->positions ? x->pos_delta : 0));
-		}
-	return VD_OK;
-}
-
-static char *dup_text(const char *s, size_t n)
-{
-	char *p = malloc(n + 1);
-
-	if (p) {
-		memcpy(p, s, n);
-		p[n] = '\0';
-	}
-	return p;
-}
-
-static vd_status fill_logprobs(vd_engine *e, const float *row, int32_t V, int32_t chosen, int k,
-			       vd_position_logprobs *out, double *chosen_lp_out)
-{
-	int32_t top_ids[64];
-	float top_lps[64];
-	float lp;
-	int32_t rank;
-	int n = 0;
-
-	if (k > 64)
-		k = 64;
-	vd_logprobs(row, V, chosen, k, &lp, &rank, top_ids, top_lps);
-	if (chosen_lp_out)
-		*chosen_lp_out = lp;
-	out->entries = calloc((size_t)k + 1, sizeof(*out->entries));
-	if (!out->entries)
-		return vd_errorf(VD_ERR_NOMEM, "out of memory");
-	out->entries[n++] = (vd_logprob_entry){ .token_id = chosen, .logprob = lp, .rank = rank };
-	for (int j = 0; j < k; j++)
-		if (top_ids[j] != chosen)
-			out->entries[n++] = (vd_logprob_entry){ .token_id = top_ids[j],
-								 .logprob = top_lps[j], .rank = j + 1 };
-	out->n = n;
-	for (int j = 0; j < n; j++) {
-		vd_status st = vd_tokenizer_decode(e->tok, &out->entries[j].token_id, 1, false,
-						   &out->entries[j].decoded);
-		if (st != VD_OK)
-			return st;
-	}
-	return VD_OK;
-}
-
-static int is_eos(const vd_engine *e, int32_t t)
-{
-	for (int i = 0; i < e->n_eos; i++)
-		if (e->eos[i] == t)
-			return 1;
-	return 0;
-}
-
-/* Earliest occurrence of any stop string in text at or after `from`. */
-static const char *find_stop(const char *const *stop, const char *text, size_t from,
-			     size_t *pos)
-{
-	const char *hit = NULL;
-	size_t best = (size_t)-1;
-
-	for (int i = 0; stop && stop[i]; i++) {
-		const char *p;
-
-		if (!stop[i][0])
-			continue;
-		p = strstr(text + from, stop[i]);
-		if (p && (size_t)(p - text) < best) {
-			best = (size_t)(p - text);
-			hit = stop[i];
-		}
-	}
-	*pos = best;
-	return hit;
-}
-
-static size_t max_stop_len(const char *const *stop)
-{
-	size_t m = 0;
-
-	for (int i = 0; stop && stop[i]; i++)
-		if (strlen(stop[i]) > m)
-			m = strlen(stop[i]);
-	return m;
-}
-
-/* Generate one completion after a fresh prefill. */
-static vd_status complete(run *R, int index, vd_completion *c, vd_output *out)
-{
-	vd_engine *e = R->e;
-	const vd_sampling_params *p = &R->r->params;
-	const vd_ops *o = e->be->ops;
-	int32_t V = e->spec.vocab_size;
-	int64_t n_prompt = R->exp.n;
-	int max_new = p->max_tokens;
-	int want_prompt_lp = p->prompt_logprobs >= 0 && index == 0;
-	int n_logits = want_prompt_lp ? (int)n_prompt : 1;
-	int32_t *rows = malloc((size_t)n_logits * sizeof(int32_t));
-	int32_t *seq = malloc((size_t)(n_prompt + max_new + 1) * sizeof(int32_t));
-	float *host = malloc((size_t)n_logits * (size_t)V * sizeof(float));
-	void *scratch = malloc((size_t)V * (2 * sizeof(float) + sizeof(int32_t)));
-	int64_t lshape[2] = { n_logits, V };
-	vd_tensor logits = { 0 };
-	int32_t *pos = NULL;
-	vd_detok *dt = NULL;
-	char *text = NULL;
-	size_t text_len = 0, text_cap = 0;
-	size_t stop_lookback = max_stop_len(p->stop);
-	vd_rng rng;
-	vd_status st;
-
-	c->index = index;
-	c->stop_token = -1;
-	if (!rows || !seq || !host || !scratch) {
-		st = vd_errorf(VD_ERR_NOMEM, "out of memory");
-		goto out;
-	}
-	if (p->seed >= 0)
-		vd_rng_seed(&rng, (uint64_t)p->seed + (uint64_t)index);
-	else
-		vd_rng_seed(&rng, vd_rng_next(&e->rng));
-	if (n_prompt + max_new > e->max_model_len)
-		max_new = e->max_model_len - (int)n_prompt;
-	memcpy(seq, R->exp.ids, (size_t)n_prompt * sizeof(int32_t));
-	for (int i = 0; i < n_logits; i++)
-		rows[i] = want_prompt_lp ? i : (int32_t)n_prompt - 1;
-	c->token_ids = malloc((size_t)(max_new + 1) * sizeof(int32_t));
-	if (p->logprobs >= 0)
-		c->logprobs = calloc((size_t)max_new + 1, sizeof(*c->logprobs));
-	if (!c->token_ids || (p->logprobs >= 0 && !c->logprobs)) {
-		st = vd_errorf(VD_ERR_NOMEM, "out of memory");
-		goto out;
-	}
-	st = vd_detok_create(e->tok, p->skip_special_tokens, R->exp.ids, (size_t)n_prompt, &dt);
-	if (st != VD_OK)
-		goto out;
-
-	/* prefill */
-	st = o->alloc(e->be, &logits, VD_DTYPE_F32, 2, lshape);
-	if (st == VD_OK)
-		st = positions_for(&R->exp, 0, n_prompt, &pos);
-	if (st == VD_OK)
-		st = forward(R, seq, 0, n_prompt, pos, rows, n_logits, &logits, 1);
-	if (st == VD_OK)
-		st = o->download(e->be, &logits, host);
-	if (st != VD_OK)
-		goto out;
-	if (want_prompt_lp) {
-		out->prompt_logprobs = calloc((size_t)n_prompt, sizeof(*out->prompt_logprobs));
-		if (!out->prompt_logprobs) {
-			st = vd_errorf(VD_ERR_NOMEM, "out of memory");
-			goto out;
-		}
-		for (int64_t i = 1; i < n_prompt && st == VD_OK; i++)
-			st = fill_logprobs(e, host + (size_t)(i - 1) * (size_t)V, V, seq[i],
-					   p->prompt_logprobs, &out->prompt_logprobs[i], NULL);
-		if (st != VD_OK)
-			goto out;
-		memmove(host, host + (size_t)(n_prompt - 1) * (size_t)V, (size_t)V * sizeof(float));
-	}
-
-	c->finish_reason = VD_FINISH_LENGTH;
-	for (int step = 0; step < max_new; step++) {
-		float *row = host;
-		int32_t banned[MAX_EOS + 64];
-		int n_banned = 0;
-		vd_sample_history h = { .prompt = seq, .n_prompt = n_prompt,
-					.output = c->token_ids, .n_output = c->n_tokens };
-		float *work = (float *)scratch;
-		int32_t tok;
-		const char *delta;
-		double lp;
-
-		if (step < p->min_tokens) {
-			for (int i = 0; i < e->n_eos && !p->ignore_eos; i++)
-				banned[n_banned++] = e->eos[i];
-			for (int i = 0; i < p->n_stop_token_ids && n_banned < MAX_EOS + 64; i++)
-				banned[n_banned++] = p->stop_token_ids[i];
-		}
-		/* logprobs come from the raw logits; sampling modifies a copy */
-		if (p->logprobs >= 0) {
-			memcpy(work + V, row, (size_t)V * sizeof(float));
-		}
-		tok = vd_sample_token(row, V, p, &h, banned, n_banned, &rng, scratch);
-		if (p->logprobs >= 0) {
-			st = fill_logprobs(e, work + V, V, tok, p->logprobs,
-					   &c->logprobs[c->n_tokens], &lp);
-			if (st != VD_OK)
-				goto out;
-			c->cumulative_logprob += lp;
-		}
-		c->token_ids[c->n_tokens++] = tok;
-		seq[n_prompt + step] = tok;
-
-		if (!p->ignore_eos && is_eos(e, tok)) {
-			c->finish_reason = VD_FINISH_STOP;
-			break;
-		}
-		{
-			int stop_tok = 0;
-
-			for (int i = 0; i < p->n_stop_token_ids; i++)
-				stop_tok |= p->stop_token_ids[i] == tok;
-			if (stop_tok) {
-				c->finish_reason = VD_FINISH_STOP;
-				c->stop_token = tok;
-				break;
-			}
-		}
-		st = vd_detok_push(dt, tok, &delta);
-		if (st != VD_OK)
-			goto out;
-		if (*delta) {
-			size_t dl = strlen(delta);
-			size_t from = text_len > stop_lookback ? text_len - stop_lookback : 0;
-			size_t at;
-			const char *hit;
-
-			if (text_len + dl + 1 > text_cap) {
-				char *nt;
-
-				text_cap = (text_len + dl + 1) * 2;
-				nt = realloc(text, text_cap);
-				if (!nt) {
-					st = vd_errorf(VD_ERR_NOMEM, "out of memory");
-					goto out;
-				}
-				text = nt;
-			}
-			memcpy(text + text_len, delta, dl + 1);
-			text_len += dl;
-			hit = find_stop(p->stop, text, from, &at);
-			if (hit) {
-				text_len = p->include_stop_str_in_output ? at + strlen(hit) : at;
-				text[text_len] = '\0';
-				c->finish_reason = VD_FINISH_STOP;
-				c->stop_reason = strdup(hit);
-				break;
-			}
-		}
-		if (step + 1 == max_new)
-			break;
-		/* decode step: one token at position n_prompt + step */
-		free(pos);
-		pos = NULL;
-		st = positions_for(&R->exp, n_prompt + step, 1, &pos);
-		if (st == VD_OK) {
-			int32_t zero = 0;
-			vd_tensor one = vd_tensor_rows(&logits, 0, 1);
-
-			st = forward(R, &seq[n_prompt + step], n_prompt + step, 1, pos, &zero, 1, &one, 0);
-			if (st == VD_OK)
-				st = o->download(e->be, &one, host);
-		}
-		if (st != VD_OK)
-			goto out;
-	}
-	if (!c->stop_reason && c->finish_reason != VD_FINISH_STOP) {
-		const char *tail;
-
-		st = vd_detok_flush(dt, &tail);
-		if (st == VD_OK && *tail) {
-			size_t tl = strlen(tail);
-			char *nt = realloc(text, text_len + tl + 1);
-
-			if (!nt) {
-				st = vd_errorf(VD_ERR_NOMEM, "out of memory");
-				goto out;
-			}
-			text = nt;
-			memcpy(text + text_len, tail, tl + 1);
-			text_len += tl;
-		}
-	}
-	c->text = text ? text : dup_text("", 0);
-	text = NULL;
-	if (!c->text)
-		st = vd_errorf(VD_ERR_NOMEM, "out of memory");
-out:
-	free(text);
-	vd_detok_destroy(dt);
-	o->free(e->be, &logits);
-	free(pos);
-	free(rows);
-	free(seq);
-	free(host);
-	free(scratch);
-	return st;
-}
-
-vd_status vd_engine_run_one(vd_engine *e, const vd_request *q, int index, vd_output *out)
-{
-	run R = { .e = e, .r = q };
-	char idbuf[32];
-	int n = q->params.n > 0 ? q->params.n : 1;
-	vd_status st;
-
-	memset(out, 0, sizeof(*out));
-	snprintf(idbuf, sizeof(idbuf), "%d", index);
-	out->request_id = strdup(q->request_id ? q->request_id : idbuf);
-	if (q->prompt)
-		out->prompt = strdup(q->prompt);
-	st = prepare(&R);
-	if (st == VD_OK)
-		st = encode_images(&R);
-	if (st == VD_OK) {
-		out->n_prompt_tokens = (int)R.exp.n;
-		out->prompt_token_ids = malloc((size_t)R.exp.n * sizeof(int32_t));
-		out->completions = calloc((size_t)n, sizeof(*out->completions));
-		if (!out->prompt_token_ids || !out->completions)
-			st = vd_errorf(VD_ERR_NOMEM, "out of memory");
-		else
-			memcpy(out->prompt_token_ids, R.exp.ids, (size_t)R.exp.n * sizeof(int32_t));
-	}
-	for (int i = 0; st == VD_OK && i < n; i++) {
-		st = complete(&R, i, &out->completions[i], out);
-		out->n_completions = i + 1;
-	}
-	if (st != VD_OK) {
-		out->status = st;
-		out->error = strdup(vd_error_message());
-	}
-	run_free(&R);
-	/* per-request failures are reported in out; only an internal or device
-	 * failure stops the engine */
-	return st == VD_ERR_BACKEND || st == VD_ERR_INTERNAL ? st : VD_OK;
+	*s = e->stats;
+	s->preemptions = e->sched.num_preemptions;
+	s->prefix_query_tokens = e->kv.prefix_queries;
+	s->prefix_hit_tokens = e->kv.prefix_hits;
+	s->encoder_cache_hits = e->enc ? vd_encoder_cache_hits(e->enc) : 0;
+	s->kv_blocks_free = e->kv.pool ? vd_block_pool_num_free(e->kv.pool) : 0;
+	s->running = vd_scheduler_num_running(&e->sched);
+	s->waiting = vd_scheduler_num_waiting(&e->sched);
 }

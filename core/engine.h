@@ -1,27 +1,52 @@
 /* The engine: a loaded model (backend, plugin family, text decoder,
- * tokenizer, KV cache) and the loop that runs requests through it.
- * Requests run one at a time in this version: each gets its image
- * embeddings, a prefill over its whole prompt and a decode loop through the
- * paged KV cache. The continuous-batching scheduler replaces run_one. */
+ * tokenizer, KV cache, encoder cache) and the continuous-batching loop that
+ * runs requests through it. Single-threaded: one thread owns an engine
+ * (the offline API's caller, or the daemon's engine thread). */
 #ifndef VD_ENGINE_H
 #define VD_ENGINE_H
 
+#include <stdbool.h>
 #include "vllmd/llm.h"
 #include "vllmd/plugin.h"
 
 typedef struct vd_engine vd_engine;
 
+typedef struct vd_engine_stats {
+	int64_t steps;
+	int64_t preemptions;
+	int64_t prompt_tokens, generation_tokens;
+	int64_t prefix_query_tokens, prefix_hit_tokens;
+	int64_t encoder_runs;          /* images through the vision tower */
+	int64_t encoder_cache_hits;
+	int kv_blocks, block_size;     /* usable blocks */
+	int kv_blocks_free;
+	int running, waiting;
+} vd_engine_stats;
+
 /* Load everything args names. Errors say which file or option was wrong. */
 vd_status vd_engine_create(const vd_engine_args *args, vd_engine **out);
+/* Aborts whatever is still in flight (their outputs finish as "abort"). */
 void vd_engine_destroy(vd_engine *e);
 
-/* Run request r (index = its position in the batch, used for default ids)
- * to completion into out. A bad request sets out->status/out->error and
- * returns VD_OK; an error return means the engine itself failed. */
-vd_status vd_engine_run_one(vd_engine *e, const vd_request *r, int index, vd_output *out);
+/* Admit request r (borrowed until it finishes) whose output goes to *out
+ * (owned by the caller; filled as the request runs). Images are decoded and
+ * processed and the prompt expanded now. A bad request is not admitted:
+ * out->status/out->error say why and *admitted is false. */
+vd_status vd_engine_add_request(vd_engine *e, const vd_request *r, int index, vd_output *out,
+				bool *admitted);
+/* Run one step; *n_finished counts requests that finished in it. An error
+ * return means the engine itself failed. */
+vd_status vd_engine_step(vd_engine *e, int *n_finished);
+bool vd_engine_has_unfinished(const vd_engine *e);
+int vd_engine_num_unfinished(const vd_engine *e);
+void vd_engine_get_stats(const vd_engine *e, vd_engine_stats *s);
+
+/* The engine behind an offline-API handle (for tests and tools). */
+vd_engine *vd_llm_engine(vd_llm *llm);
 
 const vd_tokenizer *vd_engine_tokenizer(const vd_engine *e);
 const vd_family *vd_engine_family(const vd_engine *e);
 int vd_engine_max_model_len(const vd_engine *e);
+int vd_engine_max_num_seqs(const vd_engine *e);
 
 #endif

@@ -103,11 +103,19 @@ static void progress(int done, int n, long long toks, double t0)
 	fflush(stderr);
 }
 
+/* All requests go through the engine together, but at most a window of
+ * them is admitted at a time (a few times max_num_seqs): their images are
+ * decoded and processed on admission, so memory stays bounded however
+ * long the input is. */
 vd_status vd_llm_generate(vd_llm *llm, const vd_request *reqs, int n, vd_output **outs)
 {
-	vd_output *o;
-	double t0 = now_s();
+	vd_engine *e = llm->engine;
+	int window = 2 * vd_engine_max_num_seqs(e) + 16;
+	int next = 0, done = 0;
 	long long toks = 0;
+	double t0 = now_s(), last = 0;
+	vd_engine_stats before, after;
+	vd_output *o;
 	vd_status st = VD_OK;
 
 	*outs = NULL;
@@ -116,19 +124,48 @@ vd_status vd_llm_generate(vd_llm *llm, const vd_request *reqs, int n, vd_output 
 	o = calloc((size_t)(n > 0 ? n : 1), sizeof(*o));
 	if (!o)
 		return vd_errorf(VD_ERR_NOMEM, "out of memory");
-	for (int i = 0; i < n && st == VD_OK; i++) {
-		st = vd_engine_run_one(llm->engine, &reqs[i], i, &o[i]);
-		for (int c = 0; c < o[i].n_completions; c++)
-			toks += o[i].completions[c].n_tokens;
-		if (llm->show_progress)
-			progress(i + 1, n, toks, t0);
+	vd_engine_get_stats(e, &before);
+	while (done < n && st == VD_OK) {
+		int k = 0;
+
+		while (next < n && vd_engine_num_unfinished(e) < window && st == VD_OK) {
+			bool admitted;
+
+			st = vd_engine_add_request(e, &reqs[next], next, &o[next], &admitted);
+			next++;
+			done += !admitted;
+		}
+		if (st != VD_OK || !vd_engine_has_unfinished(e))
+			continue;
+		st = vd_engine_step(e, &k);
+		done += k;
+		if (llm->show_progress && (k || done == n) && (now_s() - last > 0.2 || done == n)) {
+			vd_engine_get_stats(e, &after);
+			toks = after.generation_tokens - before.generation_tokens;
+			progress(done, n, toks, t0);
+			last = now_s();
+		}
 	}
 	if (st != VD_OK) {
 		vd_outputs_free(o, n);
 		return st;
 	}
+	vd_engine_get_stats(e, &after);
+	if (llm->show_progress)
+		fprintf(stderr, "vllmd: %lld steps, %lld preemptions, prefix cache hit rate %.1f%%, "
+			"%lld images encoded\n", (long long)(after.steps - before.steps),
+			(long long)(after.preemptions - before.preemptions),
+			after.prefix_query_tokens > before.prefix_query_tokens ?
+			100.0 * (double)(after.prefix_hit_tokens - before.prefix_hit_tokens) /
+			(double)(after.prefix_query_tokens - before.prefix_query_tokens) : 0.0,
+			(long long)(after.encoder_runs - before.encoder_runs));
 	*outs = o;
 	return VD_OK;
+}
+
+vd_engine *vd_llm_engine(vd_llm *llm)
+{
+	return llm->engine;
 }
 
 static void free_lps(vd_position_logprobs *lp, int n)

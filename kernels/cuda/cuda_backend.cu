@@ -1,0 +1,1871 @@
+/* CUDA backend: every op of vllmd/ops.h on one GPU, all work queued on one
+ * stream that the backend owns, so ops are ordered without extra syncs.
+ * Tensors come from a stream-ordered memory pool; host index arrays go
+ * through pinned staging into per-kind device buffers (reused when the same
+ * metadata comes again, as in every layer of one step). linear is cuBLAS
+ * with f32 accumulation; the rest are the kernels below, which accumulate
+ * in f32 whatever the storage dtype (f32, bf16, f16). Layouts accepted are
+ * the CPU oracle's (kernels/cpu/cpu_backend.c): row views, (T, H, D) views
+ * with a contiguous head dim, any strides for copy/download/im2patch. */
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/cuda/cuda_backend.h"
+
+/* ------------------------------------------------------------ error checks */
+
+/* Every CUDA/cuBLAS call goes through these, so a failure names the call
+ * and its place: "cuda_backend.cu:123: cuda error cudaErrorX (text) in call". */
+#define CUDA_TRY(call)                                                                     \
+	do {                                                                               \
+		cudaError_t e_ = (call);                                                   \
+		if (e_ != cudaSuccess)                                                     \
+			return cuda_fail(e_, __FILE__, __LINE__, #call);                   \
+	} while (0)
+
+#define CUBLAS_TRY(call)                                                                   \
+	do {                                                                               \
+		cublasStatus_t s_ = (call);                                                \
+		if (s_ != CUBLAS_STATUS_SUCCESS)                                           \
+			return vd_errorf(VD_ERR_BACKEND, "%s:%d: cublas error %s in %s",   \
+					 __FILE__, __LINE__, cublasGetStatusString(s_),    \
+					 #call);                                           \
+	} while (0)
+
+/* After a kernel launch: catches bad launch configurations at once;
+ * faults inside the kernel surface at the next sync (VD_CUDA_SYNC=1 makes
+ * that the end of the same op). */
+#define LAUNCHED() CUDA_TRY(cudaGetLastError())
+
+#define TRY(expr)                                                                          \
+	do {                                                                               \
+		vd_status t_ = (expr);                                                     \
+		if (t_ != VD_OK)                                                           \
+			return t_;                                                         \
+	} while (0)
+
+static vd_status cuda_fail(cudaError_t e, const char *file, int line, const char *call)
+{
+	/* out of memory is not sticky: clear it so later calls can proceed */
+	if (e == cudaErrorMemoryAllocation) {
+		cudaGetLastError();
+		return vd_errorf(VD_ERR_NOMEM, "%s:%d: cuda out of memory in %s", file, line, call);
+	}
+	return vd_errorf(VD_ERR_BACKEND, "%s:%d: cuda error %s (%s) in %s", file, line,
+			 cudaGetErrorName(e), cudaGetErrorString(e), call);
+}
+
+/* ------------------------------------------------------------ context */
+
+/* Kinds of host index arrays; each keeps its own device copy so the copy is
+ * skipped when an op gets the same bytes as last time. */
+enum { IDX_ROPE, IDX_ATTN, IDX_SLOTS, IDX_SEGS, IDX_ROWS, IDX_COUNT };
+
+typedef struct idx_buf {
+	char *dev;     /* device copy of the last bytes sent */
+	size_t cap;    /* bytes allocated at dev */
+	char *shadow;  /* host copy of the same bytes */
+	size_t len;    /* valid bytes in dev/shadow; 0 = nothing cached */
+} idx_buf;
+
+typedef struct cu_ctx {
+	int device;
+	int num_sms;
+	bool tf32;
+	bool debug_sync;
+	cudaStream_t stream;
+	cublasHandle_t blas;
+	cudaMemPool_t pool;
+	pthread_mutex_t mu; /* one op at a time: staging and scratch are shared */
+
+	/* Pinned staging ring in two halves: a half is written again only
+	 * after the event recorded when it was last left has completed, so the
+	 * host never overwrites bytes an async copy still reads. Each host
+	 * byte has a device twin at the same offset for uploads that convert. */
+	char *ring_h, *ring_d;
+	size_t ring_half;
+	int ring_cur;
+	size_t ring_off;
+	cudaEvent_t ring_ev[2];
+	bool ring_ev_set[2];
+
+	void *scratch; /* device scratch of one op, stream-ordered */
+	size_t scratch_cap;
+	idx_buf idx[IDX_COUNT];
+	char *blob; /* host buffer where ops assemble index arrays */
+	size_t blob_cap;
+} cu_ctx;
+
+static cu_ctx *ctx_of(vd_backend *be)
+{
+	return (cu_ctx *)be->ctx;
+}
+
+/* Holds the backend's lock for one op and makes its GPU current on the
+ * calling thread (ops may come from a thread other than the creator's). */
+struct op_scope {
+	cu_ctx *c;
+	explicit op_scope(cu_ctx *ctx) : c(ctx) { pthread_mutex_lock(&c->mu); }
+	~op_scope() { pthread_mutex_unlock(&c->mu); }
+};
+
+#define ENTER(be)                                                                          \
+	cu_ctx *c = ctx_of(be);                                                            \
+	op_scope scope_(c);                                                                \
+	CUDA_TRY(cudaSetDevice(c->device))
+
+/* End of an op: with VD_CUDA_SYNC=1 wait, so a kernel fault is blamed on
+ * the op that queued it. */
+static vd_status op_done(cu_ctx *c, const char *op)
+{
+	if (c->debug_sync) {
+		cudaError_t e = cudaStreamSynchronize(c->stream);
+
+		if (e != cudaSuccess)
+			return vd_errorf(VD_ERR_BACKEND, "cuda %s: kernel failed: %s (%s)", op,
+					 cudaGetErrorName(e), cudaGetErrorString(e));
+	}
+	return VD_OK;
+}
+
+static size_t align_up(size_t n, size_t a)
+{
+	return (n + a - 1) / a * a;
+}
+
+static vd_status dev_alloc(cu_ctx *c, size_t bytes, void **out)
+{
+	CUDA_TRY(cudaMallocFromPoolAsync(out, bytes > 0 ? bytes : 256, c->pool, c->stream));
+	return VD_OK;
+}
+
+/* Device scratch of at least bytes, valid until the next scratch() call;
+ * stream order keeps earlier users of the old buffer safe. */
+static vd_status scratch(cu_ctx *c, size_t bytes, void **out)
+{
+	if (bytes > c->scratch_cap) {
+		size_t cap = align_up(bytes > 2 * c->scratch_cap ? bytes : 2 * c->scratch_cap, 1 << 20);
+
+		if (c->scratch)
+			CUDA_TRY(cudaFreeAsync(c->scratch, c->stream));
+		c->scratch = NULL;
+		c->scratch_cap = 0;
+		TRY(dev_alloc(c, cap, &c->scratch));
+		c->scratch_cap = cap;
+	}
+	*out = c->scratch;
+	return VD_OK;
+}
+
+/* bytes of pinned staging (host *h) with its device twin (*d). */
+static vd_status ring_take(cu_ctx *c, size_t bytes, char **h, char **d)
+{
+	bytes = align_up(bytes > 0 ? bytes : 1, 256);
+	if (bytes > c->ring_half) {
+		size_t half = align_up(bytes, 1 << 20);
+
+		/* regrow: drain all copies that read the old ring first */
+		CUDA_TRY(cudaStreamSynchronize(c->stream));
+		CUDA_TRY(cudaFreeHost(c->ring_h));
+		c->ring_h = NULL;
+		CUDA_TRY(cudaFreeAsync(c->ring_d, c->stream));
+		c->ring_d = NULL;
+		c->ring_half = 0;
+		CUDA_TRY(cudaHostAlloc((void **)&c->ring_h, 2 * half, cudaHostAllocDefault));
+		TRY(dev_alloc(c, 2 * half, (void **)&c->ring_d));
+		c->ring_half = half;
+		c->ring_cur = 0;
+		c->ring_off = 0;
+		c->ring_ev_set[0] = c->ring_ev_set[1] = false;
+	}
+	if (c->ring_off + bytes > c->ring_half) {
+		CUDA_TRY(cudaEventRecord(c->ring_ev[c->ring_cur], c->stream));
+		c->ring_ev_set[c->ring_cur] = true;
+		c->ring_cur ^= 1;
+		if (c->ring_ev_set[c->ring_cur])
+			CUDA_TRY(cudaEventSynchronize(c->ring_ev[c->ring_cur]));
+		c->ring_off = 0;
+	}
+	*h = c->ring_h + (size_t)c->ring_cur * c->ring_half + c->ring_off;
+	*d = c->ring_d + (size_t)c->ring_cur * c->ring_half + c->ring_off;
+	c->ring_off += bytes;
+	return VD_OK;
+}
+
+/* A zeroed host blob of bytes where an op lays out its index arrays. */
+static vd_status blob_get(cu_ctx *c, size_t bytes, char **out)
+{
+	if (bytes > c->blob_cap) {
+		size_t cap = align_up(bytes, 4096);
+		char *p = (char *)realloc(c->blob, cap);
+
+		if (!p)
+			return vd_errorf(VD_ERR_NOMEM, "cuda backend: out of host memory for %zu bytes",
+					 bytes);
+		c->blob = p;
+		c->blob_cap = cap;
+	}
+	memset(c->blob, 0, bytes);
+	*out = c->blob;
+	return VD_OK;
+}
+
+/* Make the first bytes of c->blob available on the device as *dev, a
+ * buffer of kind `kind` that stays valid until the next put_index of the
+ * same kind. Identical bytes to the last call of that kind cost no copy. */
+static vd_status put_index(cu_ctx *c, int kind, size_t bytes, const char **dev)
+{
+	idx_buf *b = &c->idx[kind];
+	char *h, *d;
+
+	if (b->len == bytes && bytes > 0 && memcmp(b->shadow, c->blob, bytes) == 0) {
+		*dev = b->dev;
+		return VD_OK;
+	}
+	b->len = 0;
+	if (bytes > b->cap) {
+		size_t cap = align_up(bytes > 2 * b->cap ? bytes : 2 * b->cap, 4096);
+		char *sh = (char *)realloc(b->shadow, cap);
+
+		if (!sh)
+			return vd_errorf(VD_ERR_NOMEM, "cuda backend: out of host memory");
+		b->shadow = sh;
+		if (b->dev)
+			CUDA_TRY(cudaFreeAsync(b->dev, c->stream));
+		b->dev = NULL;
+		b->cap = 0;
+		TRY(dev_alloc(c, cap, (void **)&b->dev));
+		b->cap = cap;
+	}
+	if (bytes > 0) {
+		TRY(ring_take(c, bytes, &h, &d));
+		memcpy(h, c->blob, bytes);
+		CUDA_TRY(cudaMemcpyAsync(b->dev, h, bytes, cudaMemcpyHostToDevice, c->stream));
+		memcpy(b->shadow, c->blob, bytes);
+		b->len = bytes;
+	}
+	*dev = b->dev;
+	return VD_OK;
+}
+
+/* ------------------------------------------------------------ device helpers */
+
+static bool is_float(vd_dtype t)
+{
+	return t == VD_DTYPE_F32 || t == VD_DTYPE_F16 || t == VD_DTYPE_BF16;
+}
+
+static bool is_known(vd_dtype t)
+{
+	return is_float(t) || t == VD_DTYPE_I32 || t == VD_DTYPE_I64 || t == VD_DTYPE_U8;
+}
+
+/* Element i of float dtype dt at p, as f32 (the dtype is uniform across a
+ * kernel, so the branch costs little in these memory-bound kernels). */
+__device__ __forceinline__ float ldf(const void *p, int dt, int64_t i)
+{
+	if (dt == VD_DTYPE_F32)
+		return ((const float *)p)[i];
+	if (dt == VD_DTYPE_BF16)
+		return __bfloat162float(((const __nv_bfloat16 *)p)[i]);
+	return __half2float(((const __half *)p)[i]);
+}
+
+/* Store v rounded to nearest even in dtype dt. */
+__device__ __forceinline__ void stf(void *p, int dt, int64_t i, float v)
+{
+	if (dt == VD_DTYPE_F32)
+		((float *)p)[i] = v;
+	else if (dt == VD_DTYPE_BF16)
+		((__nv_bfloat16 *)p)[i] = __float2bfloat16_rn(v);
+	else
+		((__half *)p)[i] = __float2half_rn(v);
+}
+
+__device__ __forceinline__ float to_f(float v) { return v; }
+__device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
+
+template <typename T> __device__ __forceinline__ T from_f(float v);
+template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v)
+{
+	return __float2bfloat16_rn(v);
+}
+template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
+
+__device__ __forceinline__ float warp_sum(float v)
+{
+	for (int o = 16; o > 0; o >>= 1)
+		v += __shfl_xor_sync(0xffffffffu, v, o);
+	return v;
+}
+
+/* Sum of v over the block (blockDim.x a multiple of 32); sh holds 32 floats. */
+__device__ float block_sum(float v, float *sh)
+{
+	int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+
+	v = warp_sum(v);
+	if (lane == 0)
+		sh[wid] = v;
+	__syncthreads();
+	v = threadIdx.x < (blockDim.x >> 5) ? sh[lane] : 0.0f;
+	if (wid == 0)
+		v = warp_sum(v);
+	if (threadIdx.x == 0)
+		sh[0] = v;
+	__syncthreads();
+	v = sh[0];
+	__syncthreads();
+	return v;
+}
+
+/* ------------------------------------------------------------ tensor views */
+
+/* A row view on the device: n rows of c elements, rows rs elements apart
+ * (packed tensors, row slices, column slices of a wider matrix). */
+typedef struct rv {
+	void *p;
+	int dt;
+	int64_t n, c, rs;
+} rv;
+
+/* (T, H, D) with a contiguous head dim and any T/H strides. */
+typedef struct hv {
+	void *p;
+	int dt;
+	int64_t t, h, d, st, sh;
+} hv;
+
+/* KV cache (num_blocks, block_size, heads, head_dim), head dim contiguous. */
+typedef struct cv {
+	void *p;
+	int dt;
+	int64_t nb, bs, h, d, sb, ss, sh;
+} cv;
+
+/* Up to 4-D strided view, front-padded to 4 dims with size-1 dims. */
+typedef struct sv {
+	void *p;
+	int dt;
+	int64_t shape[4], stride[4];
+} sv;
+
+static vd_status check_t(const vd_tensor *t, const char *op, const char *what, bool floats)
+{
+	if (!t)
+		return vd_errorf(VD_ERR_INVALID_ARG, "cuda %s: %s is NULL", op, what);
+	if (t->device != VD_DEVICE_CUDA)
+		return vd_errorf(VD_ERR_INVALID_ARG, "cuda %s: %s is not a CUDA tensor", op, what);
+	if (floats ? !is_float(t->dtype) : !is_known(t->dtype))
+		return vd_errorf(VD_ERR_UNSUPPORTED, "cuda %s: %s has dtype %s; expected %s", op,
+				 what, vd_dtype_name(t->dtype), floats ? "f32, bf16 or f16" : "a known dtype");
+	if (t->ndim < 1 || t->ndim > VD_MAX_DIMS)
+		return vd_errorf(VD_ERR_INVALID_ARG, "cuda %s: %s has %d dims", op, what, t->ndim);
+	if (!t->data && vd_tensor_numel(t) > 0)
+		return vd_errorf(VD_ERR_INVALID_ARG, "cuda %s: %s has no data", op, what);
+	return VD_OK;
+}
+
+/* Same rules as the CPU backend: last dim contiguous, leading dims
+ * collapse to rows with one stride, rows do not overlap. */
+static vd_status get_rows(const vd_tensor *t, const char *op, const char *what, rv *out)
+{
+	int last, inner = -1;
+
+	memset(out, 0, sizeof(*out));
+	TRY(check_t(t, op, what, true));
+	last = t->ndim - 1;
+	out->p = t->data;
+	out->dt = t->dtype;
+	out->c = t->shape[last];
+	out->n = 1;
+	for (int d = 0; d < last; d++)
+		out->n *= t->shape[d];
+	if (out->c > 1 && t->stride[last] != 1)
+		return vd_errorf(VD_ERR_UNSUPPORTED, "cuda %s: %s must have a contiguous last dim",
+				 op, what);
+	out->rs = out->c;
+	for (int d = last - 1; d >= 0; d--) {
+		if (t->shape[d] == 1)
+			continue;
+		if (inner < 0)
+			out->rs = t->stride[d];
+		else if (t->stride[d] != t->stride[inner] * t->shape[inner])
+			return vd_errorf(VD_ERR_UNSUPPORTED,
+					 "cuda %s: %s is not a row view (dim %d stride %lld)", op,
+					 what, d, (long long)t->stride[d]);
+		inner = d;
+	}
+	if (out->n > 1 && out->rs < out->c)
+		return vd_errorf(VD_ERR_UNSUPPORTED, "cuda %s: %s has overlapping rows", op, what);
+	return VD_OK;
+}
+
+/* A weight or bias vector of exactly c elements (any float dtype). */
+static vd_status get_vec(const vd_tensor *t, int64_t c, const char *op, const char *what, rv *out)
+{
+	TRY(get_rows(t, op, what, out));
+	if (out->n != 1 || out->c != c)
+		return vd_errorf(VD_ERR_INVALID_ARG,
+				 "cuda %s: %s must have %lld elements, got (%lld, %lld)", op, what,
+				 (long long)c, (long long)out->n, (long long)out->c);
+	return VD_OK;
+}
+
+static vd_status get_heads(const vd_tensor *t, const char *op, const char *what, hv *out)
+{
+	memset(out, 0, sizeof(*out));
+	TRY(check_t(t, op, what, true));
+	if (t->ndim != 3)
+		return vd_errorf(VD_ERR_INVALID_ARG, "cuda %s: %s must be (T, H, D), got %d dims",
+				 op, what, t->ndim);
+	if (t->shape[2] > 1 && t->stride[2] != 1)
+		return vd_errorf(VD_ERR_UNSUPPORTED, "cuda %s: %s must have a contiguous head dim",
+				 op, what);
+	*out = (hv){ t->data, (int)t->dtype, t->shape[0], t->shape[1], t->shape[2],
+		     t->stride[0], t->stride[1] };
+	return VD_OK;
+}
+
+static vd_status get_cache(const vd_tensor *t, const char *op, const char *what, cv *out)
+{
+	memset(out, 0, sizeof(*out));
+	TRY(check_t(t, op, what, true));
+	if (t->ndim != 4)
+		return vd_errorf(VD_ERR_INVALID_ARG,
+				 "cuda %s: %s must be (blocks, block_size, heads, head_dim), got %d dims",
+				 op, what, t->ndim);
+	if (t->shape[3] > 1 && t->stride[3] != 1)
+		return vd_errorf(VD_ERR_UNSUPPORTED, "cuda %s: %s must have a contiguous head dim",
+				 op, what);
+	*out = (cv){ t->data, (int)t->dtype, t->shape[0], t->shape[1], t->shape[2], t->shape[3],
+		     t->stride[0], t->stride[1], t->stride[2] };
+	return VD_OK;
+}
+
+static sv get_strided(const vd_tensor *t)
+{
+	sv v;
+	int pad = 4 - t->ndim;
+
+	v.p = t->data;
+	v.dt = t->dtype;
+	for (int d = 0; d < 4; d++) {
+		v.shape[d] = d < pad ? 1 : t->shape[d - pad];
+		v.stride[d] = d < pad ? 0 : t->stride[d - pad];
+	}
+	return v;
+}
+
+static vd_status same_rows(const rv *a, const rv *b, const char *op, const char *an,
+			   const char *bn)
+{
+	if (a->n != b->n || a->c != b->c)
+		return vd_errorf(VD_ERR_INVALID_ARG,
+				 "cuda %s: %s (%lld, %lld) and %s (%lld, %lld) differ", op, an,
+				 (long long)a->n, (long long)a->c, bn, (long long)b->n, (long long)b->c);
+	return VD_OK;
+}
+
+static vd_status check_convertible(vd_dtype from, vd_dtype to, const char *op)
+{
+	if (!is_known(from) || !is_known(to))
+		return vd_errorf(VD_ERR_INVALID_ARG, "cuda %s: unknown dtype", op);
+	if (from == to || (is_float(from) && is_float(to)))
+		return VD_OK;
+	return vd_errorf(VD_ERR_UNSUPPORTED, "cuda %s: cannot convert %s to %s", op,
+			 vd_dtype_name(from), vd_dtype_name(to));
+}
+
+/* Grid for kernels over (rows, cols): x covers columns in blocks of 256,
+ * y covers rows (kernels loop when there are more than 65535). */
+static dim3 grid_rc(int64_t n, int64_t c)
+{
+	return dim3((unsigned)((c + 255) / 256), (unsigned)(n < 65535 ? n : 65535));
+}
+
+static vd_status check_grid(int64_t n, int64_t c, const char *op)
+{
+	if (n > INT32_MAX || (c + 255) / 256 > INT32_MAX)
+		return vd_errorf(VD_ERR_LIMIT, "cuda %s: (%lld, %lld) is too large for one launch", op,
+				 (long long)n, (long long)c);
+	return VD_OK;
+}
+
+/* ------------------------------------------------------------ copy kernels */
+
+/* dst = src element-wise over a 4-D shape, any strides, converting floats;
+ * int dtypes are moved as raw elements of their size. */
+__global__ void k_copy(sv s, sv d, int64_t n, int es)
+{
+	for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+	     i += (int64_t)gridDim.x * blockDim.x) {
+		int64_t r = i, so = 0, dof = 0;
+
+		for (int k = 3; k >= 0; k--) {
+			int64_t idx = r % s.shape[k];
+
+			r /= s.shape[k];
+			so += idx * s.stride[k];
+			dof += idx * d.stride[k];
+		}
+		if (es == 0)
+			stf(d.p, d.dt, dof, ldf(s.p, s.dt, so));
+		else if (es == 1)
+			((uint8_t *)d.p)[dof] = ((const uint8_t *)s.p)[so];
+		else if (es == 4)
+			((uint32_t *)d.p)[dof] = ((const uint32_t *)s.p)[so];
+		else
+			((uint64_t *)d.p)[dof] = ((const uint64_t *)s.p)[so];
+	}
+}
+
+static vd_status launch_copy(cu_ctx *c, const sv *s, const sv *d)
+{
+	int64_t n = s->shape[0] * s->shape[1] * s->shape[2] * s->shape[3];
+	int64_t blocks = (n + 255) / 256;
+	int es = is_float((vd_dtype)s->dt) ? 0 : (int)vd_dtype_size((vd_dtype)s->dt);
+
+	if (n == 0)
+		return VD_OK;
+	k_copy<<<(unsigned)(blocks < 65536 ? blocks : 65536), 256, 0, c->stream>>>(*s, *d, n, es);
+	LAUNCHED();
+	return VD_OK;
+}
+
+/* A packed 2-D (n, c) strided view of p. */
+static sv packed2(void *p, vd_dtype dt, int64_t n, int64_t c)
+{
+	sv v = { p, (int)dt, { 1, 1, n, c }, { 0, 0, c, 1 } };
+
+	return v;
+}
+
+/* The packed layout of s's shape at p in dtype dt. */
+static sv packed_like(const sv *s, void *p, vd_dtype dt)
+{
+	sv v = *s;
+	int64_t st = 1;
+
+	v.p = p;
+	v.dt = (int)dt;
+	for (int k = 3; k >= 0; k--) {
+		v.stride[k] = st;
+		st *= s->shape[k];
+	}
+	return v;
+}
+
+static sv rows_sv(const rv *r)
+{
+	sv v = { r->p, r->dt, { 1, 1, r->n, r->c }, { 0, 0, r->rs, 1 } };
+
+	return v;
+}
+
+/* ------------------------------------------------------------ memory ops */
+
+static vd_status cu_alloc(vd_backend *be, vd_tensor *t, vd_dtype dtype, int ndim,
+			  const int64_t *shape)
+{
+	int64_t n = 1;
+	void *p = NULL;
+	vd_tensor z;
+
+	if (!t || !is_known(dtype) || ndim < 0 || ndim > VD_MAX_DIMS || (ndim > 0 && !shape))
+		return vd_errorf(VD_ERR_INVALID_ARG, "cuda alloc: bad tensor, dtype or ndim %d", ndim);
+	for (int d = 0; d < ndim; d++) {
+		if (shape[d] < 0 || (shape[d] > 0 && n > INT64_MAX / 8 / shape[d]))
+			return vd_errorf(VD_ERR_INVALID_ARG, "cuda alloc: bad shape[%d] = %lld", d,
+					 (long long)shape[d]);
+		n *= shape[d];
+	}
+	ENTER(be);
+	if (cudaMallocFromPoolAsync(&p, n > 0 ? (size_t)n * vd_dtype_size(dtype) : 256, c->pool,
+				    c->stream) != cudaSuccess) {
+		cudaGetLastError();
+		return vd_errorf(VD_ERR_NOMEM, "cuda alloc: out of GPU memory for %lld x %s",
+				 (long long)n, vd_dtype_name(dtype));
+	}
+	memset(&z, 0, sizeof(z));
+	z.dtype = dtype;
+	z.device = VD_DEVICE_CUDA;
+	vd_tensor_set_shape(&z, ndim, shape);
+	z.data = p;
+	z.alloc = p;
+	*t = z;
+	return VD_OK;
+}
+
+static void cu_free(vd_backend *be, vd_tensor *t)
+{
+	if (!t || !t->alloc)
+		return;
+	{
+		cu_ctx *c = ctx_of(be);
+		op_scope scope(c);
+
+		/* stream-ordered: queued kernels still reading t finish first */
+		if (cudaSetDevice(c->device) != cudaSuccess ||
+		    cudaFreeAsync(t->alloc, c->stream) != cudaSuccess)
+			cudaGetLastError();
+	}
+	memset(t, 0, sizeof(*t));
+}
+
+/* Packed conversion of n elements (upload's second half). */
+__global__ void k_convert(const void *src, int sdt, void *dst, int ddt, int64_t n)
+{
+	for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+	     i += (int64_t)gridDim.x * blockDim.x)
+		stf(dst, ddt, i, ldf(src, sdt, i));
+}
+
+/* dst packed; chunks go host -> pinned ring -> device (converted on the GPU
+ * when dtypes differ). Returns once src may be reused by the caller. */
+static vd_status cu_upload(vd_backend *be, vd_tensor *dst, const void *src, vd_dtype src_dtype,
+			   int64_t n)
+{
+	size_t ses = vd_dtype_size(src_dtype), des;
+	int64_t chunk;
+
+	if (!dst || (!src && n > 0) || n < 0)
+		return vd_errorf(VD_ERR_INVALID_ARG, "cuda upload: NULL tensor/source or n < 0");
+	if (dst->device != VD_DEVICE_CUDA || !vd_tensor_is_contiguous(dst))
+		return vd_errorf(VD_ERR_INVALID_ARG, "cuda upload: dst must be a packed CUDA tensor");
+	if (n > vd_tensor_numel(dst))
+		return vd_errorf(VD_ERR_INVALID_ARG, "cuda upload: %lld elements into a tensor of %lld",
+				 (long long)n, (long long)vd_tensor_numel(dst));
+	TRY(check_convertible(src_dtype, dst->dtype, "upload"));
+	ENTER(be);
+	des = vd_dtype_size(dst->dtype);
+	chunk = (int64_t)(c->ring_half / ses);
+	for (int64_t done = 0; done < n; done += chunk) {
+		int64_t m = n - done < chunk ? n - done : chunk;
+		char *h, *d;
+		char *to = (char *)dst->data + done * (int64_t)des;
+
+		TRY(ring_take(c, (size_t)m * ses, &h, &d));
+		memcpy(h, (const char *)src + done * (int64_t)ses, (size_t)m * ses);
+		if (src_dtype == dst->dtype) {
+			CUDA_TRY(cudaMemcpyAsync(to, h, (size_t)m * ses, cudaMemcpyHostToDevice,
+						 c->stream));
+			continue;
+		}
+		CUDA_TRY(cudaMemcpyAsync(d, h, (size_t)m * ses, cudaMemcpyHostToDevice, c->stream));
+		k_convert<<<(unsigned)((m + 255) / 256 < 65536 ? (m + 255) / 256 : 65536), 256, 0,
+			    c->stream>>>(d, src_dtype, to, dst->dtype, m);
+		LAUNCHED();
+	}
+	return op_done(c, "upload");
+}
+
+/* src may be any strided view; dst is packed host memory, f32 for float
+ * dtypes. Waits for the stream. */
+static vd_status cu_download(vd_backend *be, const vd_tensor *src, void *dst)
+{
+	int64_t n;
+	vd_dtype hdt;
+	size_t bytes;
+
+	if (!src || (!dst && vd_tensor_numel(src) > 0))
+		return vd_errorf(VD_ERR_INVALID_ARG, "cuda download: NULL tensor or destination");
+	TRY(check_t(src, "download", "src", false));
+	n = vd_tensor_numel(src);
+	hdt = is_float(src->dtype) ? VD_DTYPE_F32 : src->dtype;
+	bytes = (size_t)n * vd_dtype_size(hdt);
+	ENTER(be);
+	if (n == 0)
+		return VD_OK;
+	if (src->dtype == hdt && vd_tensor_is_contiguous(src)) {
+		CUDA_TRY(cudaMemcpyAsync(dst, src->data, bytes, cudaMemcpyDeviceToHost, c->stream));
+	} else {
+		void *tmp;
+		sv s = get_strided(src), d;
+
+		TRY(scratch(c, bytes, &tmp));
+		d = packed_like(&s, tmp, hdt);
+		TRY(launch_copy(c, &s, &d));
+		CUDA_TRY(cudaMemcpyAsync(dst, tmp, bytes, cudaMemcpyDeviceToHost, c->stream));
+	}
+	CUDA_TRY(cudaStreamSynchronize(c->stream));
+	return VD_OK;
+}
+
+/* src and dst: any strided views of the same shape that do not overlap. */
+static vd_status cu_copy(vd_backend *be, const vd_tensor *src, vd_tensor *dst)
+{
+	sv s, d;
+
+	TRY(check_t(src, "copy", "src", false));
+	TRY(check_t(dst, "copy", "dst", false));
+	if (src->ndim != dst->ndim)
+		return vd_errorf(VD_ERR_INVALID_ARG, "cuda copy: %d dims into %d dims", src->ndim,
+				 dst->ndim);
+	for (int k = 0; k < src->ndim; k++)
+		if (src->shape[k] != dst->shape[k])
+			return vd_errorf(VD_ERR_INVALID_ARG, "cuda copy: shape differs in dim %d", k);
+	TRY(check_convertible(src->dtype, dst->dtype, "copy"));
+	ENTER(be);
+	if (vd_tensor_numel(src) == 0)
+		return VD_OK;
+	if (src->dtype == dst->dtype && vd_tensor_is_contiguous(src) &&
+	    vd_tensor_is_contiguous(dst)) {
+		CUDA_TRY(cudaMemcpyAsync(dst->data, src->data,
+					 (size_t)vd_tensor_numel(src) * vd_dtype_size(src->dtype),
+					 cudaMemcpyDeviceToDevice, c->stream));
+		return op_done(c, "copy");
+	}
+	s = get_strided(src);
+	d = get_strided(dst);
+	TRY(launch_copy(c, &s, &d));
+	return op_done(c, "copy");
+}
+
+static vd_status cu_sync(vd_backend *be)
+{
+	ENTER(be);
+	CUDA_TRY(cudaStreamSynchronize(c->stream));
+	return VD_OK;
+}
+
+/* ------------------------------------------------------------ dense math */
+
+/* y[m, :] = b (or 0 when b is NULL): the C operand of a beta = 1 GEMM. */
+__global__ void k_fill_rows(rv y, const void *b, int bdt)
+{
+	int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+
+	if (j >= y.c)
+		return;
+	for (int64_t m = blockIdx.y; m < y.n; m += gridDim.y)
+		stf(y.p, y.dt, m * y.rs + j, b ? ldf(b, bdt, j) : 0.0f);
+}
+
+static cudaDataType_t blas_type(int dt)
+{
+	return dt == VD_DTYPE_F32 ? CUDA_R_32F : dt == VD_DTYPE_BF16 ? CUDA_R_16BF : CUDA_R_16F;
+}
+
+/* y (M,N) = x (M,K) w (N,K)^T + b, f32 accumulation. cuBLAS is column-major,
+ * so it computes y^T = w x^T: A = w read transposed (lda = w row stride),
+ * B = x (ldb = x row stride), C = y (ldc = y row stride). Dtypes may mix:
+ * x is converted to w's dtype when they differ, and y goes through f32
+ * scratch when cuBLAS cannot write it directly. */
+static vd_status cu_linear(vd_backend *be, const vd_tensor *x, const vd_tensor *w,
+			   const vd_tensor *b, vd_tensor *y)
+{
+	rv xr, wr, yr, br = { NULL, 0, 0, 0, 0 };
+	float alpha = 1.0f, beta;
+	bool direct;
+	size_t xbytes = 0, ybytes = 0;
+	char *tmp = NULL;
+	rv xa, ya;
+
+	TRY(get_rows(x, "linear", "x", &xr));
+	TRY(get_rows(w, "linear", "w", &wr));
+	TRY(get_rows(y, "linear", "y", &yr));
+	if (xr.c != wr.c || yr.n != xr.n || yr.c != wr.n)
+		return vd_errorf(VD_ERR_INVALID_ARG,
+				 "cuda linear: x (%lld, %lld) @ w (%lld, %lld)^T -> y (%lld, %lld) mismatch",
+				 (long long)xr.n, (long long)xr.c, (long long)wr.n, (long long)wr.c,
+				 (long long)yr.n, (long long)yr.c);
+	if (b)
+		TRY(get_vec(b, wr.n, "linear", "b", &br));
+	if (xr.c > INT32_MAX || xr.n > INT32_MAX || wr.n > INT32_MAX || xr.rs > INT32_MAX ||
+	    wr.rs > INT32_MAX || yr.rs > INT32_MAX)
+		return vd_errorf(VD_ERR_UNSUPPORTED, "cuda linear: dimensions exceed cuBLAS int range");
+	TRY(check_grid(yr.n, yr.c, "linear"));
+	ENTER(be);
+	if (xr.n == 0 || wr.n == 0)
+		return VD_OK;
+	direct = wr.dt == VD_DTYPE_F32 ? yr.dt == VD_DTYPE_F32 : (yr.dt == wr.dt || yr.dt == VD_DTYPE_F32);
+	if (xr.dt != wr.dt && xr.c > 0)
+		xbytes = align_up((size_t)(xr.n * xr.c) * vd_dtype_size((vd_dtype)wr.dt), 256);
+	if (!direct)
+		ybytes = (size_t)(yr.n * yr.c) * sizeof(float);
+	if (xbytes + ybytes > 0)
+		TRY(scratch(c, xbytes + ybytes, (void **)&tmp));
+	xa = xr;
+	if (xbytes) {
+		sv s = rows_sv(&xr), d = packed2(tmp, (vd_dtype)wr.dt, xr.n, xr.c);
+
+		TRY(launch_copy(c, &s, &d));
+		xa = (rv){ tmp, wr.dt, xr.n, xr.c, xr.c };
+	}
+	ya = direct ? yr : (rv){ tmp + xbytes, VD_DTYPE_F32, yr.n, yr.c, yr.c };
+	beta = 0.0f;
+	if (b || xr.c == 0) {
+		k_fill_rows<<<grid_rc(ya.n, ya.c), 256, 0, c->stream>>>(ya, br.p, br.dt);
+		LAUNCHED();
+		beta = 1.0f;
+	}
+	if (xr.c > 0)
+		CUBLAS_TRY(cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)wr.n, (int)xr.n,
+					(int)xr.c, &alpha, wr.p, blas_type(wr.dt), (int)wr.rs, xa.p,
+					blas_type(xa.dt), (int)xa.rs, &beta, ya.p, blas_type(ya.dt),
+					(int)ya.rs,
+					wr.dt == VD_DTYPE_F32 && c->tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32
+									 : CUBLAS_COMPUTE_32F,
+					CUBLAS_GEMM_DEFAULT));
+	if (!direct) {
+		sv s = rows_sv(&ya), d = rows_sv(&yr);
+
+		TRY(launch_copy(c, &s, &d));
+	}
+	return op_done(c, "linear");
+}
+
+/* y = a + b over row views of any float dtypes; y may alias a or b. */
+__global__ void k_add(rv a, rv b, rv y)
+{
+	int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+
+	if (j >= y.c)
+		return;
+	for (int64_t m = blockIdx.y; m < y.n; m += gridDim.y)
+		stf(y.p, y.dt, m * y.rs + j, ldf(a.p, a.dt, m * a.rs + j) + ldf(b.p, b.dt, m * b.rs + j));
+}
+
+static vd_status cu_add(vd_backend *be, const vd_tensor *a, const vd_tensor *b, vd_tensor *y)
+{
+	rv ar, br, yr;
+
+	TRY(get_rows(a, "add", "a", &ar));
+	TRY(get_rows(b, "add", "b", &br));
+	TRY(get_rows(y, "add", "y", &yr));
+	TRY(same_rows(&ar, &br, "add", "a", "b"));
+	TRY(same_rows(&ar, &yr, "add", "a", "y"));
+	TRY(check_grid(yr.n, yr.c, "add"));
+	ENTER(be);
+	if (yr.n == 0 || yr.c == 0)
+		return VD_OK;
+	k_add<<<grid_rc(yr.n, yr.c), 256, 0, c->stream>>>(ar, br, yr);
+	LAUNCHED();
+	return op_done(c, "add");
+}
+
+#define NORM_THREADS 256
+
+/* One block per row: y = w * (x / rms(x)), as HF RMSNorm in f32. With
+ * r.p set (add_rmsnorm), r += x first and the norm is of the stored r, so
+ * a bf16 residual is normalised exactly as it was rounded. y may alias x:
+ * x is only read before the block-wide barrier that precedes y's writes. */
+__global__ void __launch_bounds__(NORM_THREADS) k_rmsnorm(rv x, rv r, rv w, rv y, float eps)
+{
+	__shared__ float sh[32];
+	int64_t m = blockIdx.x;
+	float ss = 0.0f, inv;
+	const rv *src = r.p ? &r : &x;
+
+	for (int64_t j = threadIdx.x; j < x.c; j += blockDim.x) {
+		float v;
+
+		if (r.p) {
+			stf(r.p, r.dt, m * r.rs + j, ldf(r.p, r.dt, m * r.rs + j) + ldf(x.p, x.dt, m * x.rs + j));
+			v = ldf(r.p, r.dt, m * r.rs + j);
+		} else {
+			v = ldf(x.p, x.dt, m * x.rs + j);
+		}
+		ss += v * v;
+	}
+	ss = block_sum(ss, sh);
+	inv = 1.0f / sqrtf(ss / (float)x.c + eps);
+	for (int64_t j = threadIdx.x; j < x.c; j += blockDim.x)
+		stf(y.p, y.dt, m * y.rs + j, ldf(w.p, w.dt, j) * (ldf(src->p, src->dt, m * src->rs + j) * inv));
+}
+
+static vd_status cu_rmsnorm(vd_backend *be, const vd_tensor *x, const vd_tensor *w, float eps,
+			    vd_tensor *y)
+{
+	rv xr, yr, wr, none = { NULL, 0, 0, 0, 0 };
+
+	TRY(get_rows(x, "rmsnorm", "x", &xr));
+	TRY(get_rows(y, "rmsnorm", "y", &yr));
+	TRY(same_rows(&xr, &yr, "rmsnorm", "x", "y"));
+	TRY(get_vec(w, xr.c, "rmsnorm", "w", &wr));
+	TRY(check_grid(xr.n, 0, "rmsnorm"));
+	ENTER(be);
+	if (xr.n == 0)
+		return VD_OK;
+	k_rmsnorm<<<(unsigned)xr.n, NORM_THREADS, 0, c->stream>>>(xr, none, wr, yr, eps);
+	LAUNCHED();
+	return op_done(c, "rmsnorm");
+}
+
+static vd_status cu_add_rmsnorm(vd_backend *be, vd_tensor *r, const vd_tensor *x,
+				const vd_tensor *w, float eps, vd_tensor *y)
+{
+	rv rr, xr, yr, wr;
+
+	TRY(get_rows(r, "add_rmsnorm", "r", &rr));
+	TRY(get_rows(x, "add_rmsnorm", "x", &xr));
+	TRY(get_rows(y, "add_rmsnorm", "y", &yr));
+	TRY(same_rows(&rr, &xr, "add_rmsnorm", "r", "x"));
+	TRY(same_rows(&rr, &yr, "add_rmsnorm", "r", "y"));
+	TRY(get_vec(w, xr.c, "add_rmsnorm", "w", &wr));
+	TRY(check_grid(xr.n, 0, "add_rmsnorm"));
+	ENTER(be);
+	if (xr.n == 0)
+		return VD_OK;
+	k_rmsnorm<<<(unsigned)xr.n, NORM_THREADS, 0, c->stream>>>(xr, rr, wr, yr, eps);
+	LAUNCHED();
+	return op_done(c, "add_rmsnorm");
+}
+
+/* One block per row: two-pass mean and biased variance, as torch. */
+__global__ void __launch_bounds__(NORM_THREADS) k_layernorm(rv x, rv w, rv b, rv y, float eps)
+{
+	__shared__ float sh[32];
+	int64_t m = blockIdx.x;
+	float sum = 0.0f, var = 0.0f, mean, rstd;
+
+	for (int64_t j = threadIdx.x; j < x.c; j += blockDim.x)
+		sum += ldf(x.p, x.dt, m * x.rs + j);
+	mean = block_sum(sum, sh) / (float)x.c;
+	for (int64_t j = threadIdx.x; j < x.c; j += blockDim.x) {
+		float d = ldf(x.p, x.dt, m * x.rs + j) - mean;
+
+		var += d * d;
+	}
+	rstd = 1.0f / sqrtf(block_sum(var, sh) / (float)x.c + eps);
+	for (int64_t j = threadIdx.x; j < x.c; j += blockDim.x)
+		stf(y.p, y.dt, m * y.rs + j,
+		    (ldf(x.p, x.dt, m * x.rs + j) - mean) * rstd * ldf(w.p, w.dt, j) +
+			    (b.p ? ldf(b.p, b.dt, j) : 0.0f));
+}
+
+static vd_status cu_layernorm(vd_backend *be, const vd_tensor *x, const vd_tensor *w,
+			      const vd_tensor *b, float eps, vd_tensor *y)
+{
+	rv xr, yr, wr, br = { NULL, 0, 0, 0, 0 };
+
+	TRY(get_rows(x, "layernorm", "x", &xr));
+	TRY(get_rows(y, "layernorm", "y", &yr));
+	TRY(same_rows(&xr, &yr, "layernorm", "x", "y"));
+	TRY(get_vec(w, xr.c, "layernorm", "w", &wr));
+	if (b)
+		TRY(get_vec(b, xr.c, "layernorm", "b", &br));
+	TRY(check_grid(xr.n, 0, "layernorm"));
+	ENTER(be);
+	if (xr.n == 0)
+		return VD_OK;
+	k_layernorm<<<(unsigned)xr.n, NORM_THREADS, 0, c->stream>>>(xr, wr, br, yr, eps);
+	LAUNCHED();
+	return op_done(c, "layernorm");
+}
+
+__device__ __forceinline__ float act_one(int kind, float x)
+{
+	switch (kind) {
+	case VD_ACT_GELU:
+		return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+	case VD_ACT_GELU_TANH:
+		return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+	case VD_ACT_QUICK_GELU:
+		return x / (1.0f + expf(-1.702f * x));
+	default:
+		return x / (1.0f + expf(-x));
+	}
+}
+
+/* mode 0: y = act(x); 1: y = silu(x[:, :F]) * x[:, F:]; 2: y = x * s. */
+__global__ void k_pointwise(rv x, rv y, int mode, int kind, float s)
+{
+	int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+
+	if (j >= y.c)
+		return;
+	for (int64_t m = blockIdx.y; m < y.n; m += gridDim.y) {
+		float v = ldf(x.p, x.dt, m * x.rs + j);
+
+		if (mode == 0)
+			v = act_one(kind, v);
+		else if (mode == 1)
+			v = act_one(VD_ACT_SILU, v) * ldf(x.p, x.dt, m * x.rs + y.c + j);
+		else
+			v *= s;
+		stf(y.p, y.dt, m * y.rs + j, v);
+	}
+}
+
+static vd_status pointwise(vd_backend *be, const vd_tensor *x, vd_tensor *y, int mode, int kind,
+			   float s, const char *op)
+{
+	rv xr, yr;
+
+	TRY(get_rows(x, op, "x", &xr));
+	TRY(get_rows(y, op, "y", &yr));
+	if (mode == 1) {
+		if (xr.n != yr.n || xr.c != 2 * yr.c)
+			return vd_errorf(VD_ERR_INVALID_ARG,
+					 "cuda silu_mul: x (%lld, %lld) must be (M, 2F) for y (%lld, %lld)",
+					 (long long)xr.n, (long long)xr.c, (long long)yr.n,
+					 (long long)yr.c);
+	} else {
+		TRY(same_rows(&xr, &yr, op, "x", "y"));
+	}
+	TRY(check_grid(yr.n, yr.c, op));
+	ENTER(be);
+	if (yr.n == 0 || yr.c == 0)
+		return VD_OK;
+	k_pointwise<<<grid_rc(yr.n, yr.c), 256, 0, c->stream>>>(xr, yr, mode, kind, s);
+	LAUNCHED();
+	return op_done(c, op);
+}
+
+static vd_status cu_act(vd_backend *be, vd_act kind, const vd_tensor *x, vd_tensor *y)
+{
+	if (kind != VD_ACT_GELU && kind != VD_ACT_GELU_TANH && kind != VD_ACT_QUICK_GELU &&
+	    kind != VD_ACT_SILU)
+		return vd_errorf(VD_ERR_INVALID_ARG, "cuda act: unknown activation %d", (int)kind);
+	return pointwise(be, x, y, 0, kind, 0.0f, "act");
+}
+
+static vd_status cu_silu_mul(vd_backend *be, const vd_tensor *x, vd_tensor *y)
+{
+	return pointwise(be, x, y, 1, VD_ACT_SILU, 0.0f, "silu_mul");
+}
+
+static vd_status cu_scale(vd_backend *be, const vd_tensor *x, float s, vd_tensor *y)
+{
+	return pointwise(be, x, y, 2, VD_ACT_SILU, s, "scale");
+}
+
+/* ------------------------------------------------------------ rope */
+
+/* One block per token: the token's cos/sin (rot/2 of them) into shared
+ * memory, then every head's pairs (i, i + rot/2) rotate. */
+template <typename T>
+__global__ void k_rope(T *x, int64_t ntok, int heads, int64_t st, int64_t sh, int half,
+		       const int32_t *pos, const uint8_t *pos_row, const float *inv_freq,
+		       const int32_t *table_idx, float mscale)
+{
+	extern __shared__ float cs[]; /* cos (half) | sin (half) */
+	int64_t t = blockIdx.x;
+	const float *inv = inv_freq + (int64_t)(table_idx ? table_idx[t] : 0) * half;
+
+	for (int i = threadIdx.x; i < half; i += blockDim.x) {
+		int row = pos_row ? pos_row[i] : 0;
+		float a = (float)pos[row * ntok + t] * inv[i], sn, co;
+
+		sincosf(a, &sn, &co);
+		cs[i] = co * mscale;
+		cs[half + i] = sn * mscale;
+	}
+	__syncthreads();
+	for (int j = threadIdx.x; j < heads * half; j += blockDim.x) {
+		int h = j / half, i = j % half;
+		T *v = x + t * st + h * sh;
+		float x1 = to_f(v[i]), x2 = to_f(v[i + half]);
+
+		v[i] = from_f<T>(x1 * cs[i] - x2 * cs[half + i]);
+		v[i + half] = from_f<T>(x2 * cs[i] + x1 * cs[half + i]);
+	}
+}
+
+template <typename T>
+static void launch_rope(cu_ctx *c, const hv *x, int half, const char *dev, size_t o_pos,
+			size_t o_row, size_t o_inv, size_t o_tab, bool has_row, bool has_tab,
+			float mscale)
+{
+	k_rope<T><<<(unsigned)x->t, 128, 2 * half * sizeof(float), c->stream>>>(
+		(T *)x->p, x->t, (int)x->h, x->st, x->sh, half, (const int32_t *)(dev + o_pos),
+		has_row ? (const uint8_t *)(dev + o_row) : NULL, (const float *)(dev + o_inv),
+		has_tab ? (const int32_t *)(dev + o_tab) : NULL, mscale);
+}
+
+/* x: (T, H, D) view; positions, inv_freq, pos_row and table_idx are host
+ * arrays copied as one blob (skipped when the same as the last rope's). */
+static vd_status cu_rope(vd_backend *be, vd_tensor *x, const int32_t *positions, const vd_rope *r)
+{
+	hv xh;
+	int half, nrows = 1;
+	size_t o_pos = 0, o_row, o_inv, o_tab, total;
+	char *blob = NULL;
+	const char *dev;
+
+	TRY(get_heads(x, "rope", "x", &xh));
+	if (!r || !r->inv_freq || r->rot_dim <= 0 || r->rot_dim % 2 || r->rot_dim > xh.d ||
+	    r->n_tables < 1)
+		return vd_errorf(VD_ERR_INVALID_ARG,
+				 "cuda rope: rot_dim must be even in (0, %lld] with >= 1 inv_freq table",
+				 (long long)xh.d);
+	if (!positions && xh.t > 0)
+		return vd_errorf(VD_ERR_INVALID_ARG, "cuda rope: positions is NULL");
+	if (r->table_idx)
+		for (int64_t t = 0; t < xh.t; t++)
+			if (r->table_idx[t] < 0 || r->table_idx[t] >= r->n_tables)
+				return vd_errorf(VD_ERR_INVALID_ARG,
+						 "cuda rope: table_idx[%lld] = %d outside [0, %d)",
+						 (long long)t, r->table_idx[t], r->n_tables);
+	if (xh.t > INT32_MAX || xh.h * (r->rot_dim / 2) > INT32_MAX)
+		return vd_errorf(VD_ERR_LIMIT, "cuda rope: too many tokens or heads");
+	half = r->rot_dim / 2;
+	if (r->pos_row)
+		for (int i = 0; i < half; i++)
+			if (r->pos_row[i] + 1 > nrows)
+				nrows = r->pos_row[i] + 1;
+	ENTER(be);
+	if (xh.t == 0 || xh.h == 0)
+		return VD_OK;
+	o_row = align_up(o_pos + sizeof(int32_t) * (size_t)nrows * (size_t)xh.t, 16);
+	o_inv = align_up(o_row + (size_t)half, 16);
+	o_tab = align_up(o_inv + sizeof(float) * (size_t)r->n_tables * (size_t)half, 16);
+	total = o_tab + sizeof(int32_t) * (size_t)xh.t;
+	TRY(blob_get(c, total, &blob));
+	memcpy(blob + o_pos, positions, sizeof(int32_t) * (size_t)nrows * (size_t)xh.t);
+	if (r->pos_row)
+		memcpy(blob + o_row, r->pos_row, (size_t)half);
+	memcpy(blob + o_inv, r->inv_freq, sizeof(float) * (size_t)r->n_tables * (size_t)half);
+	if (r->table_idx)
+		memcpy(blob + o_tab, r->table_idx, sizeof(int32_t) * (size_t)xh.t);
+	TRY(put_index(c, IDX_ROPE, total, &dev));
+	switch (xh.dt) {
+	case VD_DTYPE_F32:
+		launch_rope<float>(c, &xh, half, dev, o_pos, o_row, o_inv, o_tab, r->pos_row != NULL, r->table_idx != NULL, r->mscale);
+		break;
+	case VD_DTYPE_BF16:
+		launch_rope<__nv_bfloat16>(c, &xh, half, dev, o_pos, o_row, o_inv, o_tab, r->pos_row != NULL, r->table_idx != NULL, r->mscale);
+		break;
+	default:
+		launch_rope<__half>(c, &xh, half, dev, o_pos, o_row, o_inv, o_tab, r->pos_row != NULL, r->table_idx != NULL, r->mscale);
+		break;
+	}
+	LAUNCHED();
+	return op_done(c, "rope");
+}
+
+/* ------------------------------------------------------------ attention */
+
+#define ATT_WARPS 4
+#define ATT_MAX_SPLIT 128
+
+/* Everything an attention kernel needs; key i of query row t is found in
+ * the paged cache through the block table (PAGED) or at row starts[s] + i
+ * of k/v (segments). */
+typedef struct attn_args {
+	const void *q;
+	int q_dt;
+	int64_t q_st, q_sh;
+	void *out;
+	int o_dt;
+	int64_t o_st, o_sh;
+	const void *k, *v;        /* TC elements */
+	int64_t k_s0, k_s1, k_sh; /* paged: block, slot, head strides; segments: row, 0, head */
+	int64_t v_s0, v_s1, v_sh;
+	int heads, group, d;
+	float scale;
+	const int32_t *tok_seq;  /* (T): sequence or segment of each query row */
+	const int32_t *starts;   /* query_start_loc (S + 1) or cu (nseg + 1) */
+	const int32_t *seq_lens; /* (S), paged */
+	const int32_t *tables;   /* (S, max_blocks), paged */
+	int max_blocks, bs;
+	int64_t chunk; /* keys per split */
+	int nsplit;
+	float *part; /* (T H, nsplit, d + 2): acc | max | sum, when nsplit > 1 */
+} attn_args;
+
+/* Block (query row t*H + h, split y): 4 warps take keys round-robin from
+ * the split's range; each lane holds EPL elements of the head dim
+ * (lane + 32 e), a warp reduces q.k with shuffles and keeps an online
+ * softmax (max m, sum l, unnormalised acc) in f32. Warps then merge in
+ * shared memory; one split writes out, several write partials that
+ * k_attn_combine merges the same way. */
+template <typename TC, int EPL, bool PAGED>
+__global__ void __launch_bounds__(ATT_WARPS * 32) k_attention(attn_args a)
+{
+	__shared__ float s_m[ATT_WARPS], s_l[ATT_WARPS], s_acc[ATT_WARPS][EPL * 32];
+	int64_t row = blockIdx.x, t = row / a.heads;
+	int h = (int)(row % a.heads), kh = h / a.group;
+	int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+	int s = a.tok_seq[t];
+	int64_t n, base = 0, k0, k1;
+	const TC *K = (const TC *)a.k, *V = (const TC *)a.v;
+	float q[EPL], acc[EPL], m = -INFINITY, l = 0.0f, M = -INFINITY, L = 0.0f, wt[ATT_WARPS];
+
+	if (PAGED) {
+		int64_t q0 = a.starts[s], qlen = a.starts[s + 1] - q0;
+
+		/* causal: query row j of the chunk sits at seq_len - qlen + j */
+		n = a.seq_lens[s] - qlen + (t - q0) + 1;
+	} else {
+		base = a.starts[s];
+		n = a.starts[s + 1] - base;
+	}
+	k0 = blockIdx.y * a.chunk;
+	k1 = n < k0 + a.chunk ? n : k0 + a.chunk;
+#pragma unroll
+	for (int e = 0; e < EPL; e++) {
+		int idx = lane + 32 * e;
+
+		q[e] = idx < a.d ? ldf(a.q, a.q_dt, t * a.q_st + h * a.q_sh + idx) : 0.0f;
+		acc[e] = 0.0f;
+	}
+	for (int64_t i = k0 + warp; i < k1; i += ATT_WARPS) {
+		const TC *kp, *vp;
+		float dot = 0.0f, sc, mn, corr, p;
+
+		if (PAGED) {
+			int64_t blk = a.tables[(int64_t)s * a.max_blocks + i / a.bs], off = i % a.bs;
+
+			kp = K + blk * a.k_s0 + off * a.k_s1 + kh * a.k_sh;
+			vp = V + blk * a.v_s0 + off * a.v_s1 + kh * a.v_sh;
+		} else {
+			kp = K + (base + i) * a.k_s0 + kh * a.k_sh;
+			vp = V + (base + i) * a.v_s0 + kh * a.v_sh;
+		}
+#pragma unroll
+		for (int e = 0; e < EPL; e++) {
+			int idx = lane + 32 * e;
+
+			if (idx < a.d)
+				dot += q[e] * to_f(kp[idx]);
+		}
+		sc = warp_sum(dot) * a.scale;
+		mn = fmaxf(m, sc);
+		corr = expf(m - mn); /* 0 for the first key (m = -inf) */
+		p = expf(sc - mn);
+		l = l * corr + p;
+#pragma unroll
+		for (int e = 0; e < EPL; e++) {
+			int idx = lane + 32 * e;
+
+			if (idx < a.d)
+				acc[e] = acc[e] * corr + p * to_f(vp[idx]);
+		}
+		m = mn;
+	}
+	if (lane == 0) {
+		s_m[warp] = m;
+		s_l[warp] = l;
+	}
+#pragma unroll
+	for (int e = 0; e < EPL; e++)
+		s_acc[warp][lane + 32 * e] = acc[e];
+	__syncthreads();
+#pragma unroll
+	for (int w = 0; w < ATT_WARPS; w++)
+		M = fmaxf(M, s_m[w]);
+#pragma unroll
+	for (int w = 0; w < ATT_WARPS; w++) {
+		wt[w] = s_m[w] == -INFINITY ? 0.0f : expf(s_m[w] - M); /* warps without keys */
+		L += wt[w] * s_l[w];
+	}
+	for (int idx = threadIdx.x; idx < a.d; idx += blockDim.x) {
+		float o = 0.0f;
+
+#pragma unroll
+		for (int w = 0; w < ATT_WARPS; w++)
+			o += wt[w] * s_acc[w][idx];
+		if (a.nsplit == 1)
+			stf(a.out, a.o_dt, t * a.o_st + h * a.o_sh + idx, o / L);
+		else
+			a.part[(row * a.nsplit + blockIdx.y) * (a.d + 2) + idx] = o;
+	}
+	if (a.nsplit > 1 && threadIdx.x == 0) {
+		a.part[(row * a.nsplit + blockIdx.y) * (a.d + 2) + a.d] = M;
+		a.part[(row * a.nsplit + blockIdx.y) * (a.d + 2) + a.d + 1] = L;
+	}
+}
+
+/* Merge the nsplit partials of query row blockIdx.x into out. */
+__global__ void k_attn_combine(attn_args a)
+{
+	__shared__ float wt[ATT_MAX_SPLIT];
+	__shared__ float inv_sum;
+	int64_t row = blockIdx.x, t = row / a.heads;
+	int h = (int)(row % a.heads);
+	const float *p = a.part + row * a.nsplit * (a.d + 2);
+
+	if (threadIdx.x == 0) {
+		float M = -INFINITY, L = 0.0f;
+
+		for (int j = 0; j < a.nsplit; j++)
+			M = fmaxf(M, p[j * (a.d + 2) + a.d]);
+		for (int j = 0; j < a.nsplit; j++) {
+			float mj = p[j * (a.d + 2) + a.d];
+
+			wt[j] = mj == -INFINITY ? 0.0f : expf(mj - M); /* empty splits */
+			L += wt[j] * p[j * (a.d + 2) + a.d + 1];
+		}
+		inv_sum = 1.0f / L;
+	}
+	__syncthreads();
+	for (int idx = threadIdx.x; idx < a.d; idx += blockDim.x) {
+		float o = 0.0f;
+
+		for (int j = 0; j < a.nsplit; j++)
+			o += wt[j] * p[j * (a.d + 2) + idx];
+		stf(a.out, a.o_dt, t * a.o_st + h * a.o_sh + idx, o * inv_sum);
+	}
+}
+
+template <typename TC, bool PAGED>
+static void launch_attn_t(cu_ctx *c, dim3 grid, const attn_args *a)
+{
+	unsigned th = ATT_WARPS * 32;
+
+	if (a->d <= 32)
+		k_attention<TC, 1, PAGED><<<grid, th, 0, c->stream>>>(*a);
+	else if (a->d <= 64)
+		k_attention<TC, 2, PAGED><<<grid, th, 0, c->stream>>>(*a);
+	else if (a->d <= 96)
+		k_attention<TC, 3, PAGED><<<grid, th, 0, c->stream>>>(*a);
+	else if (a->d <= 128)
+		k_attention<TC, 4, PAGED><<<grid, th, 0, c->stream>>>(*a);
+	else
+		k_attention<TC, 8, PAGED><<<grid, th, 0, c->stream>>>(*a);
+}
+
+/* Launch over rows = T*H query rows whose longest context is max_ctx.
+ * When rows alone cannot fill the GPU (decode), the keys are split into
+ * chunks of at least 128 over more blocks, then combined. */
+template <bool PAGED>
+static vd_status run_attention(cu_ctx *c, attn_args *a, int kv_dt, int64_t rows, int64_t max_ctx,
+			       const char *op)
+{
+	int64_t want = (8LL * c->num_sms + rows - 1) / rows, by_len = (max_ctx + 127) / 128;
+	int64_t nsplit = want < by_len ? want : by_len;
+
+	if (rows > INT32_MAX)
+		return vd_errorf(VD_ERR_LIMIT, "cuda %s: %lld query rows are too many", op,
+				 (long long)rows);
+	if (nsplit > ATT_MAX_SPLIT)
+		nsplit = ATT_MAX_SPLIT;
+	if (nsplit < 1)
+		nsplit = 1;
+	a->nsplit = (int)nsplit;
+	a->chunk = (max_ctx + nsplit - 1) / nsplit;
+	a->part = NULL;
+	if (nsplit > 1)
+		TRY(scratch(c, sizeof(float) * (size_t)(rows * nsplit * (a->d + 2)), (void **)&a->part));
+	dim3 grid((unsigned)rows, (unsigned)nsplit);
+	if (kv_dt == VD_DTYPE_F32)
+		launch_attn_t<float, PAGED>(c, grid, a);
+	else if (kv_dt == VD_DTYPE_BF16)
+		launch_attn_t<__nv_bfloat16, PAGED>(c, grid, a);
+	else
+		launch_attn_t<__half, PAGED>(c, grid, a);
+	LAUNCHED();
+	if (nsplit > 1) {
+		k_attn_combine<<<(unsigned)rows, 128, 0, c->stream>>>(*a);
+		LAUNCHED();
+	}
+	return op_done(c, op);
+}
+
+static vd_status check_qkv_heads(const hv *q, int64_t kv_h, int64_t kv_d, const hv *out,
+				 const char *op)
+{
+	if (out->t != q->t || out->h != q->h || out->d != q->d)
+		return vd_errorf(VD_ERR_INVALID_ARG, "cuda %s: out must have q's shape", op);
+	if (kv_d != q->d || kv_h <= 0 || q->h % kv_h)
+		return vd_errorf(VD_ERR_INVALID_ARG,
+				 "cuda %s: %lld query heads of dim %lld vs %lld kv heads of dim %lld",
+				 op, (long long)q->h, (long long)q->d, (long long)kv_h, (long long)kv_d);
+	if (q->d > 256)
+		return vd_errorf(VD_ERR_UNSUPPORTED, "cuda %s: head dim %lld > 256", op,
+				 (long long)q->d);
+	return VD_OK;
+}
+
+/* The paged-cache checks of the CPU oracle (same messages); fills tok_seq
+ * (T) and *max_ctx. */
+static vd_status check_meta(const vd_attn_meta *m, int64_t T, const cv *kc, int32_t *tok_seq,
+			    int64_t *max_ctx)
+{
+	const char *op = "paged_attention";
+
+	if (m->num_tokens != T || m->num_seqs < 0)
+		return vd_errorf(VD_ERR_INVALID_ARG, "cuda %s: meta has %d tokens, q has %lld", op,
+				 m->num_tokens, (long long)T);
+	if (m->block_size != kc->bs || kc->bs <= 0)
+		return vd_errorf(VD_ERR_INVALID_ARG, "cuda %s: meta block_size %d, cache has %lld", op,
+				 m->block_size, (long long)kc->bs);
+	if (m->query_start_loc[0] != 0 || m->query_start_loc[m->num_seqs] != T)
+		return vd_errorf(VD_ERR_INVALID_ARG,
+				 "cuda %s: query_start_loc must run from 0 to num_tokens", op);
+	*max_ctx = 0;
+	for (int s = 0; s < m->num_seqs; s++) {
+		int32_t q0 = m->query_start_loc[s], q1 = m->query_start_loc[s + 1];
+		int64_t len = m->seq_lens[s], nblk = (len + kc->bs - 1) / kc->bs;
+
+		if (q1 < q0 || q1 - q0 > len)
+			return vd_errorf(VD_ERR_INVALID_ARG,
+					 "cuda %s: sequence %d has %d queries but seq_len %lld", op, s,
+					 q1 - q0, (long long)len);
+		if (nblk > m->max_blocks || (nblk > 0 && !m->block_tables))
+			return vd_errorf(VD_ERR_INVALID_ARG,
+					 "cuda %s: sequence %d needs %lld blocks, table has %d", op, s,
+					 (long long)nblk, m->max_blocks);
+		for (int64_t b = 0; b < nblk; b++) {
+			int32_t blk = m->block_tables[(int64_t)s * m->max_blocks + b];
+
+			if (blk < 0 || blk >= kc->nb)
+				return vd_errorf(VD_ERR_INVALID_ARG,
+						 "cuda %s: sequence %d block %lld = %d outside the cache",
+						 op, s, (long long)b, blk);
+		}
+		for (int32_t t = q0; t < q1; t++)
+			tok_seq[t] = s;
+		if (len > *max_ctx)
+			*max_ctx = len;
+	}
+	return VD_OK;
+}
+
+static vd_status cu_paged_attention(vd_backend *be, const vd_tensor *q, const vd_tensor *k_cache,
+				    const vd_tensor *v_cache, const vd_attn_meta *meta, float scale,
+				    vd_tensor *out)
+{
+	hv qh, oh;
+	cv kc, vc;
+	int64_t max_ctx = 0, S, tabn;
+	size_t o_tok = 0, o_st, o_sl, o_tab, total;
+	char *blob = NULL;
+	const char *dev;
+	attn_args a;
+
+	TRY(get_heads(q, "paged_attention", "q", &qh));
+	TRY(get_heads(out, "paged_attention", "out", &oh));
+	TRY(get_cache(k_cache, "paged_attention", "k_cache", &kc));
+	TRY(get_cache(v_cache, "paged_attention", "v_cache", &vc));
+	if (kc.nb != vc.nb || kc.bs != vc.bs || kc.h != vc.h || kc.d != vc.d || kc.dt != vc.dt)
+		return vd_errorf(VD_ERR_INVALID_ARG, "cuda paged_attention: k and v caches differ");
+	TRY(check_qkv_heads(&qh, kc.h, kc.d, &oh, "paged_attention"));
+	if (!meta || !meta->query_start_loc || (meta->num_seqs > 0 && !meta->seq_lens) ||
+	    meta->max_blocks < 0)
+		return vd_errorf(VD_ERR_INVALID_ARG,
+				 "cuda paged_attention: incomplete attention metadata");
+	ENTER(be);
+	S = meta->num_seqs;
+	tabn = meta->block_tables ? S * meta->max_blocks : 0;
+	o_st = align_up(o_tok + sizeof(int32_t) * (size_t)qh.t, 16);
+	o_sl = align_up(o_st + sizeof(int32_t) * (size_t)(S + 1), 16);
+	o_tab = align_up(o_sl + sizeof(int32_t) * (size_t)S, 16);
+	total = o_tab + sizeof(int32_t) * (size_t)tabn;
+	TRY(blob_get(c, total, &blob));
+	TRY(check_meta(meta, qh.t, &kc, (int32_t *)(blob + o_tok), &max_ctx));
+	if (qh.t == 0 || qh.h == 0)
+		return VD_OK;
+	memcpy(blob + o_st, meta->query_start_loc, sizeof(int32_t) * (size_t)(S + 1));
+	memcpy(blob + o_sl, meta->seq_lens, sizeof(int32_t) * (size_t)S);
+	if (tabn)
+		memcpy(blob + o_tab, meta->block_tables, sizeof(int32_t) * (size_t)tabn);
+	TRY(put_index(c, IDX_ATTN, total, &dev));
+	a = (attn_args){ qh.p, qh.dt, qh.st, qh.sh, oh.p, oh.dt, oh.st, oh.sh, kc.p, vc.p,
+			 kc.sb, kc.ss, kc.sh, vc.sb, vc.ss, vc.sh, (int)qh.h, (int)(qh.h / kc.h),
+			 (int)qh.d, scale, (const int32_t *)(dev + o_tok),
+			 (const int32_t *)(dev + o_st), (const int32_t *)(dev + o_sl),
+			 (const int32_t *)(dev + o_tab), meta->max_blocks, (int)kc.bs, 0, 1, NULL };
+	return run_attention<true>(c, &a, kc.dt, qh.t * qh.h, max_ctx, "paged_attention");
+}
+
+/* One block per token: its K and V rows (all kv heads) into their slots. */
+__global__ void k_cache_write(hv k, hv v, cv kc, cv vc, const int64_t *slots)
+{
+	int64_t t = blockIdx.x, slot = slots[t], blk, off;
+
+	if (slot < 0)
+		return;
+	blk = slot / kc.bs;
+	off = slot % kc.bs;
+	for (int64_t j = threadIdx.x; j < k.h * k.d; j += blockDim.x) {
+		int64_t h = j / k.d, e = j % k.d;
+
+		stf(kc.p, kc.dt, blk * kc.sb + off * kc.ss + h * kc.sh + e,
+		    ldf(k.p, k.dt, t * k.st + h * k.sh + e));
+		stf(vc.p, vc.dt, blk * vc.sb + off * vc.ss + h * vc.sh + e,
+		    ldf(v.p, v.dt, t * v.st + h * v.sh + e));
+	}
+}
+
+static vd_status cu_cache_write(vd_backend *be, const vd_tensor *k, const vd_tensor *v,
+				vd_tensor *k_cache, vd_tensor *v_cache, const vd_attn_meta *meta)
+{
+	hv kh, vh;
+	cv kc, vc;
+	int64_t nslots;
+	char *blob = NULL;
+	const char *dev;
+
+	TRY(get_heads(k, "cache_write", "k", &kh));
+	TRY(get_heads(v, "cache_write", "v", &vh));
+	TRY(get_cache(k_cache, "cache_write", "k_cache", &kc));
+	TRY(get_cache(v_cache, "cache_write", "v_cache", &vc));
+	if (kh.t != vh.t || kh.h != vh.h || kh.d != vh.d || kc.nb != vc.nb || kc.bs != vc.bs ||
+	    kc.h != kh.h || vc.h != kh.h || kc.d != kh.d || vc.d != kh.d)
+		return vd_errorf(VD_ERR_INVALID_ARG,
+				 "cuda cache_write: k, v (T, Hkv, D) and caches (.., Hkv, D) disagree");
+	if (!meta || meta->num_tokens != kh.t || (kh.t > 0 && !meta->slot_mapping))
+		return vd_errorf(VD_ERR_INVALID_ARG,
+				 "cuda cache_write: meta must give slot_mapping for %lld tokens",
+				 (long long)kh.t);
+	if (kh.t > INT32_MAX)
+		return vd_errorf(VD_ERR_LIMIT, "cuda cache_write: too many tokens");
+	nslots = kc.nb * kc.bs;
+	for (int64_t t = 0; t < kh.t; t++)
+		if (meta->slot_mapping[t] >= nslots)
+			return vd_errorf(VD_ERR_INVALID_ARG,
+					 "cuda cache_write: slot %lld of token %lld outside %lld slots",
+					 (long long)meta->slot_mapping[t], (long long)t,
+					 (long long)nslots);
+	ENTER(be);
+	if (kh.t == 0 || kh.h * kh.d == 0)
+		return VD_OK;
+	TRY(blob_get(c, sizeof(int64_t) * (size_t)kh.t, &blob));
+	memcpy(blob, meta->slot_mapping, sizeof(int64_t) * (size_t)kh.t);
+	TRY(put_index(c, IDX_SLOTS, sizeof(int64_t) * (size_t)kh.t, &dev));
+	k_cache_write<<<(unsigned)kh.t, 256, 0, c->stream>>>(kh, vh, kc, vc, (const int64_t *)dev);
+	LAUNCHED();
+	return op_done(c, "cache_write");
+}
+
+static vd_status cu_attention_segments(vd_backend *be, const vd_tensor *q, const vd_tensor *k,
+				       const vd_tensor *v, const int32_t *cu, int nseg, float scale,
+				       vd_tensor *out)
+{
+	hv qh, kh, vh, oh;
+	int64_t max_len = 0;
+	size_t o_st;
+	char *blob = NULL;
+	const char *dev;
+	attn_args a;
+
+	TRY(get_heads(q, "attention_segments", "q", &qh));
+	TRY(get_heads(k, "attention_segments", "k", &kh));
+	TRY(get_heads(v, "attention_segments", "v", &vh));
+	TRY(get_heads(out, "attention_segments", "out", &oh));
+	TRY(check_qkv_heads(&qh, kh.h, kh.d, &oh, "attention_segments"));
+	if (kh.t != qh.t || vh.t != qh.t || vh.h != kh.h || vh.d != kh.d || vh.dt != kh.dt)
+		return vd_errorf(VD_ERR_INVALID_ARG,
+				 "cuda attention_segments: q, k, v must have the same rows (k, v one dtype)");
+	if (!cu || nseg < 0 || cu[0] != 0 || cu[nseg] != qh.t)
+		return vd_errorf(VD_ERR_INVALID_ARG,
+				 "cuda attention_segments: cu must run from 0 to T = %lld",
+				 (long long)qh.t);
+	ENTER(be);
+	o_st = align_up(sizeof(int32_t) * (size_t)qh.t, 16);
+	TRY(blob_get(c, o_st + sizeof(int32_t) * (size_t)(nseg + 1), &blob));
+	for (int g = 0; g < nseg; g++) {
+		if (cu[g + 1] < cu[g])
+			return vd_errorf(VD_ERR_INVALID_ARG,
+					 "cuda attention_segments: cu decreases at segment %d", g);
+		for (int32_t t = cu[g]; t < cu[g + 1]; t++)
+			((int32_t *)blob)[t] = g;
+		if (cu[g + 1] - cu[g] > max_len)
+			max_len = cu[g + 1] - cu[g];
+	}
+	if (qh.t == 0 || qh.h == 0)
+		return VD_OK;
+	memcpy(blob + o_st, cu, sizeof(int32_t) * (size_t)(nseg + 1));
+	TRY(put_index(c, IDX_SEGS, o_st + sizeof(int32_t) * (size_t)(nseg + 1), &dev));
+	a = (attn_args){ qh.p, qh.dt, qh.st, qh.sh, oh.p, oh.dt, oh.st, oh.sh, kh.p, vh.p,
+			 kh.st, 0, kh.sh, vh.st, 0, vh.sh, (int)qh.h, (int)(qh.h / kh.h),
+			 (int)qh.d, scale, (const int32_t *)dev, (const int32_t *)(dev + o_st),
+			 NULL, NULL, 0, 1, 0, 1, NULL };
+	return run_attention<false>(c, &a, kh.dt, qh.t * qh.h, max_len, "attention_segments");
+}
+
+/* ------------------------------------------------------------ rows */
+
+/* dst[didx ? didx[i] : i] = src[sidx ? sidx[i] : i] for i < n rows. */
+__global__ void k_rows(rv s, const int32_t *sidx, rv d, const int32_t *didx, int64_t n)
+{
+	int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+
+	if (j >= s.c)
+		return;
+	for (int64_t i = blockIdx.y; i < n; i += gridDim.y) {
+		int64_t si = sidx ? sidx[i] : i, di = didx ? didx[i] : i;
+
+		stf(d.p, d.dt, di * d.rs + j, ldf(s.p, s.dt, si * s.rs + j));
+	}
+}
+
+/* Checks ids on the host (they are host memory) and queues the copy. */
+static vd_status copy_rows(vd_backend *be, const rv *s, const rv *d, const int32_t *ids,
+			   int64_t n, int64_t limit, bool ids_index_src, const char *op,
+			   const char *what)
+{
+	char *blob = NULL;
+	const char *dev;
+
+	if (!ids && n > 0)
+		return vd_errorf(VD_ERR_INVALID_ARG, "cuda %s: %s is NULL", op, what);
+	for (int64_t i = 0; i < n; i++)
+		if (ids[i] < 0 || ids[i] >= limit)
+			return vd_errorf(VD_ERR_INVALID_ARG, "cuda %s: %s[%lld] = %d outside [0, %lld)",
+					 op, what, (long long)i, ids[i], (long long)limit);
+	TRY(check_grid(n, s->c, op));
+	ENTER(be);
+	if (n == 0 || s->c == 0)
+		return VD_OK;
+	TRY(blob_get(c, sizeof(int32_t) * (size_t)n, &blob));
+	memcpy(blob, ids, sizeof(int32_t) * (size_t)n);
+	TRY(put_index(c, IDX_ROWS, sizeof(int32_t) * (size_t)n, &dev));
+	k_rows<<<grid_rc(n, s->c), 256, 0, c->stream>>>(*s, ids_index_src ? (const int32_t *)dev : NULL,
+						       *d, ids_index_src ? NULL : (const int32_t *)dev, n);
+	LAUNCHED();
+	return op_done(c, op);
+}
+
+static vd_status cu_embed(vd_backend *be, const vd_tensor *table, const int32_t *ids, int64_t n,
+			  vd_tensor *out)
+{
+	rv t, o;
+
+	TRY(get_rows(table, "embed", "table", &t));
+	TRY(get_rows(out, "embed", "out", &o));
+	if (n < 0 || o.n != n || o.c != t.c)
+		return vd_errorf(VD_ERR_INVALID_ARG, "cuda embed: out must be (%lld, %lld)",
+				 (long long)n, (long long)t.c);
+	return copy_rows(be, &t, &o, ids, n, t.n, true, "embed", "ids");
+}
+
+static vd_status cu_scatter_rows(vd_backend *be, const vd_tensor *src, const int32_t *rows,
+				 int64_t n, vd_tensor *dst)
+{
+	rv s, d;
+
+	TRY(get_rows(src, "scatter_rows", "src", &s));
+	TRY(get_rows(dst, "scatter_rows", "dst", &d));
+	if (n < 0 || s.n != n || s.c != d.c)
+		return vd_errorf(VD_ERR_INVALID_ARG,
+				 "cuda scatter_rows: src (%lld, %lld) vs dst columns %lld",
+				 (long long)s.n, (long long)s.c, (long long)d.c);
+	return copy_rows(be, &s, &d, rows, n, d.n, false, "scatter_rows", "rows");
+}
+
+static vd_status cu_gather_rows(vd_backend *be, const vd_tensor *src, const int32_t *rows,
+				int64_t n, vd_tensor *dst)
+{
+	rv s, d;
+
+	TRY(get_rows(src, "gather_rows", "src", &s));
+	TRY(get_rows(dst, "gather_rows", "dst", &d));
+	if (n < 0 || d.n != n || s.c != d.c)
+		return vd_errorf(VD_ERR_INVALID_ARG,
+				 "cuda gather_rows: dst (%lld, %lld) vs src columns %lld",
+				 (long long)d.n, (long long)d.c, (long long)s.c);
+	return copy_rows(be, &s, &d, rows, n, s.n, true, "gather_rows", "rows");
+}
+
+/* out[patch, (c, ky, kx)] = img[c, py*p + ky, px*p + kx], one thread per
+ * output element; img (C, H, W) with any strides (dims 1..3 of the sv). */
+__global__ void k_im2patch(sv img, rv out, int p, int64_t npw)
+{
+	int64_t total = out.n * out.c;
+
+	for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
+	     i += (int64_t)gridDim.x * blockDim.x) {
+		int64_t pi = i / out.c, col = i % out.c;
+		int64_t ch = col / (p * p), ky = col / p % p, kx = col % p;
+		int64_t y = pi / npw * p + ky, x = pi % npw * p + kx;
+
+		stf(out.p, out.dt, pi * out.rs + col,
+		    ldf(img.p, img.dt, ch * img.stride[1] + y * img.stride[2] + x * img.stride[3]));
+	}
+}
+
+/* img: (C, H, W), any strides and float dtype; trailing pixels that do
+ * not fill a patch are dropped, as a stride-p convolution does. */
+static vd_status cu_im2patch(vd_backend *be, const vd_tensor *img, int p, vd_tensor *out)
+{
+	rv o;
+	int64_t nph, npw, total;
+	sv s;
+
+	TRY(check_t(img, "im2patch", "img", true));
+	TRY(get_rows(out, "im2patch", "out", &o));
+	if (img->ndim != 3 || p <= 0)
+		return vd_errorf(VD_ERR_INVALID_ARG, "cuda im2patch: img must be (C, H, W) and p > 0");
+	nph = img->shape[1] / p;
+	npw = img->shape[2] / p;
+	if (o.n != nph * npw || o.c != img->shape[0] * p * p)
+		return vd_errorf(VD_ERR_INVALID_ARG,
+				 "cuda im2patch: out must be (%lld, %lld), got (%lld, %lld)",
+				 (long long)(nph * npw), (long long)(img->shape[0] * p * p),
+				 (long long)o.n, (long long)o.c);
+	ENTER(be);
+	total = o.n * o.c;
+	if (total == 0)
+		return VD_OK;
+	s = get_strided(img);
+	k_im2patch<<<(unsigned)((total + 255) / 256 < 65536 ? (total + 255) / 256 : 65536), 256, 0,
+		     c->stream>>>(s, o, p, npw);
+	LAUNCHED();
+	return op_done(c, "im2patch");
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+static const vd_ops cuda_ops = {
+	/* .struct_size = */ sizeof(vd_ops),
+	/* .version = */ VD_OPS_VERSION,
+	/* .name = */ "cuda",
+	/* .alloc = */ cu_alloc,
+	/* .free = */ cu_free,
+	/* .upload = */ cu_upload,
+	/* .download = */ cu_download,
+	/* .copy = */ cu_copy,
+	/* .sync = */ cu_sync,
+	/* .linear = */ cu_linear,
+	/* .add = */ cu_add,
+	/* .rmsnorm = */ cu_rmsnorm,
+	/* .add_rmsnorm = */ cu_add_rmsnorm,
+	/* .layernorm = */ cu_layernorm,
+	/* .act = */ cu_act,
+	/* .silu_mul = */ cu_silu_mul,
+	/* .scale = */ cu_scale,
+	/* .rope = */ cu_rope,
+	/* .cache_write = */ cu_cache_write,
+	/* .paged_attention = */ cu_paged_attention,
+	/* .attention_segments = */ cu_attention_segments,
+	/* .embed = */ cu_embed,
+	/* .scatter_rows = */ cu_scatter_rows,
+	/* .gather_rows = */ cu_gather_rows,
+	/* .im2patch = */ cu_im2patch,
+};
+
+int vd_cuda_device_count(void)
+{
+	int n = 0;
+
+	if (cudaGetDeviceCount(&n) != cudaSuccess) {
+		cudaGetLastError();
+		return 0;
+	}
+	return n;
+}
+
+static bool env_on(const char *name)
+{
+	const char *v = getenv(name);
+
+	return v && *v && strcmp(v, "0") != 0;
+}
+
+/* Best-effort teardown of whatever part of c exists (create failures too). */
+static void ctx_release(cu_ctx *c)
+{
+	if (c->stream) {
+		cudaSetDevice(c->device);
+		cudaStreamSynchronize(c->stream);
+		for (int k = 0; k < IDX_COUNT; k++) {
+			if (c->idx[k].dev)
+				cudaFreeAsync(c->idx[k].dev, c->stream);
+			free(c->idx[k].shadow);
+		}
+		if (c->scratch)
+			cudaFreeAsync(c->scratch, c->stream);
+		if (c->ring_d)
+			cudaFreeAsync(c->ring_d, c->stream);
+		cudaStreamSynchronize(c->stream);
+	}
+	if (c->ring_h)
+		cudaFreeHost(c->ring_h);
+	for (int k = 0; k < 2; k++)
+		if (c->ring_ev[k])
+			cudaEventDestroy(c->ring_ev[k]);
+	if (c->blas)
+		cublasDestroy(c->blas);
+	if (c->pool)
+		cudaMemPoolDestroy(c->pool);
+	if (c->stream)
+		cudaStreamDestroy(c->stream);
+	cudaGetLastError();
+	pthread_mutex_destroy(&c->mu);
+	free(c->blob);
+	free(c);
+}
+
+static vd_status ctx_init(cu_ctx *c, int device)
+{
+	cudaMemPoolProps props;
+	uint64_t keep = UINT64_MAX;
+
+	c->device = device;
+	c->tf32 = env_on("VD_CUDA_TF32");
+	c->debug_sync = env_on("VD_CUDA_SYNC");
+	CUDA_TRY(cudaSetDevice(device));
+	CUDA_TRY(cudaDeviceGetAttribute(&c->num_sms, cudaDevAttrMultiProcessorCount, device));
+	CUDA_TRY(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
+	memset(&props, 0, sizeof(props));
+	props.allocType = cudaMemAllocationTypePinned;
+	props.location.type = cudaMemLocationTypeDevice;
+	props.location.id = device;
+	CUDA_TRY(cudaMemPoolCreate(&c->pool, &props));
+	/* keep freed memory in the pool: steps free and re-allocate the same sizes */
+	CUDA_TRY(cudaMemPoolSetAttribute(c->pool, cudaMemPoolAttrReleaseThreshold, &keep));
+	CUBLAS_TRY(cublasCreate(&c->blas));
+	CUBLAS_TRY(cublasSetStream(c->blas, c->stream));
+	CUBLAS_TRY(cublasSetMathMode(c->blas, c->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+	for (int k = 0; k < 2; k++)
+		CUDA_TRY(cudaEventCreateWithFlags(&c->ring_ev[k], cudaEventDisableTiming));
+	c->ring_half = 8u << 20;
+	CUDA_TRY(cudaHostAlloc((void **)&c->ring_h, 2 * c->ring_half, cudaHostAllocDefault));
+	TRY(dev_alloc(c, 2 * c->ring_half, (void **)&c->ring_d));
+	CUDA_TRY(cudaStreamSynchronize(c->stream));
+	return VD_OK;
+}
+
+vd_status vd_cuda_backend_create(int device, vd_backend **out)
+{
+	vd_backend *be;
+	cu_ctx *c;
+	int count = 0;
+	cudaError_t e;
+	vd_status st;
+
+	if (!out)
+		return vd_errorf(VD_ERR_INVALID_ARG, "cuda backend: out is NULL");
+	*out = NULL;
+	e = cudaGetDeviceCount(&count);
+	if (e != cudaSuccess || count == 0) {
+		cudaGetLastError();
+		return vd_errorf(VD_ERR_UNSUPPORTED,
+				 "cuda backend: no CUDA device (%s); use backend \"cpu\"",
+				 e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
+	}
+	if (device < 0 || device >= count)
+		return vd_errorf(VD_ERR_INVALID_ARG, "cuda backend: device %d of %d does not exist",
+				 device, count);
+	be = (vd_backend *)calloc(1, sizeof(*be));
+	c = (cu_ctx *)calloc(1, sizeof(*c));
+	if (!be || !c) {
+		free(be);
+		free(c);
+		return vd_errorf(VD_ERR_NOMEM, "cuda backend: out of memory");
+	}
+	pthread_mutex_init(&c->mu, NULL);
+	st = ctx_init(c, device);
+	if (st != VD_OK) {
+		ctx_release(c);
+		free(be);
+		return st;
+	}
+	be->ops = &cuda_ops;
+	be->ctx = c;
+	be->device = VD_DEVICE_CUDA;
+	*out = be;
+	return VD_OK;
+}
+
+void vd_cuda_backend_destroy(vd_backend *be)
+{
+	if (!be)
+		return;
+	ctx_release(ctx_of(be));
+	free(be);
+}
