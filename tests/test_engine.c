@@ -1,0 +1,285 @@
+/* Engine behaviour on the golden LLaVA checkpoints: a large mixed batch gives
+ * exactly the greedy tokens of each request run alone (with chunked prefill
+ * and a small step budget), a KV cache too small for the batch preempts and
+ * still gives the same tokens, and the prefix cache hits for an identical
+ * request but not for the same text with another image. */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/engine.h"
+#include "vllmd/llm.h"
+
+#define N_REQ 72
+
+static const char *image_names[] = { "wide", "tall", "small", "square", "big" };
+static char image_paths[5][4096];
+static char model_dir[2][4096];
+
+static void setup(void)
+{
+	const char *data = getenv("VD_TEST_DATA") ? getenv("VD_TEST_DATA") : "tests/data";
+
+	for (int i = 0; i < 5; i++)
+		snprintf(image_paths[i], sizeof(image_paths[i]), "%s/models/images/%s.png", data,
+			 image_names[i]);
+	snprintf(model_dir[0], sizeof(model_dir[0]), "%s/models/llava-tiny-a", data);
+	snprintf(model_dir[1], sizeof(model_dir[1]), "%s/models/llava-tiny-b", data);
+}
+
+static vd_llm *make_llm(const char *dir, int64_t kv_bytes, int mnbt, int max_seqs, bool prefix)
+{
+	vd_engine_args a;
+	vd_llm *llm = NULL;
+
+	vd_engine_args_init(&a);
+	a.model = dir;
+	a.plugin_dir = getenv("VD_PLUGIN_DIR");
+	a.limit_images = 2;
+	a.num_threads = 2;
+	a.kv_cache_memory = kv_bytes;
+	a.max_num_batched_tokens = mnbt;
+	a.max_num_seqs = max_seqs;
+	a.enable_prefix_caching = prefix;
+	a.max_model_len = 256;
+	ck_assert_msg(vd_llm_create(&a, &llm) == VD_OK, "create: %s", vd_error_message());
+	return llm;
+}
+
+/* Request i of the mixed workload: prompt length, images and max_tokens
+ * all vary with i. Strings live in bufs. */
+static void make_request(int i, vd_request *r, vd_image_input img[2], char *buf, size_t cap)
+{
+	static const char *words[] = { "red", "boat", "quiet", "seven", "river", "glass", "moon" };
+	int n_img = i % 3;
+	size_t len;
+
+	vd_request_init(r);
+	len = (size_t)snprintf(buf, cap, "USER: %s", n_img == 2 ? "<image>\n<image>\n" :
+					       n_img == 1 ? "<image>\n" : "");
+	for (int w = 0; w < 1 + (i * 7) % 23; w++)
+		len += (size_t)snprintf(buf + len, cap - len, "%s ", words[(i + w * 3) % 7]);
+	snprintf(buf + len, cap - len, "?\nASSISTANT:");
+	r->prompt = buf;
+	for (int k = 0; k < n_img; k++) {
+		img[k] = (vd_image_input){ .kind = VD_IMAGE_PATH, .path = image_paths[(i + 2 * k) % 5] };
+	}
+	r->images = img;
+	r->n_images = n_img;
+	r->params.temperature = 0.0f;
+	r->params.ignore_eos = true;
+	r->params.max_tokens = 1 + (i * 5) % 17;
+}
+
+typedef struct workload {
+	vd_request r[N_REQ];
+	vd_image_input img[N_REQ][2];
+	char text[N_REQ][512];
+} workload;
+
+static workload *make_workload(void)
+{
+	workload *w = calloc(1, sizeof(*w));
+
+	ck_assert_ptr_nonnull(w);
+	for (int i = 0; i < N_REQ; i++)
+		make_request(i, &w->r[i], w->img[i], w->text[i], sizeof(w->text[i]));
+	return w;
+}
+
+static void assert_same_tokens(const vd_output *a, const vd_output *b, int i)
+{
+	ck_assert_msg(a->status == VD_OK && b->status == VD_OK, "request %d failed: %s / %s", i,
+		      a->error ? a->error : "", b->error ? b->error : "");
+	ck_assert_int_eq(a->n_prompt_tokens, b->n_prompt_tokens);
+	ck_assert_int_eq(a->completions[0].n_tokens, b->completions[0].n_tokens);
+	for (int t = 0; t < a->completions[0].n_tokens; t++)
+		ck_assert_msg(a->completions[0].token_ids[t] == b->completions[0].token_ids[t],
+			      "request %d token %d: batch %d, alone %d", i, t,
+			      a->completions[0].token_ids[t], b->completions[0].token_ids[t]);
+	ck_assert_str_eq(a->completions[0].text, b->completions[0].text);
+}
+
+/* The reference: each request alone in a fresh engine-sized batch of 1. */
+static vd_output *run_alone(const char *dir, workload *w)
+{
+	vd_llm *llm = make_llm(dir, 0, 2048, 1, false);
+	vd_output *alone = calloc(N_REQ, sizeof(*alone));
+
+	ck_assert_ptr_nonnull(alone);
+	for (int i = 0; i < N_REQ; i++) {
+		vd_output *o = NULL;
+
+		ck_assert_int_eq(vd_llm_generate(llm, &w->r[i], 1, &o), VD_OK);
+		alone[i] = o[0];
+		free(o);
+	}
+	vd_llm_destroy(llm);
+	return alone;
+}
+
+START_TEST(test_batch_equals_alone)
+{
+	workload *w = make_workload();
+	vd_output *alone = run_alone(model_dir[_i], w);
+	/* a small step budget forces chunked prefill and mixed steps */
+	vd_llm *llm = make_llm(model_dir[_i], 0, 48, 24, true);
+	vd_output *batch = NULL;
+	vd_engine_stats st;
+
+	ck_assert_int_eq(vd_llm_generate(llm, w->r, N_REQ, &batch), VD_OK);
+	for (int i = 0; i < N_REQ; i++)
+		assert_same_tokens(&batch[i], &alone[i], i);
+	vd_engine_get_stats(vd_llm_engine(llm), &st);
+	ck_assert_int_eq(st.kv_blocks_free, st.kv_blocks); /* every block came back */
+	vd_outputs_free(batch, N_REQ);
+	vd_outputs_free(alone, N_REQ);
+	vd_llm_destroy(llm);
+	free(w);
+}
+END_TEST
+
+START_TEST(test_preemption_same_output)
+{
+	workload *w = make_workload();
+	vd_output *alone = run_alone(model_dir[0], w);
+	/* llava-tiny-a: 2 layers x 4 kv heads x 8 dims x 16 tokens x 2 x f32
+	 * = 8 KiB a block; 40 blocks hold a few sequences of the batch */
+	vd_llm *llm = make_llm(model_dir[0], 40 * 8192, 256, 32, true);
+	vd_output *batch = NULL;
+	vd_engine_stats st;
+
+	ck_assert_int_eq(vd_llm_generate(llm, w->r, N_REQ, &batch), VD_OK);
+	vd_engine_get_stats(vd_llm_engine(llm), &st);
+	ck_assert_int_eq(st.kv_blocks, 40);
+	ck_assert_msg(st.preemptions > 0, "expected preemptions with 40 KV blocks");
+	printf("small KV cache: %lld preemptions over %lld steps\n", (long long)st.preemptions,
+	       (long long)st.steps);
+	for (int i = 0; i < N_REQ; i++)
+		assert_same_tokens(&batch[i], &alone[i], i);
+	ck_assert_int_eq(st.kv_blocks_free, st.kv_blocks);
+	vd_outputs_free(batch, N_REQ);
+	vd_outputs_free(alone, N_REQ);
+	vd_llm_destroy(llm);
+	free(w);
+}
+END_TEST
+
+static int64_t run_and_hits(vd_llm *llm, const vd_request *r, vd_output **o)
+{
+	vd_engine_stats a, b;
+
+	vd_engine_get_stats(vd_llm_engine(llm), &a);
+	ck_assert_int_eq(vd_llm_generate(llm, r, 1, o), VD_OK);
+	ck_assert_int_eq((*o)[0].status, VD_OK);
+	vd_engine_get_stats(vd_llm_engine(llm), &b);
+	return b.prefix_hit_tokens - a.prefix_hit_tokens;
+}
+
+START_TEST(test_prefix_cache)
+{
+	vd_llm *llm = make_llm(model_dir[0], 0, 2048, 8, true);
+	vd_request r;
+	vd_image_input img = { .kind = VD_IMAGE_PATH, .path = image_paths[0] };
+	vd_output *o1, *o2, *o3;
+	int64_t h1, h2, h3;
+
+	vd_request_init(&r);
+	r.prompt = "USER: <image>\nDescribe every object in this picture, one by one, "
+		   "with its colour and its size.\nASSISTANT:";
+	r.images = &img;
+	r.n_images = 1;
+	r.params.temperature = 0.0f;
+	r.params.max_tokens = 8;
+	r.params.ignore_eos = true;
+	h1 = run_and_hits(llm, &r, &o1);
+	h2 = run_and_hits(llm, &r, &o2);
+	ck_assert_int_eq(h1, 0);
+	ck_assert_msg(h2 >= 32, "identical request hit only %lld tokens", (long long)h2);
+	assert_same_tokens(&o1[0], &o2[0], 0);
+	img.path = image_paths[1]; /* same text, another image */
+	h3 = run_and_hits(llm, &r, &o3);
+	ck_assert_int_eq(h3, 0);
+	vd_outputs_free(o1, 1);
+	vd_outputs_free(o2, 1);
+	vd_outputs_free(o3, 1);
+	vd_llm_destroy(llm);
+}
+END_TEST
+
+START_TEST(test_n_and_seed)
+{
+	vd_llm *llm = make_llm(model_dir[0], 0, 2048, 8, true);
+	vd_request r[2];
+	vd_output *o = NULL, *o2 = NULL;
+
+	for (int i = 0; i < 2; i++) {
+		vd_request_init(&r[i]);
+		r[i].prompt = "USER: Tell me a story about a lighthouse.\nASSISTANT:";
+		r[i].params.temperature = 1.0f;
+		r[i].params.seed = 1234;
+		r[i].params.max_tokens = 10;
+		r[i].params.ignore_eos = true;
+	}
+	r[0].params.n = 3;
+	ck_assert_int_eq(vd_llm_generate(llm, r, 2, &o), VD_OK);
+	ck_assert_int_eq(o[0].n_completions, 3);
+	/* a seeded request draws the same tokens whatever runs beside it */
+	ck_assert_int_eq(vd_llm_generate(llm, &r[1], 1, &o2), VD_OK);
+	ck_assert_int_eq(o[1].completions[0].n_tokens, 10);
+	for (int t = 0; t < 10; t++)
+		ck_assert_int_eq(o[1].completions[0].token_ids[t], o2[0].completions[0].token_ids[t]);
+	/* completion 0 of n=3 uses the same seed as the single request */
+	for (int t = 0; t < 10; t++)
+		ck_assert_int_eq(o[0].completions[0].token_ids[t], o2[0].completions[0].token_ids[t]);
+	vd_outputs_free(o, 2);
+	vd_outputs_free(o2, 1);
+	vd_llm_destroy(llm);
+}
+END_TEST
+
+START_TEST(test_admission_errors)
+{
+	vd_llm *llm = make_llm(model_dir[0], 0, 2048, 8, true);
+	vd_request r;
+	vd_output *o = NULL;
+	char *long_prompt = malloc(8000);
+
+	ck_assert_ptr_nonnull(long_prompt);
+	strcpy(long_prompt, "USER:");
+	for (int i = 0; i < 300; i++)
+		strcat(long_prompt, " boat");
+	vd_request_init(&r);
+	r.prompt = long_prompt;
+	ck_assert_int_eq(vd_llm_generate(llm, &r, 1, &o), VD_OK);
+	ck_assert_int_eq(o[0].status, VD_ERR_INVALID_ARG);
+	ck_assert_msg(strstr(o[0].error, "is longer than the maximum model length of 256"), "%s",
+		      o[0].error);
+	vd_outputs_free(o, 1);
+	free(long_prompt);
+	vd_llm_destroy(llm);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("engine");
+	TCase *tc = tcase_create("engine");
+	SRunner *sr;
+	int failed;
+
+	setup();
+	tcase_set_timeout(tc, 600);
+	tcase_add_loop_test(tc, test_batch_equals_alone, 0, 2);
+	tcase_add_test(tc, test_preemption_same_output);
+	tcase_add_test(tc, test_prefix_cache);
+	tcase_add_test(tc, test_n_and_seed);
+	tcase_add_test(tc, test_admission_errors);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}
