@@ -1,7 +1,8 @@
-/* Internals shared by the tokenizer's files (tokenizer.c, tok_text.c,
- * tok_bpe.c): growable buffers and string lists, UTF-8 and byte-level helpers,
- * literal/regex patterns, and the BPE model. Not a public API: nothing outside
- * core/tokenizer.c and core/tok_*.c includes this. */
+/* Internals shared by the tokenizer's files (tokenizer.c: encode/decode/
+ * detok; tok_load.c: tokenizer.json; tok_bpe.c: the model; tok_text.c:
+ * buffers, UTF-8, patterns, hash map) and the pipeline's compiled form.
+ * Not a public API: nothing outside core/tokenizer.c and core/tok_*.c
+ * includes this. */
 #ifndef VLLMD_TOKENIZER_INTERNAL_H
 #define VLLMD_TOKENIZER_INTERNAL_H
 
@@ -13,6 +14,7 @@
 #include <pcre2.h>
 
 #include "vllmd/status.h"
+#include "vllmd/tokenizer.h"
 
 /* ---- buffers ---------------------------------------------------------- */
 
@@ -152,5 +154,109 @@ vd_status vd_tok_bpe_load(vd_tok_bpe *m, const void *model_json);
 void vd_tok_bpe_free(vd_tok_bpe *m);
 /* Append the ids of one pre-tokenized word. */
 vd_status vd_tok_bpe_encode(const vd_tok_bpe *m, const char *w, size_t n, vd_tok_ids *out);
+
+/* ---- the tokenizer ------------------------------------------------------- */
+
+/* Template marker for "the encoded sequence goes here". */
+#define VD_TOK_TMPL_SEQ INT32_MIN
+
+typedef enum { VD_TOK_NORM_PREPEND, VD_TOK_NORM_REPLACE, VD_TOK_NORM_UNICODE } vd_tok_norm_kind;
+
+typedef struct vd_tok_norm_step {
+	vd_tok_norm_kind kind;
+	char *str; /* prepend text / replacement content */
+	size_t str_len;
+	vd_tok_pattern pat;
+	int form; /* VD_TOK_NORM_UNICODE: utf8proc options */
+} vd_tok_norm_step;
+
+typedef enum { VD_TOK_PRE_SPLIT, VD_TOK_PRE_BYTELEVEL, VD_TOK_PRE_METASPACE } vd_tok_pre_kind;
+/* HF SplitDelimiterBehavior, in the order of its names. */
+typedef enum {
+	VD_TOK_B_REMOVED,
+	VD_TOK_B_ISOLATED,
+	VD_TOK_B_MERGED_PREV,
+	VD_TOK_B_MERGED_NEXT,
+	VD_TOK_B_CONTIGUOUS
+} vd_tok_behavior;
+typedef enum { VD_TOK_PREPEND_ALWAYS, VD_TOK_PREPEND_FIRST, VD_TOK_PREPEND_NEVER } vd_tok_prepend;
+
+typedef struct vd_tok_pre_step {
+	vd_tok_pre_kind kind;
+	vd_tok_pattern pat; /* Split pattern, GPT-2 regex, or the metaspace char */
+	vd_tok_behavior behavior;
+	bool invert, add_prefix_space, use_regex, split;
+	vd_tok_prepend scheme;
+	char repl[5]; /* metaspace replacement, UTF-8 */
+	size_t repl_len;
+} vd_tok_pre_step;
+
+/* Decoder steps, in the order of their names in tok_load.c. */
+typedef enum {
+	VD_TOK_DEC_REPLACE,
+	VD_TOK_DEC_BYTE_FALLBACK,
+	VD_TOK_DEC_FUSE,
+	VD_TOK_DEC_STRIP,
+	VD_TOK_DEC_BYTELEVEL,
+	VD_TOK_DEC_METASPACE
+} vd_tok_dec_kind;
+
+typedef struct vd_tok_dec_step {
+	vd_tok_dec_kind kind;
+	vd_tok_pattern pat;
+	char *content; /* Replace content */
+	size_t content_len;
+	uint32_t cp; /* Strip content / Metaspace replacement */
+	size_t start, stop;
+	bool prepend; /* Metaspace: the first token's replacement chars vanish */
+} vd_tok_dec_step;
+
+typedef struct vd_tok_added {
+	int32_t id;
+	char *content, *norm; /* norm: content normalized (normalized tokens) */
+	size_t len, norm_len;
+	bool single_word, lstrip, rstrip, normalized, special;
+} vd_tok_added;
+
+/* Leftmost-longest matcher over some added tokens: candidates indexed by
+ * first byte, longest first. */
+typedef struct vd_tok_matcher {
+	uint32_t *idx; /* indices into added[] */
+	uint32_t lo[257];
+	bool use_norm;
+} vd_tok_matcher;
+
+struct vd_tokenizer {
+	vd_tok_bpe bpe;
+	vd_tok_norm_step *norm;
+	size_t n_norm;
+	vd_tok_pre_step *pre;
+	size_t n_pre;
+	vd_tok_dec_step *dec;
+	size_t n_dec;
+	bool has_decoder;
+	bool dec_byte_fallback; /* the decoder has a ByteFallback step */
+	vd_tok_added *added;
+	size_t n_added;
+	vd_tok_matcher raw, normd;
+	int32_t n_ids;
+	const char **id_tok; /* id -> token string (added content wins) */
+	uint32_t *id_len;
+	unsigned char *id_special;
+	vd_tok_strmap added_map; /* keyed by added_keys[id] */
+	const char **added_keys;
+	uint32_t *added_key_len;
+	int32_t *tmpl; /* single-sequence template, VD_TOK_TMPL_SEQ for $A */
+	size_t n_tmpl;
+	bool has_tmpl;
+	int32_t bos_id, eos_id;
+	char *chat_template;
+};
+
+/* Run the normalizer chain over s; *out points into bufs or at s. */
+vd_status vd_tok_normalize(const vd_tokenizer *t, pcre2_match_data *md, const char *s,
+			   size_t n, vd_tok_buf bufs[2], const char **out, size_t *out_n);
+/* s is a byte-fallback token "<0xXX>"; its byte in *b. */
+bool vd_tok_byte_token(const char *s, size_t n, unsigned char *b);
 
 #endif

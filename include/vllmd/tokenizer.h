@@ -32,7 +32,9 @@ void vd_tokenizer_destroy(vd_tokenizer *t);
 vd_status vd_tokenizer_encode(const vd_tokenizer *t, const char *text, size_t len,
 			      bool add_special, int32_t **ids, size_t *n);
 /* Decode ids to text as HF `decode(ids, skip_special_tokens=...)`.
- * *text is malloc'ed and NUL-terminated. Unknown ids: VD_ERR_INVALID_ARG. */
+ * *text is malloc'ed and NUL-terminated. Ids with no token (a model
+ * vocabulary padded past the tokenizer's, placeholder ids) decode to
+ * nothing, as HF tokenizers does. */
 vd_status vd_tokenizer_decode(const vd_tokenizer *t, const int32_t *ids, size_t n,
 			      bool skip_special, char **text);
 /* Id of an exact token string (vocab or added), or -1. */
@@ -54,7 +56,9 @@ const char *vd_tokenizer_chat_template(const vd_tokenizer *t);
  * vd_tokenizer_decode of all pushed ids (with the same skip_special). */
 typedef struct vd_detok vd_detok;
 /* prompt ids (may be NULL/0) give the decoder its left context, as vLLM's
- * detokenizer does, so leading-space handling matches. */
+ * detokenizer does, so leading-space handling matches; with a prompt the
+ * deltas + flush equal decode(prompt ++ pushed) past decode(prompt) (e.g.
+ * Llama's first word keeps its space) rather than decode(pushed). */
 vd_status vd_detok_create(const vd_tokenizer *t, bool skip_special,
 			  const int32_t *prompt, size_t n_prompt, vd_detok **out);
 void vd_detok_destroy(vd_detok *d);
