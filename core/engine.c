@@ -849,16 +849,55 @@ static vd_status run_encoders(vd_engine *e, const vd_sched_out *so)
 	return VD_OK;
 }
 
+/* Finished groups are freed after the whole step's rows are processed:
+ * later rows may still name their sequences. */
 static void finish_seq(vd_engine *e, vd_seq *q, int *n_finished)
 {
-	group_node *gn = (group_node *)q->group; /* g is the first member */
-
 	vd_scheduler_finish(&e->sched, q);
 	vd_output_release(q);
-	if (++q->group->n_finished == q->group->n_seqs) {
-		free_group(e, gn);
+	if (++q->group->n_finished == q->group->n_seqs)
 		(*n_finished)++;
+}
+
+static void free_finished_groups(vd_engine *e)
+{
+	group_node *gn = e->groups;
+
+	while (gn) {
+		group_node *next = gn->next;
+
+		if (gn->g.n_finished == gn->g.n_seqs)
+			free_group(e, gn);
+		gn = next;
 	}
+}
+
+/* A request failed after admission (its output could not be produced):
+ * record why, finish all its sequences. Engine-level failures (memory,
+ * backend, internal) are returned instead. */
+static vd_status fail_group(vd_engine *e, vd_group *g, vd_status st, int *n_finished)
+{
+	if (st == VD_ERR_NOMEM || st == VD_ERR_BACKEND || st == VD_ERR_INTERNAL)
+		return st;
+	g->out->status = st;
+	free(g->out->error);
+	g->out->error = strdup(vd_error_message());
+	for (int i = 0; i < g->n_seqs; i++) {
+		vd_seq *q = &g->seqs[i];
+
+		if (q->state == VD_SEQ_FINISHED)
+			continue;
+		q->out->finish_reason = VD_FINISH_ABORT;
+		if (!q->out->text) {
+			q->out->text = q->text ? q->text : strdup("");
+			q->text = NULL;
+		}
+		vd_scheduler_finish(&e->sched, q);
+		vd_output_release(q);
+		if (++g->n_finished == g->n_seqs)
+			(*n_finished)++;
+	}
+	return VD_OK;
 }
 
 /* Sample for every sequence that computed all its known tokens; fill
@@ -879,13 +918,18 @@ static vd_status postprocess(vd_engine *e, int n_logits, int *n_finished)
 		int32_t tok;
 		bool done;
 
+		if (q->state == VD_SEQ_FINISHED)
+			continue; /* its request failed earlier in this loop */
 		if (b->lrow_prompt_pos[r] >= 0) {
 			int64_t pp = b->lrow_prompt_pos[r];
 
 			st = vd_output_fill_logprobs(&e->octx, row, q->tokens[pp], p->prompt_logprobs,
 						     &q->group->out->prompt_logprobs[pp], NULL);
+			if (st != VD_OK)
+				st = fail_group(e, q->group, st, n_finished);
 			continue;
 		}
+
 		if (q->out->n_tokens < p->min_tokens) {
 			for (int i = 0; i < e->n_eos && !p->ignore_eos; i++)
 				banned[n_banned++] = e->eos[i];
@@ -900,7 +944,9 @@ static vd_status postprocess(vd_engine *e, int n_logits, int *n_finished)
 		q->tokens[q->n_tokens++] = tok;
 		e->stats.generation_tokens++;
 		st = vd_output_append(&e->octx, q, tok, b->raw, &done);
-		if (st == VD_OK && done)
+		if (st != VD_OK)
+			st = fail_group(e, q->group, st, n_finished);
+		else if (done)
 			finish_seq(e, q, n_finished);
 	}
 	return st;
@@ -987,7 +1033,10 @@ vd_status vd_engine_step(vd_engine *e, int *n_finished)
 	if (st != VD_OK)
 		return st;
 	vd_scheduler_advance(&e->sched);
-	return postprocess(e, n_logits, n_finished);
+	st = postprocess(e, n_logits, n_finished);
+	if (*n_finished)
+		free_finished_groups(e);
+	return st;
 }
 
 void vd_engine_destroy(vd_engine *e)

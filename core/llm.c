@@ -80,6 +80,24 @@ void vd_llm_destroy(vd_llm *llm)
 	free(llm);
 }
 
+/* Peak resident set size of this process in KiB (VmHWM), or -1. */
+static long peak_rss_kib(void)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	char line[256];
+	long kib = -1;
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, "VmHWM:", 6)) {
+			kib = strtol(line + 6, NULL, 10);
+			break;
+		}
+	fclose(f);
+	return kib;
+}
+
 static double now_s(void)
 {
 	struct timespec ts;
@@ -153,12 +171,13 @@ vd_status vd_llm_generate(vd_llm *llm, const vd_request *reqs, int n, vd_output 
 	vd_engine_get_stats(e, &after);
 	if (llm->show_progress)
 		fprintf(stderr, "vllmd: %lld steps, %lld preemptions, prefix cache hit rate %.1f%%, "
-			"%lld images encoded\n", (long long)(after.steps - before.steps),
+			"%lld images encoded, peak RSS %.1f MiB\n", (long long)(after.steps - before.steps),
 			(long long)(after.preemptions - before.preemptions),
 			after.prefix_query_tokens > before.prefix_query_tokens ?
 			100.0 * (double)(after.prefix_hit_tokens - before.prefix_hit_tokens) /
 			(double)(after.prefix_query_tokens - before.prefix_query_tokens) : 0.0,
-			(long long)(after.encoder_runs - before.encoder_runs));
+			(long long)(after.encoder_runs - before.encoder_runs),
+			peak_rss_kib() / 1024.0);
 	*outs = o;
 	return VD_OK;
 }

@@ -1,6 +1,7 @@
 /* Status names and the thread-local error message behind vd_errorf(). */
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "vllmd/status.h"
 
@@ -25,13 +26,17 @@ const char *vd_status_str(vd_status s)
 	return "VD_ERR_UNKNOWN";
 }
 
+/* Formats into a scratch buffer first: callers often wrap the previous
+ * message ("image 0: %s", vd_error_message()), which lives in vd_err_buf. */
 vd_status vd_errorf(vd_status s, const char *fmt, ...)
 {
+	char tmp[sizeof(vd_err_buf)];
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(vd_err_buf, sizeof(vd_err_buf), fmt, ap);
+	vsnprintf(tmp, sizeof(tmp), fmt, ap);
 	va_end(ap);
+	memcpy(vd_err_buf, tmp, sizeof(tmp));
 	return s;
 }
 

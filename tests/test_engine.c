@@ -262,6 +262,121 @@ START_TEST(test_admission_errors)
 }
 END_TEST
 
+START_TEST(test_stop_strings)
+{
+	vd_llm *llm = make_llm(model_dir[0], 0, 2048, 8, true);
+	vd_request r;
+	vd_output *o = NULL, *o2 = NULL;
+	const char *stop[2] = { NULL, NULL };
+	char want[256], stopbuf[16];
+	const char *text;
+	size_t len, cut;
+
+	vd_request_init(&r);
+	r.prompt = "USER: Count the boats in the harbour.\nASSISTANT:";
+	r.params.temperature = 0.0f;
+	r.params.max_tokens = 12;
+	r.params.ignore_eos = true;
+	ck_assert_int_eq(vd_llm_generate(llm, &r, 1, &o), VD_OK);
+	text = o[0].completions[0].text;
+	len = strlen(text);
+	ck_assert_uint_gt(len, 12);
+	/* a stop string straddling characters from the middle of the text */
+	cut = len / 2;
+	while (cut > 0 && ((unsigned char)text[cut] & 0xc0) == 0x80)
+		cut--;
+	snprintf(stopbuf, sizeof(stopbuf), "%.3s", text + cut);
+	stop[0] = stopbuf;
+	snprintf(want, sizeof(want), "%.*s", (int)(strstr(text, stopbuf) - text), text);
+	r.params.stop = stop;
+	ck_assert_int_eq(vd_llm_generate(llm, &r, 1, &o2), VD_OK);
+	ck_assert_str_eq(o2[0].completions[0].text, want);
+	ck_assert_int_eq(o2[0].completions[0].finish_reason, VD_FINISH_STOP);
+	ck_assert_str_eq(o2[0].completions[0].stop_reason, stopbuf);
+	vd_outputs_free(o, 1);
+	vd_outputs_free(o2, 1);
+	/* stop_token_ids: stop at the 3rd greedy token */
+	vd_request_init(&r);
+	r.prompt = "USER: Count the boats in the harbour.\nASSISTANT:";
+	r.params.temperature = 0.0f;
+	r.params.max_tokens = 12;
+	r.params.ignore_eos = true;
+	ck_assert_int_eq(vd_llm_generate(llm, &r, 1, &o), VD_OK);
+	r.params.stop_token_ids = &o[0].completions[0].token_ids[2];
+	r.params.n_stop_token_ids = 1;
+	ck_assert_int_eq(vd_llm_generate(llm, &r, 1, &o2), VD_OK);
+	ck_assert_int_le(o2[0].completions[0].n_tokens, 3);
+	ck_assert_int_eq(o2[0].completions[0].finish_reason, VD_FINISH_STOP);
+	vd_outputs_free(o, 1);
+	vd_outputs_free(o2, 1);
+	vd_llm_destroy(llm);
+}
+END_TEST
+
+/* The prompt logprob of a token equals the generation logprob the same
+ * prefix gave it, also when the prompt is prefilled in chunks. */
+START_TEST(test_prompt_logprobs)
+{
+	vd_llm *llm = make_llm(model_dir[0], 0, 16, 8, true);
+	vd_request r;
+	vd_image_input img = { .kind = VD_IMAGE_PATH, .path = image_paths[2] };
+	vd_output *o = NULL, *o2 = NULL;
+	int32_t *ids;
+	int n;
+
+	vd_request_init(&r);
+	r.prompt = "USER: <image>\nWhat colour is the sky?\nASSISTANT:";
+	r.images = &img;
+	r.n_images = 1;
+	r.params.temperature = 0.0f;
+	r.params.max_tokens = 1;
+	r.params.logprobs = 0;
+	ck_assert_int_eq(vd_llm_generate(llm, &r, 1, &o), VD_OK);
+	ck_assert_int_eq(o[0].status, VD_OK);
+	/* same prompt ids plus the generated token, images given again */
+	n = o[0].n_prompt_tokens + 1;
+	ids = malloc((size_t)n * sizeof(int32_t));
+	memcpy(ids, o[0].prompt_token_ids, (size_t)(n - 1) * sizeof(int32_t));
+	ids[n - 1] = o[0].completions[0].token_ids[0];
+	/* prompt_token_ids carry the expanded image tokens: shrink the image
+	 * run back to one placeholder as a user would write it */
+	{
+		int w = 0, seen = 0;
+
+		for (int i = 0; i < n; i++) {
+			if (ids[i] == 32000 && seen++)
+				continue;
+			ids[w++] = ids[i];
+		}
+		n = w;
+	}
+	vd_request_init(&r);
+	r.prompt_token_ids = ids;
+	r.n_prompt_token_ids = n;
+	r.images = &img;
+	r.n_images = 1;
+	r.params.temperature = 0.0f;
+	r.params.max_tokens = 1;
+	r.params.prompt_logprobs = 2;
+	ck_assert_int_eq(vd_llm_generate(llm, &r, 1, &o2), VD_OK);
+	ck_assert_msg(o2[0].status == VD_OK, "%s", o2[0].error);
+	ck_assert_ptr_nonnull(o2[0].prompt_logprobs);
+	ck_assert_int_eq(o2[0].prompt_logprobs[0].n, 0);
+	{
+		const vd_position_logprobs *last = &o2[0].prompt_logprobs[o2[0].n_prompt_tokens - 1];
+		const vd_position_logprobs *gen = &o[0].completions[0].logprobs[0];
+
+		ck_assert_int_eq(last->entries[0].token_id, gen->entries[0].token_id);
+		ck_assert_float_eq_tol(last->entries[0].logprob, gen->entries[0].logprob, 1e-4);
+		ck_assert_int_eq(last->entries[0].rank, 1);
+	}
+	free(ids);
+	vd_outputs_free(o, 1);
+	vd_outputs_free(o2, 1);
+	vd_llm_destroy(llm);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("engine");
@@ -276,6 +391,8 @@ int main(void)
 	tcase_add_test(tc, test_prefix_cache);
 	tcase_add_test(tc, test_n_and_seed);
 	tcase_add_test(tc, test_admission_errors);
+	tcase_add_test(tc, test_stop_strings);
+	tcase_add_test(tc, test_prompt_logprobs);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
