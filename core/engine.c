@@ -38,6 +38,9 @@ typedef struct step_bufs {
 	int64_t cap_host;
 	float *raw;               /* one row copy */
 	void *scratch;            /* sampler scratch */
+	/* backend tensors kept across steps (re-allocating them every step
+	 * fragments the host heap): hidden rows and logits */
+	vd_tensor x, logits;
 } step_bufs;
 
 typedef struct group_node {
@@ -329,8 +332,10 @@ fail:
 
 /* ------------------------------------------------------------ step buffers */
 
-static void free_step_bufs(step_bufs *b)
+static void free_step_bufs(vd_backend *be, step_bufs *b)
 {
+	be->ops->free(be, &b->x);
+	be->ops->free(be, &b->logits);
 	free(b->ids);
 	free(b->pos);
 	free(b->rope_table);
@@ -428,6 +433,20 @@ static vd_status size_step_bufs(vd_engine *e, int64_t T, int64_t n, int64_t maxb
 	return st;
 }
 
+/* Make t (a backend tensor kept across steps) hold at least rows x cols. */
+static vd_status ensure_rows(vd_engine *e, vd_tensor *t, int64_t rows, int64_t cols, vd_dtype dt)
+{
+	int64_t shape[2];
+
+	if (t->data && t->shape[0] >= rows && t->shape[1] == cols)
+		return VD_OK;
+	shape[0] = t->data && rows < t->shape[0] * 3 / 2 ? t->shape[0] * 3 / 2 : rows;
+	shape[1] = cols;
+	e->be->ops->free(e->be, t);
+	memset(t, 0, sizeof(*t));
+	return e->be->ops->alloc(e->be, t, dt, 2, shape);
+}
+
 /* Run the decoder over a batch described in e->b; logits (n_logits, V) land
  * in b->host_logits. img: (src view, rows) pairs already scattered by the
  * caller through the callback order below. */
@@ -436,15 +455,18 @@ static vd_status run_decoder(vd_engine *e, int64_t T, int n_seqs, int64_t maxb, 
 {
 	const vd_ops *o = e->be->ops;
 	step_bufs *b = &e->b;
-	int64_t xs[2] = { T, e->spec.hidden_size };
-	int64_t ls[2] = { n_logits, e->spec.vocab_size };
-	vd_tensor x = { 0 }, logits = { 0 };
+	vd_tensor x, logits;
 	vd_attn_meta meta;
 	vd_status st;
 
-	st = o->alloc(e->be, &x, vd_backend_compute_dtype(e->be), 2, xs);
+	st = ensure_rows(e, &b->x, T, e->spec.hidden_size, vd_backend_compute_dtype(e->be));
 	if (st == VD_OK)
-		st = vd_decoder_embed(e->dec, b->ids, T, &x);
+		st = ensure_rows(e, &b->logits, n_logits, e->spec.vocab_size, VD_DTYPE_F32);
+	if (st != VD_OK)
+		return st;
+	x = vd_tensor_rows(&b->x, 0, T);
+	logits = vd_tensor_rows(&b->logits, 0, n_logits);
+	st = vd_decoder_embed(e->dec, b->ids, T, &x);
 	/* image rows: each overlap of a placeholder run with a scheduled chunk */
 	for (int i = 0, off = 0; st == VD_OK && seqs && i < n_seqs; off += (int)n_sched[i], i++) {
 		const vd_seq *q = seqs[i];
@@ -472,8 +494,6 @@ static vd_status run_decoder(vd_engine *e, int64_t T, int n_seqs, int64_t maxb, 
 			st = o->scatter_rows(e->be, &src, b->img_rows, hi - lo, &x);
 		}
 	}
-	if (st == VD_OK)
-		st = o->alloc(e->be, &logits, VD_DTYPE_F32, 2, ls);
 	if (st == VD_OK) {
 		meta = (vd_attn_meta){ .num_seqs = n_seqs, .num_tokens = (int)T,
 				       .query_start_loc = b->qsl, .seq_lens = b->seq_lens,
@@ -485,8 +505,6 @@ static vd_status run_decoder(vd_engine *e, int64_t T, int n_seqs, int64_t maxb, 
 	}
 	if (st == VD_OK)
 		st = o->download(e->be, &logits, b->host_logits);
-	o->free(e->be, &x);
-	o->free(e->be, &logits);
 	return st;
 }
 
@@ -1045,7 +1063,8 @@ void vd_engine_destroy(vd_engine *e)
 		return;
 	while (e->groups)
 		abort_group(e, e->groups);
-	free_step_bufs(&e->b);
+	if (e->be)
+		free_step_bufs(e->be, &e->b);
 	vd_scheduler_free(&e->sched);
 	vd_encoder_cache_destroy(e->enc);
 	if (e->kv.pool)

@@ -38,6 +38,10 @@ vd_status vd_kv_cache_init(vd_kv_cache *kv, vd_backend *be, int num_blocks, int 
 		st = be->ops->alloc(be, &kv->k[l], dtype, 4, shape);
 		if (st == VD_OK)
 			st = be->ops->alloc(be, &kv->v[l], dtype, 4, shape);
+		if (st == VD_OK)
+			st = be->ops->zero(be, &kv->k[l]);
+		if (st == VD_OK)
+			st = be->ops->zero(be, &kv->v[l]);
 		if (st != VD_OK) {
 			vd_kv_cache_free(kv);
 			return vd_errorf(st, "allocating the KV cache (%d blocks of %d tokens): %s",

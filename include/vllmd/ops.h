@@ -152,6 +152,12 @@ typedef struct vd_ops {
 	 * a stride-p convolution becomes linear() with the kernel as (N, C*p*p). */
 	vd_status (*im2patch)(vd_backend *be, const vd_tensor *img, int p,
 			      vd_tensor *out);
+
+	/* --- memory, continued --- */
+	/* Set every element of the packed tensor t to zero, committing its
+	 * memory (KV caches are zeroed at start-up so memory use is known
+	 * before the first request, not discovered as blocks are touched). */
+	vd_status (*zero)(vd_backend *be, vd_tensor *t);
 } vd_ops;
 
 /* A backend handle: the ops and the backend's private context. */

@@ -513,6 +513,15 @@ static vd_status cpu_copy(vd_backend *be, const vd_tensor *src, vd_tensor *dst)
 	return VD_OK;
 }
 
+static vd_status cpu_zero(vd_backend *be, vd_tensor *t)
+{
+	(void)be;
+	if (!vd_tensor_is_contiguous(t))
+		return vd_errorf(VD_ERR_INVALID_ARG, "cpu zero: the tensor must be packed");
+	memset(t->data, 0, (size_t)vd_tensor_numel(t) * vd_dtype_size(t->dtype));
+	return VD_OK;
+}
+
 static vd_status cpu_sync(vd_backend *be)
 {
 	(void)be;
@@ -1369,6 +1378,7 @@ static const vd_ops cpu_ops = {
 	.scatter_rows = cpu_scatter_rows,
 	.gather_rows = cpu_gather_rows,
 	.im2patch = cpu_im2patch,
+	.zero = cpu_zero,
 };
 
 static void ctx_stop(cpu_ctx *c)

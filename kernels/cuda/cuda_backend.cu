@@ -854,40 +854,154 @@ static vd_status cu_add(vd_backend *be, const vd_tensor *a, const vd_tensor *b, 
 	return op_done(c, "add");
 }
 
-#define NORM_THREADS 256
+/* Norm kernels: one block per row. Each thread loads NORM_BATCH elements
+ * (j0 + k * blockDim.x) before using any, so their memory latencies
+ * overlap; the row is kept in shared memory (f32) for the later passes. */
+#define NORM_BATCH 4
 
-/* One block per row: y = w * (x / rms(x)), as HF RMSNorm in f32. With
- * r.p set (add_rmsnorm), r += x first and the norm is of the stored r, so
- * a bf16 residual is normalised exactly as it was rounded. y may alias x:
- * x is only read before the block-wide barrier that precedes y's writes. */
-__global__ void __launch_bounds__(NORM_THREADS) k_rmsnorm(rv x, rv r, rv w, rv y, float eps)
+static unsigned norm_threads(int64_t c)
 {
+	int64_t t = ((c + NORM_BATCH - 1) / NORM_BATCH + 31) / 32 * 32;
+
+	return (unsigned)(t < 128 ? 128 : t > 1024 ? 1024 : t);
+}
+
+/* v rounded to dtype dt and back: what a store of v to dt keeps. */
+__device__ __forceinline__ float round_as(int dt, float v)
+{
+	if (dt == VD_DTYPE_BF16)
+		return __bfloat162float(__float2bfloat16_rn(v));
+	if (dt == VD_DTYPE_F16)
+		return __half2float(__float2half_rn(v));
+	return v;
+}
+
+/* y = w * (x / rms(x)), as HF RMSNorm in f32. With r.p set (add_rmsnorm),
+ * r += x first and the norm is of r as stored, so a bf16 residual is
+ * normalised exactly as it was rounded. y may alias x: x is read before
+ * the barrier in block_sum that precedes y's writes. */
+__global__ void __launch_bounds__(1024) k_rmsnorm(rv x, rv r, rv w, rv y, float eps)
+{
+	extern __shared__ float row[]; /* (c) */
 	__shared__ float sh[32];
-	int64_t m = blockIdx.x;
+	int64_t m = blockIdx.x, c = x.c, step = (int64_t)blockDim.x * NORM_BATCH;
 	float ss = 0.0f, inv;
-	const rv *src = r.p ? &r : &x;
 
-	for (int64_t j = threadIdx.x; j < x.c; j += blockDim.x) {
-		float v;
+	for (int64_t j0 = threadIdx.x; j0 < c; j0 += step) {
+		float a[NORM_BATCH], b[NORM_BATCH];
 
-		if (r.p) {
-			stf(r.p, r.dt, m * r.rs + j, ldf(r.p, r.dt, m * r.rs + j) + ldf(x.p, x.dt, m * x.rs + j));
-			v = ldf(r.p, r.dt, m * r.rs + j);
-		} else {
-			v = ldf(x.p, x.dt, m * x.rs + j);
+#pragma unroll
+		for (int k = 0; k < NORM_BATCH; k++) {
+			int64_t j = j0 + (int64_t)k * blockDim.x;
+
+			a[k] = j < c ? ldf(x.p, x.dt, m * x.rs + j) : 0.0f;
+			b[k] = j < c && r.p ? ldf(r.p, r.dt, m * r.rs + j) : 0.0f;
 		}
-		ss += v * v;
+#pragma unroll
+		for (int k = 0; k < NORM_BATCH; k++) {
+			int64_t j = j0 + (int64_t)k * blockDim.x;
+			float v = a[k];
+
+			if (j >= c)
+				continue;
+			if (r.p) {
+				v = round_as(r.dt, a[k] + b[k]);
+				stf(r.p, r.dt, m * r.rs + j, v);
+			}
+			row[j] = v;
+			ss += v * v;
+		}
 	}
 	ss = block_sum(ss, sh);
-	inv = 1.0f / sqrtf(ss / (float)x.c + eps);
-	for (int64_t j = threadIdx.x; j < x.c; j += blockDim.x)
-		stf(y.p, y.dt, m * y.rs + j, ldf(w.p, w.dt, j) * (ldf(src->p, src->dt, m * src->rs + j) * inv));
+	inv = 1.0f / sqrtf(ss / (float)c + eps);
+	for (int64_t j0 = threadIdx.x; j0 < c; j0 += step) {
+		float wv[NORM_BATCH];
+
+#pragma unroll
+		for (int k = 0; k < NORM_BATCH; k++) {
+			int64_t j = j0 + (int64_t)k * blockDim.x;
+
+			wv[k] = j < c ? ldf(w.p, w.dt, j) : 0.0f;
+		}
+#pragma unroll
+		for (int k = 0; k < NORM_BATCH; k++) {
+			int64_t j = j0 + (int64_t)k * blockDim.x;
+
+			if (j < c)
+				stf(y.p, y.dt, m * y.rs + j, wv[k] * (row[j] * inv));
+		}
+	}
+}
+
+/* y = (x - mean) / sqrt(var + eps) * w + b: two-pass biased variance over
+ * the row in shared memory, as torch. y may alias x. */
+__global__ void __launch_bounds__(1024) k_layernorm(rv x, rv w, rv b, rv y, float eps)
+{
+	extern __shared__ float row[]; /* (c) */
+	__shared__ float sh[32];
+	int64_t m = blockIdx.x, c = x.c, step = (int64_t)blockDim.x * NORM_BATCH;
+	float sum = 0.0f, var = 0.0f, mean, rstd;
+
+	for (int64_t j0 = threadIdx.x; j0 < c; j0 += step) {
+		float a[NORM_BATCH];
+
+#pragma unroll
+		for (int k = 0; k < NORM_BATCH; k++) {
+			int64_t j = j0 + (int64_t)k * blockDim.x;
+
+			a[k] = j < c ? ldf(x.p, x.dt, m * x.rs + j) : 0.0f;
+		}
+#pragma unroll
+		for (int k = 0; k < NORM_BATCH; k++) {
+			int64_t j = j0 + (int64_t)k * blockDim.x;
+
+			if (j < c)
+				row[j] = a[k];
+			sum += a[k];
+		}
+	}
+	mean = block_sum(sum, sh) / (float)c;
+	for (int64_t j = threadIdx.x; j < c; j += blockDim.x)
+		var += (row[j] - mean) * (row[j] - mean);
+	rstd = 1.0f / sqrtf(block_sum(var, sh) / (float)c + eps);
+	for (int64_t j0 = threadIdx.x; j0 < c; j0 += step) {
+		float wv[NORM_BATCH], bv[NORM_BATCH];
+
+#pragma unroll
+		for (int k = 0; k < NORM_BATCH; k++) {
+			int64_t j = j0 + (int64_t)k * blockDim.x;
+
+			wv[k] = j < c ? ldf(w.p, w.dt, j) : 0.0f;
+			bv[k] = j < c && b.p ? ldf(b.p, b.dt, j) : 0.0f;
+		}
+#pragma unroll
+		for (int k = 0; k < NORM_BATCH; k++) {
+			int64_t j = j0 + (int64_t)k * blockDim.x;
+
+			if (j < c)
+				stf(y.p, y.dt, m * y.rs + j, (row[j] - mean) * rstd * wv[k] + bv[k]);
+		}
+	}
+}
+
+/* Shared memory for a row of c floats; over 48 KiB needs an opt-in. */
+static vd_status norm_smem(const void *kernel, int64_t c, const char *op, size_t *bytes)
+{
+	*bytes = sizeof(float) * (size_t)c;
+	if (*bytes > 227u * 1024)
+		return vd_errorf(VD_ERR_UNSUPPORTED, "cuda %s: rows of %lld elements are too wide", op,
+				 (long long)c);
+	if (*bytes > 48u * 1024)
+		CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+					      (int)*bytes));
+	return VD_OK;
 }
 
 static vd_status cu_rmsnorm(vd_backend *be, const vd_tensor *x, const vd_tensor *w, float eps,
 			    vd_tensor *y)
 {
 	rv xr, yr, wr, none = { NULL, 0, 0, 0, 0 };
+	size_t smem;
 
 	TRY(get_rows(x, "rmsnorm", "x", &xr));
 	TRY(get_rows(y, "rmsnorm", "y", &yr));
@@ -897,7 +1011,8 @@ static vd_status cu_rmsnorm(vd_backend *be, const vd_tensor *x, const vd_tensor 
 	ENTER(be);
 	if (xr.n == 0)
 		return VD_OK;
-	k_rmsnorm<<<(unsigned)xr.n, NORM_THREADS, 0, c->stream>>>(xr, none, wr, yr, eps);
+	TRY(norm_smem((const void *)k_rmsnorm, xr.c, "rmsnorm", &smem));
+	k_rmsnorm<<<(unsigned)xr.n, norm_threads(xr.c), smem, c->stream>>>(xr, none, wr, yr, eps);
 	LAUNCHED();
 	return op_done(c, "rmsnorm");
 }
@@ -906,6 +1021,7 @@ static vd_status cu_add_rmsnorm(vd_backend *be, vd_tensor *r, const vd_tensor *x
 				const vd_tensor *w, float eps, vd_tensor *y)
 {
 	rv rr, xr, yr, wr;
+	size_t smem;
 
 	TRY(get_rows(r, "add_rmsnorm", "r", &rr));
 	TRY(get_rows(x, "add_rmsnorm", "x", &xr));
@@ -917,37 +1033,17 @@ static vd_status cu_add_rmsnorm(vd_backend *be, vd_tensor *r, const vd_tensor *x
 	ENTER(be);
 	if (xr.n == 0)
 		return VD_OK;
-	k_rmsnorm<<<(unsigned)xr.n, NORM_THREADS, 0, c->stream>>>(xr, rr, wr, yr, eps);
+	TRY(norm_smem((const void *)k_rmsnorm, xr.c, "add_rmsnorm", &smem));
+	k_rmsnorm<<<(unsigned)xr.n, norm_threads(xr.c), smem, c->stream>>>(xr, rr, wr, yr, eps);
 	LAUNCHED();
 	return op_done(c, "add_rmsnorm");
-}
-
-/* One block per row: two-pass mean and biased variance, as torch. */
-__global__ void __launch_bounds__(NORM_THREADS) k_layernorm(rv x, rv w, rv b, rv y, float eps)
-{
-	__shared__ float sh[32];
-	int64_t m = blockIdx.x;
-	float sum = 0.0f, var = 0.0f, mean, rstd;
-
-	for (int64_t j = threadIdx.x; j < x.c; j += blockDim.x)
-		sum += ldf(x.p, x.dt, m * x.rs + j);
-	mean = block_sum(sum, sh) / (float)x.c;
-	for (int64_t j = threadIdx.x; j < x.c; j += blockDim.x) {
-		float d = ldf(x.p, x.dt, m * x.rs + j) - mean;
-
-		var += d * d;
-	}
-	rstd = 1.0f / sqrtf(block_sum(var, sh) / (float)x.c + eps);
-	for (int64_t j = threadIdx.x; j < x.c; j += blockDim.x)
-		stf(y.p, y.dt, m * y.rs + j,
-		    (ldf(x.p, x.dt, m * x.rs + j) - mean) * rstd * ldf(w.p, w.dt, j) +
-			    (b.p ? ldf(b.p, b.dt, j) : 0.0f));
 }
 
 static vd_status cu_layernorm(vd_backend *be, const vd_tensor *x, const vd_tensor *w,
 			      const vd_tensor *b, float eps, vd_tensor *y)
 {
 	rv xr, yr, wr, br = { NULL, 0, 0, 0, 0 };
+	size_t smem;
 
 	TRY(get_rows(x, "layernorm", "x", &xr));
 	TRY(get_rows(y, "layernorm", "y", &yr));
@@ -959,7 +1055,8 @@ static vd_status cu_layernorm(vd_backend *be, const vd_tensor *x, const vd_tenso
 	ENTER(be);
 	if (xr.n == 0)
 		return VD_OK;
-	k_layernorm<<<(unsigned)xr.n, NORM_THREADS, 0, c->stream>>>(xr, wr, br, yr, eps);
+	TRY(norm_smem((const void *)k_layernorm, xr.c, "layernorm", &smem));
+	k_layernorm<<<(unsigned)xr.n, norm_threads(xr.c), smem, c->stream>>>(xr, wr, br, yr, eps);
 	LAUNCHED();
 	return op_done(c, "layernorm");
 }
@@ -1074,14 +1171,11 @@ __global__ void k_rope(T *x, int64_t ntok, int heads, int64_t st, int64_t sh, in
 }
 
 template <typename T>
-static void launch_rope(cu_ctx *c, const hv *x, int half, const char *dev, size_t o_pos,
-			size_t o_row, size_t o_inv, size_t o_tab, bool has_row, bool has_tab,
-			float mscale)
+static void launch_rope(cu_ctx *c, const hv *x, int half, const int32_t *pos,
+			const uint8_t *pos_row, const float *inv, const int32_t *tab, float mscale)
 {
 	k_rope<T><<<(unsigned)x->t, 128, 2 * half * sizeof(float), c->stream>>>(
-		(T *)x->p, x->t, (int)x->h, x->st, x->sh, half, (const int32_t *)(dev + o_pos),
-		has_row ? (const uint8_t *)(dev + o_row) : NULL, (const float *)(dev + o_inv),
-		has_tab ? (const int32_t *)(dev + o_tab) : NULL, mscale);
+		(T *)x->p, x->t, (int)x->h, x->st, x->sh, half, pos, pos_row, inv, tab, mscale);
 }
 
 /* x: (T, H, D) view; positions, inv_freq, pos_row and table_idx are host
@@ -1093,6 +1187,9 @@ static vd_status cu_rope(vd_backend *be, vd_tensor *x, const int32_t *positions,
 	size_t o_pos = 0, o_row, o_inv, o_tab, total;
 	char *blob = NULL;
 	const char *dev;
+	const int32_t *pos, *tab;
+	const uint8_t *row;
+	const float *inv;
 
 	TRY(get_heads(x, "rope", "x", &xh));
 	if (!r || !r->inv_freq || r->rot_dim <= 0 || r->rot_dim % 2 || r->rot_dim > xh.d ||
@@ -1130,17 +1227,16 @@ static vd_status cu_rope(vd_backend *be, vd_tensor *x, const int32_t *positions,
 	if (r->table_idx)
 		memcpy(blob + o_tab, r->table_idx, sizeof(int32_t) * (size_t)xh.t);
 	TRY(put_index(c, IDX_ROPE, total, &dev));
-	switch (xh.dt) {
-	case VD_DTYPE_F32:
-		launch_rope<float>(c, &xh, half, dev, o_pos, o_row, o_inv, o_tab, r->pos_row != NULL, r->table_idx != NULL, r->mscale);
-		break;
-	case VD_DTYPE_BF16:
-		launch_rope<__nv_bfloat16>(c, &xh, half, dev, o_pos, o_row, o_inv, o_tab, r->pos_row != NULL, r->table_idx != NULL, r->mscale);
-		break;
-	default:
-		launch_rope<__half>(c, &xh, half, dev, o_pos, o_row, o_inv, o_tab, r->pos_row != NULL, r->table_idx != NULL, r->mscale);
-		break;
-	}
+	pos = (const int32_t *)(dev + o_pos);
+	row = r->pos_row ? (const uint8_t *)(dev + o_row) : NULL;
+	inv = (const float *)(dev + o_inv);
+	tab = r->table_idx ? (const int32_t *)(dev + o_tab) : NULL;
+	if (xh.dt == VD_DTYPE_F32)
+		launch_rope<float>(c, &xh, half, pos, row, inv, tab, r->mscale);
+	else if (xh.dt == VD_DTYPE_BF16)
+		launch_rope<__nv_bfloat16>(c, &xh, half, pos, row, inv, tab, r->mscale);
+	else
+		launch_rope<__half>(c, &xh, half, pos, row, inv, tab, r->mscale);
 	LAUNCHED();
 	return op_done(c, "rope");
 }
@@ -1176,9 +1272,9 @@ typedef struct attn_args {
 } attn_args;
 
 /* Block (query row t*H + h, split y): 4 warps take keys round-robin from
- * the split's range; each lane holds EPL elements of the head dim
- * (lane + 32 e), a warp reduces q.k with shuffles and keeps an online
- * softmax (max m, sum l, unnormalised acc) in f32. Warps then merge in
+ * the split's range, two at a time; each lane holds EPL elements of the
+ * head dim (lane + 32 e), a warp reduces q.k with shuffles and keeps an
+ * online softmax (max m, sum l, unnormalised acc) in f32. Warps then merge in
  * shared memory; one split writes out, several write partials that
  * k_attn_combine merges the same way. */
 template <typename TC, int EPL, bool PAGED>
@@ -1211,38 +1307,54 @@ __global__ void __launch_bounds__(ATT_WARPS * 32) k_attention(attn_args a)
 		q[e] = idx < a.d ? ldf(a.q, a.q_dt, t * a.q_st + h * a.q_sh + idx) : 0.0f;
 		acc[e] = 0.0f;
 	}
-	for (int64_t i = k0 + warp; i < k1; i += ATT_WARPS) {
-		const TC *kp, *vp;
-		float dot = 0.0f, sc, mn, corr, p;
+	/* two keys per step (i and i + ATT_WARPS): both rows are loaded before
+	 * either is used, so the warp waits on memory once per pair */
+	for (int64_t i = k0 + warp; i < k1; i += 2 * ATT_WARPS) {
+		bool two = i + ATT_WARPS < k1;
+		const TC *kp[2], *vp[2];
+		float kv[2][EPL], vv[2][EPL], dot[2] = { 0.0f, 0.0f }, sc[2], mn, corr, p[2];
 
-		if (PAGED) {
-			int64_t blk = a.tables[(int64_t)s * a.max_blocks + i / a.bs], off = i % a.bs;
+#pragma unroll
+		for (int u = 0; u < 2; u++) {
+			int64_t key = u && two ? i + ATT_WARPS : i;
 
-			kp = K + blk * a.k_s0 + off * a.k_s1 + kh * a.k_sh;
-			vp = V + blk * a.v_s0 + off * a.v_s1 + kh * a.v_sh;
-		} else {
-			kp = K + (base + i) * a.k_s0 + kh * a.k_sh;
-			vp = V + (base + i) * a.v_s0 + kh * a.v_sh;
+			if (PAGED) {
+				int64_t blk = a.tables[(int64_t)s * a.max_blocks + key / a.bs];
+				int64_t off = key % a.bs;
+
+				kp[u] = K + blk * a.k_s0 + off * a.k_s1 + kh * a.k_sh;
+				vp[u] = V + blk * a.v_s0 + off * a.v_s1 + kh * a.v_sh;
+			} else {
+				kp[u] = K + (base + key) * a.k_s0 + kh * a.k_sh;
+				vp[u] = V + (base + key) * a.v_s0 + kh * a.v_sh;
+			}
 		}
 #pragma unroll
-		for (int e = 0; e < EPL; e++) {
-			int idx = lane + 32 * e;
-
-			if (idx < a.d)
-				dot += q[e] * to_f(kp[idx]);
-		}
-		sc = warp_sum(dot) * a.scale;
-		mn = fmaxf(m, sc);
-		corr = expf(m - mn); /* 0 for the first key (m = -inf) */
-		p = expf(sc - mn);
-		l = l * corr + p;
+		for (int u = 0; u < 2; u++)
 #pragma unroll
-		for (int e = 0; e < EPL; e++) {
-			int idx = lane + 32 * e;
+			for (int e = 0; e < EPL; e++) {
+				int idx = lane + 32 * e;
 
-			if (idx < a.d)
-				acc[e] = acc[e] * corr + p * to_f(vp[idx]);
+				kv[u][e] = idx < a.d ? to_f(kp[u][idx]) : 0.0f;
+				vv[u][e] = idx < a.d ? to_f(vp[u][idx]) : 0.0f;
+			}
+#pragma unroll
+		for (int u = 0; u < 2; u++) {
+#pragma unroll
+			for (int e = 0; e < EPL; e++)
+				dot[u] += q[e] * kv[u][e];
+			sc[u] = warp_sum(dot[u]) * a.scale;
 		}
+		if (!two)
+			sc[1] = -INFINITY;
+		mn = fmaxf(m, fmaxf(sc[0], sc[1]));
+		corr = expf(m - mn); /* 0 for the first keys (m = -inf) */
+		p[0] = expf(sc[0] - mn);
+		p[1] = two ? expf(sc[1] - mn) : 0.0f;
+		l = l * corr + p[0] + p[1];
+#pragma unroll
+		for (int e = 0; e < EPL; e++)
+			acc[e] = acc[e] * corr + p[0] * vv[0][e] + p[1] * vv[1][e];
 		m = mn;
 	}
 	if (lane == 0) {
@@ -1708,6 +1820,16 @@ static vd_status cu_im2patch(vd_backend *be, const vd_tensor *img, int p, vd_ten
 	return op_done(c, "im2patch");
 }
 
+static vd_status cu_zero(vd_backend *be, vd_tensor *t)
+{
+	ENTER(be);
+	if (!vd_tensor_is_contiguous(t))
+		return vd_errorf(VD_ERR_INVALID_ARG, "cuda zero: the tensor must be packed");
+	CUDA_TRY(cudaMemsetAsync(t->data, 0, (size_t)vd_tensor_numel(t) * vd_dtype_size(t->dtype),
+				 c->stream));
+	return op_done(c, "zero");
+}
+
 /* ------------------------------------------------------------ lifecycle */
 
 static const vd_ops cuda_ops = {
@@ -1736,6 +1858,7 @@ static const vd_ops cuda_ops = {
 	/* .scatter_rows = */ cu_scatter_rows,
 	/* .gather_rows = */ cu_gather_rows,
 	/* .im2patch = */ cu_im2patch,
+	/* .zero = */ cu_zero,
 };
 
 int vd_cuda_device_count(void)
