@@ -4,19 +4,6 @@
 
 #include "vllmd/tensor.h"
 
-const char *vd_dtype_name(vd_dtype t)
-{
-	switch (t) {
-	case VD_DTYPE_F32: return "f32";
-	case VD_DTYPE_F16: return "f16";
-	case VD_DTYPE_BF16: return "bf16";
-	case VD_DTYPE_I32: return "i32";
-	case VD_DTYPE_I64: return "i64";
-	case VD_DTYPE_U8: return "u8";
-	}
-	return "?";
-}
-
 static uint32_t f32_bits(float f)
 {
 	uint32_t u;

@@ -104,7 +104,18 @@ static inline vd_tensor vd_tensor_rows(const vd_tensor *t, int64_t row0, int64_t
 }
 
 /* "f32", "bf16", ...; never NULL. */
-const char *vd_dtype_name(vd_dtype t);
+static inline const char *vd_dtype_name(vd_dtype t)
+{
+	switch (t) {
+	case VD_DTYPE_F32: return "f32";
+	case VD_DTYPE_F16: return "f16";
+	case VD_DTYPE_BF16: return "bf16";
+	case VD_DTYPE_I32: return "i32";
+	case VD_DTYPE_I64: return "i64";
+	case VD_DTYPE_U8: return "u8";
+	}
+	return "?";
+}
 
 /* Scalar conversions used by every backend's oracle code. */
 float vd_bf16_to_f32(uint16_t h);
