@@ -162,9 +162,11 @@ vd_status vd_kv_allocate(vd_kv_cache *kv, vd_seq *s, int64_t n_new, const int32_
 	st = grow_blocks(s, s->n_blocks + n_hit + n_alloc);
 	if (st != VD_OK)
 		return st;
-	vd_block_pool_touch(kv->pool, hit, n_hit);
-	memcpy(s->blocks + s->n_blocks, hit, (size_t)n_hit * sizeof(int32_t));
-	s->n_blocks += n_hit;
+	if (n_hit > 0) {
+		vd_block_pool_touch(kv->pool, hit, n_hit);
+		memcpy(s->blocks + s->n_blocks, hit, (size_t)n_hit * sizeof(int32_t));
+		s->n_blocks += n_hit;
+	}
 	st = vd_block_pool_alloc(kv->pool, n_alloc, s->blocks + s->n_blocks);
 	if (st != VD_OK)
 		return vd_errorf(VD_ERR_INTERNAL, "block pool refused %d blocks it had", n_alloc);

@@ -148,7 +148,8 @@ vd_status vd_registry_create(const char *dir, vd_registry **out)
 	}
 	closedir(dp);
 	if (st == VD_OK) {
-		qsort(names, (size_t)n, sizeof(*names), cmp_str);
+		if (n > 1)
+			qsort(names, (size_t)n, sizeof(*names), cmp_str);
 		for (int i = 0; i < n; i++) {
 			char path[4096];
 
