@@ -77,6 +77,8 @@ struct vd_engine {
 	group_node *groups;           /* live requests */
 	int n_groups;
 	vd_engine_stats stats;
+	vd_stream_fn listener;
+	void *listener_ctx;
 };
 
 static char *path_join(const char *dir, const char *file)
@@ -546,6 +548,50 @@ static vd_status profile_step(vd_engine *e)
 
 /* ------------------------------------------------------------ requests */
 
+/* Tell the listener what q produced since it last heard. */
+static void emit(vd_engine *e, vd_seq *q)
+{
+	bool fin = q->state == VD_SEQ_FINISHED;
+	const char *text = fin ? q->out->text : q->text;
+	size_t len = fin ? (text ? strlen(text) : 0) : q->text_len;
+	size_t safe = len, hold = q->group->stop_lookback ? q->group->stop_lookback - 1 : 0;
+	vd_stream_update u;
+
+	if (!e->listener)
+		return;
+	if (!fin)
+		safe = len > hold ? len - hold : 0;
+	/* never split a UTF-8 sequence */
+	while (safe > q->emitted_text && safe < len && ((unsigned char)text[safe] & 0xc0) == 0x80)
+		safe--;
+	if (safe < q->emitted_text)
+		safe = q->emitted_text;
+	u = (vd_stream_update){
+		.user = q->group->user,
+		.index = q->index,
+		.delta = text ? text + q->emitted_text : "",
+		.delta_len = safe - q->emitted_text,
+		.tokens = q->out->token_ids + q->emitted_tokens,
+		.n_tokens = q->out->n_tokens - q->emitted_tokens,
+		.logprobs = q->out->logprobs ? q->out->logprobs + q->emitted_tokens : NULL,
+		.finished = fin,
+		.finish_reason = q->out->finish_reason,
+		.request_finished = q->group->n_finished == q->group->n_seqs,
+		.out = q->group->out,
+	};
+	if (!fin && u.delta_len == 0 && u.n_tokens == 0)
+		return;
+	q->emitted_text = safe;
+	q->emitted_tokens = q->out->n_tokens;
+	e->listener(e->listener_ctx, &u);
+}
+
+void vd_engine_set_listener(vd_engine *e, vd_stream_fn fn, void *ctx)
+{
+	e->listener = fn;
+	e->listener_ctx = ctx;
+}
+
 static void free_group(vd_engine *e, group_node *gn)
 {
 	vd_group *g = &gn->g;
@@ -591,8 +637,20 @@ static void abort_group(vd_engine *e, group_node *gn)
 			q->text = NULL;
 		}
 		q->out->finish_reason = VD_FINISH_ABORT;
+		g->n_finished++;
+		emit(e, q);
 	}
 	free_group(e, gn);
+}
+
+vd_status vd_engine_abort(vd_engine *e, void *user)
+{
+	for (group_node *gn = e->groups; gn; gn = gn->next)
+		if (gn->g.user == user && gn->g.n_finished < gn->g.n_seqs) {
+			abort_group(e, gn);
+			return VD_OK;
+		}
+	return vd_errorf(VD_ERR_NOT_FOUND, "no running request with that handle");
 }
 
 static vd_status fail_request(vd_output *out, vd_status st)
@@ -698,7 +756,7 @@ static vd_status init_seq(vd_engine *e, vd_group *g, int i)
 }
 
 vd_status vd_engine_add_request(vd_engine *e, const vd_request *r, int index, vd_output *out,
-				bool *admitted)
+				void *user, bool *admitted)
 {
 	group_node *gn;
 	vd_group *g;
@@ -721,6 +779,7 @@ vd_status vd_engine_add_request(vd_engine *e, const vd_request *r, int index, vd
 	g->params = r->params;
 	g->user_index = index;
 	g->out = out;
+	g->user = user;
 	st = prepare_group(e, g);
 	if (st != VD_OK)
 		goto fail;
@@ -914,6 +973,7 @@ static vd_status fail_group(vd_engine *e, vd_group *g, vd_status st, int *n_fini
 		vd_output_release(q);
 		if (++g->n_finished == g->n_seqs)
 			(*n_finished)++;
+		emit(e, q);
 	}
 	return VD_OK;
 }
@@ -962,10 +1022,13 @@ static vd_status postprocess(vd_engine *e, int n_logits, int *n_finished)
 		q->tokens[q->n_tokens++] = tok;
 		e->stats.generation_tokens++;
 		st = vd_output_append(&e->octx, q, tok, b->raw, &done);
-		if (st != VD_OK)
+		if (st != VD_OK) {
 			st = fail_group(e, q->group, st, n_finished);
-		else if (done)
+			continue;
+		}
+		if (done)
 			finish_seq(e, q, n_finished);
+		emit(e, q);
 	}
 	return st;
 }

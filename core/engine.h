@@ -29,11 +29,40 @@ vd_status vd_engine_create(const vd_engine_args *args, vd_engine **out);
 void vd_engine_destroy(vd_engine *e);
 
 /* Admit request r (borrowed until it finishes) whose output goes to *out
- * (owned by the caller; filled as the request runs). Images are decoded and
- * processed and the prompt expanded now. A bad request is not admitted:
- * out->status/out->error say why and *admitted is false. */
+ * (owned by the caller; filled as the request runs). user is the caller's
+ * handle for streaming updates and vd_engine_abort (may be NULL). Images
+ * are decoded and processed and the prompt expanded now. A bad request is
+ * not admitted: out->status/out->error say why and *admitted is false. */
 vd_status vd_engine_add_request(vd_engine *e, const vd_request *r, int index, vd_output *out,
-				bool *admitted);
+				void *user, bool *admitted);
+
+/* Streaming. After each step the listener hears, per completion that made
+ * progress, the new tokens and the new text. Text that could still turn
+ * out to be the start of a stop string is held back, so a stop string is
+ * never streamed. */
+typedef struct vd_stream_update {
+	void *user;                  /* as given to vd_engine_add_request */
+	int index;                   /* completion index */
+	const char *delta;           /* new text, delta_len bytes (not NUL-ended) */
+	size_t delta_len;
+	const int32_t *tokens;       /* new token ids */
+	int n_tokens;
+	const vd_position_logprobs *logprobs; /* (n_tokens) or NULL */
+	bool finished;               /* this completion is done */
+	vd_finish_reason finish_reason;
+	bool request_finished;       /* every completion is done: out is final */
+	const vd_output *out;
+} vd_stream_update;
+
+typedef void (*vd_stream_fn)(void *ctx, const vd_stream_update *u);
+
+/* Set (or clear, fn NULL) the listener; called on the engine's thread. */
+void vd_engine_set_listener(vd_engine *e, vd_stream_fn fn, void *ctx);
+
+/* Finish the request admitted with `user` now: its completions end with
+ * finish reason "abort", its KV blocks are freed, and the listener hears a
+ * final update. VD_ERR_NOT_FOUND if no such request is running. */
+vd_status vd_engine_abort(vd_engine *e, void *user);
 /* Run one step; *n_finished counts requests that finished in it. An error
  * return means the engine itself failed. */
 vd_status vd_engine_step(vd_engine *e, int *n_finished);

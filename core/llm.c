@@ -149,7 +149,7 @@ vd_status vd_llm_generate(vd_llm *llm, const vd_request *reqs, int n, vd_output 
 		while (next < n && vd_engine_num_unfinished(e) < window && st == VD_OK) {
 			bool admitted;
 
-			st = vd_engine_add_request(e, &reqs[next], next, &o[next], &admitted);
+			st = vd_engine_add_request(e, &reqs[next], next, &o[next], NULL, &admitted);
 			next++;
 			done += !admitted;
 		}

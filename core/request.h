@@ -51,7 +51,9 @@ typedef struct vd_seq {
 	char *text;
 	size_t text_len, text_cap;
 	vd_completion *out;       /* points into the group's output */
-	int64_t logprobs_cap;
+	/* streaming: how much of the text and tokens the listener has seen */
+	size_t emitted_text;
+	int emitted_tokens;
 } vd_seq;
 
 struct vd_group {
@@ -64,6 +66,7 @@ struct vd_group {
 	vd_seq *seqs;             /* params.n sequences */
 	int n_seqs, n_finished;
 	vd_output *out;           /* the caller's output slot */
+	void *user;               /* the caller's handle (streaming, abort) */
 	size_t stop_lookback;     /* longest stop string */
 };
 
