@@ -653,6 +653,12 @@ vd_status vd_engine_abort(vd_engine *e, void *user)
 	return vd_errorf(VD_ERR_NOT_FOUND, "no running request with that handle");
 }
 
+void vd_engine_abort_all(vd_engine *e)
+{
+	while (e->groups)
+		abort_group(e, e->groups);
+}
+
 static vd_status fail_request(vd_output *out, vd_status st)
 {
 	out->status = st;
@@ -1124,8 +1130,7 @@ void vd_engine_destroy(vd_engine *e)
 {
 	if (!e)
 		return;
-	while (e->groups)
-		abort_group(e, e->groups);
+	vd_engine_abort_all(e);
 	if (e->be)
 		free_step_bufs(e->be, &e->b);
 	vd_scheduler_free(&e->sched);
@@ -1144,6 +1149,13 @@ void vd_engine_destroy(vd_engine *e)
 	vd_backend_destroy(e->be);
 	free(e->model_dir);
 	free(e);
+}
+
+vd_status vd_engine_placeholder(const vd_engine *e, int index, char *buf, size_t cap)
+{
+	if (!e->fam->placeholder)
+		return vd_errorf(VD_ERR_UNSUPPORTED, "the %s family takes no images", e->fam->name);
+	return e->fam->placeholder(e->fam_state, index, buf, cap);
 }
 
 const vd_tokenizer *vd_engine_tokenizer(const vd_engine *e)

@@ -63,6 +63,8 @@ void vd_engine_set_listener(vd_engine *e, vd_stream_fn fn, void *ctx);
  * finish reason "abort", its KV blocks are freed, and the listener hears a
  * final update. VD_ERR_NOT_FOUND if no such request is running. */
 vd_status vd_engine_abort(vd_engine *e, void *user);
+/* Abort every request in flight (after an engine failure, or shutdown). */
+void vd_engine_abort_all(vd_engine *e);
 /* Run one step; *n_finished counts requests that finished in it. An error
  * return means the engine itself failed. */
 vd_status vd_engine_step(vd_engine *e, int *n_finished);
@@ -72,6 +74,10 @@ void vd_engine_get_stats(const vd_engine *e, vd_engine_stats *s);
 
 /* The engine behind an offline-API handle (for tests and tools). */
 vd_engine *vd_llm_engine(vd_llm *llm);
+
+/* The family's placeholder text for the index-th (1-based) image of a chat
+ * message. Safe from any thread. */
+vd_status vd_engine_placeholder(const vd_engine *e, int index, char *buf, size_t cap);
 
 const vd_tokenizer *vd_engine_tokenizer(const vd_engine *e);
 const vd_family *vd_engine_family(const vd_engine *e);

@@ -203,25 +203,28 @@ void vd_outputs_free(vd_output *outs, int n)
 {
 	if (!outs)
 		return;
-	for (int i = 0; i < n; i++) {
-		vd_output *o = &outs[i];
-
-		free(o->error);
-		free(o->request_id);
-		free(o->prompt);
-		free(o->prompt_token_ids);
-		free_lps(o->prompt_logprobs, o->n_prompt_tokens);
-		for (int c = 0; c < o->n_completions; c++) {
-			vd_completion *k = &o->completions[c];
-
-			free(k->text);
-			free(k->token_ids);
-			free_lps(k->logprobs, k->n_tokens);
-			free(k->stop_reason);
-		}
-		free(o->completions);
-	}
+	for (int i = 0; i < n; i++)
+		vd_output_clear(&outs[i]);
 	free(outs);
+}
+
+void vd_output_clear(vd_output *o)
+{
+	free(o->error);
+	free(o->request_id);
+	free(o->prompt);
+	free(o->prompt_token_ids);
+	free_lps(o->prompt_logprobs, o->n_prompt_tokens);
+	for (int c = 0; c < o->n_completions; c++) {
+		vd_completion *k = &o->completions[c];
+
+		free(k->text);
+		free(k->token_ids);
+		free_lps(k->logprobs, k->n_tokens);
+		free(k->stop_reason);
+	}
+	free(o->completions);
+	memset(o, 0, sizeof(*o));
 }
 
 const char *vd_finish_reason_str(vd_finish_reason r)

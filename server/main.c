@@ -1,23 +1,28 @@
 /* vllmd: the command-line entry point.
- *   vllmd generate --model DIR [--config FILE] [--input F.jsonl] [--output F.jsonl]
+ *   vllmd --config FILE.yaml [flags]        the OpenAI-compatible daemon
+ *   vllmd serve [MODEL] [flags]             the same, vLLM style
+ *   vllmd generate --model DIR [--input F.jsonl] [--output F.jsonl] [flags]
  *   vllmd --help | --version
- * Options come from the one table in core/config.c (YAML keys and CLI flags).
- * The OpenAI-compatible daemon mode (`vllmd --config FILE` / `vllmd serve`)
- * lands with the server module. */
+ * Options come from the one table in core/config.c (YAML keys and CLI flags). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/config.h"
 #include "server/generate.h"
+#include "server/openai.h"
 #include "vllmd/llm.h"
 
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: vllmd generate --model DIR [--config FILE.yaml] [--input FILE.jsonl]\n"
+		"usage: vllmd --config FILE.yaml [options]        serve the OpenAI API\n"
+		"       vllmd serve MODEL_DIR [options]           the same, as `vllm serve`\n"
+		"       vllmd generate --model DIR [--config FILE.yaml] [--input FILE.jsonl]\n"
 		"                      [--output FILE.jsonl] [options]\n"
 		"       vllmd --help | --version\n\n"
+		"serve: POST /v1/chat/completions, POST /v1/completions, GET /v1/models,\n"
+		"GET /health, GET /version, GET /metrics. SIGTERM drains, then exits.\n\n"
 		"generate: offline batch inference. Each input line is one request:\n"
 		"  {\"prompt\": \"USER: <image>\\nWhat is this?\\nASSISTANT:\",\n"
 		"   \"multi_modal_data\": {\"image\": \"cat.jpg\"},\n"
@@ -147,6 +152,49 @@ out:
 	return rc;
 }
 
+/* `vllmd --config FILE`, `vllmd serve [MODEL]`: the daemon. */
+static int cmd_serve(int argc, char **argv)
+{
+	vd_config c;
+	int first_pos = argc, rc = 1;
+	vd_status st;
+
+	st = vd_config_init_defaults(&c);
+	if (st == VD_OK)
+		st = vd_config_parse_args(&c, argc, argv, &first_pos);
+	if (st != VD_OK) {
+		fprintf(stderr, "vllmd: %s\n", vd_error_message());
+		goto out;
+	}
+	if (c.help_requested) {
+		usage(stdout);
+		rc = 0;
+		goto out;
+	}
+	if (first_pos < argc) {
+		/* vllm serve MODEL */
+		if (first_pos + 1 < argc) {
+			fprintf(stderr, "vllmd serve: unexpected argument '%s'\n", argv[first_pos + 1]);
+			goto out;
+		}
+		st = vd_config_set(&c, "model", argv[first_pos]);
+		if (st != VD_OK) {
+			fprintf(stderr, "vllmd: %s\n", vd_error_message());
+			goto out;
+		}
+	}
+	st = vd_config_finalize(&c);
+	if (st != VD_OK) {
+		fprintf(stderr, "vllmd: %s\n", vd_error_message());
+		goto out;
+	}
+	vd_config_print_notices(&c, stderr);
+	rc = vd_serve(&c);
+out:
+	vd_config_free(&c);
+	return rc;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc >= 2 && (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version"))) {
@@ -155,12 +203,15 @@ int main(int argc, char **argv)
 	}
 	if (argc >= 2 && !strcmp(argv[1], "generate"))
 		return cmd_generate(argc - 1, argv + 1);
+	if (argc >= 2 && !strcmp(argv[1], "serve"))
+		return cmd_serve(argc - 1, argv + 1);
 	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
 		usage(argc < 2 ? stderr : stdout);
 		return argc < 2 ? 1 : 0;
 	}
-	fprintf(stderr,
-		"vllmd: unknown command '%s'. Commands: generate. (The OpenAI server, "
-		"`vllmd --config FILE.yaml`, is not built yet.)\n", argv[1]);
+	if (argv[1][0] == '-')
+		return cmd_serve(argc, argv);
+	fprintf(stderr, "vllmd: unknown command '%s'. Commands: serve, generate (or --config FILE "
+		"to serve).\n", argv[1]);
 	return 1;
 }

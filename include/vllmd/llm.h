@@ -165,6 +165,8 @@ typedef struct vd_output {
  * return means the engine itself failed. */
 vd_status vd_llm_generate(vd_llm *llm, const vd_request *reqs, int n, vd_output **outs);
 void vd_outputs_free(vd_output *outs, int n);
+/* Free what one output owns (not the struct itself) and zero it. */
+void vd_output_clear(vd_output *o);
 
 /* Name of a finish reason as vLLM prints it: "stop", "length", "abort". */
 const char *vd_finish_reason_str(vd_finish_reason r);
