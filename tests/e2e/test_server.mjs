@@ -1,0 +1,236 @@
+// End-to-end tests of the vllmd daemon, driven by the official OpenAI client.
+// Starts vllmd on the tiny LLaVA checkpoint (127.0.0.1, a free port) and a
+// local image server on 127.0.0.1; every loop here is bounded and every
+// process is stopped at the end.
+//   VLLMD=build/vllmd PLUGINS=build/build-plugins node --test tests/e2e/
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import http from 'node:http';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import OpenAI from 'openai';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const root = path.resolve(here, '..', '..');
+const VLLMD = process.env.VLLMD || path.join(root, 'build', 'vllmd');
+const PLUGINS = process.env.PLUGINS || path.join(root, 'build', 'build-plugins');
+const MODEL = path.join(root, 'tests', 'data', 'models', 'llava-tiny-a');
+const TEMPLATE = path.join(root, 'conf', 'template_llava.jinja');
+const IMG = fs.readFileSync(path.join(root, 'tests', 'data', 'models', 'images', 'wide.png'));
+const IMG2 = fs.readFileSync(path.join(root, 'tests', 'data', 'models', 'images', 'small.png'));
+const KEY = 'test-key';
+
+let imgServer, imgBase;
+const daemons = [];
+
+function startImageServer() {
+  return new Promise((resolve) => {
+    const s = http.createServer((req, res) => {
+      if (req.url === '/wide.png') { res.writeHead(200, { 'Content-Type': 'image/png' }); res.end(IMG); return; }
+      if (req.url === '/small.png') { res.writeHead(200, { 'Content-Type': 'image/png' }); res.end(IMG2); return; }
+      if (req.url === '/slow.png') {
+        const t = setTimeout(() => { res.writeHead(200); res.end(IMG); }, 3000);
+        req.on('close', () => clearTimeout(t));
+        return;
+      }
+      if (req.url === '/text') { res.writeHead(200, { 'Content-Type': 'text/plain' }); res.end('not an image at all'); return; }
+      res.writeHead(404); res.end();
+    });
+    s.listen(0, '127.0.0.1', () => resolve(s));
+  });
+}
+
+// Start a daemon; resolves with { proc, base, client } once it listens.
+function startDaemon(extra) {
+  return new Promise((resolve, reject) => {
+    const args = ['serve', MODEL, '--plugin-dir', PLUGINS, '--host', '127.0.0.1', '--port', '0',
+      '--served-model-name', 'llava-tiny', '--api-key', KEY, '--chat-template', TEMPLATE,
+      '--max-model-len', '512', '--image-fetch-timeout', '1', '--device', 'cpu', ...extra];
+    const proc = spawn(VLLMD, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    const timer = setTimeout(() => { proc.kill('SIGKILL'); reject(new Error('vllmd did not start: ' + err)); }, 60000);
+    proc.stderr.on('data', (d) => {
+      err += d.toString();
+      const m = err.match(/on http:\/\/[^:]+:(\d+)/);
+      if (m && !proc.base) {
+        clearTimeout(timer);
+        proc.base = `http://127.0.0.1:${m[1]}`;
+        const client = new OpenAI({ baseURL: proc.base + '/v1', apiKey: KEY, maxRetries: 0, timeout: 60000 });
+        resolve({ proc, base: proc.base, client, log: () => err });
+      }
+    });
+    proc.on('exit', (code) => { clearTimeout(timer); if (!proc.base) reject(new Error(`vllmd exited ${code}: ${err}`)); });
+    daemons.push(proc);
+  });
+}
+
+const userImage = (urls, text = 'What is in the picture?') => [{
+  role: 'user',
+  content: [...urls.map((u) => ({ type: 'image_url', image_url: { url: u } })), { type: 'text', text }],
+}];
+const dataUrl = (buf) => 'data:image/png;base64,' + buf.toString('base64');
+
+async function metrics(base) {
+  const r = await fetch(base + '/metrics');
+  const t = await r.text();
+  const num = (name) => Number((t.match(new RegExp('^' + name.replace(/:/g, '\\:') + ' (\\S+)$', 'm')) || [])[1]);
+  return { running: num('vllm:num_requests_running'), usage: num('vllm:kv_cache_usage_perc'), text: t };
+}
+
+async function expectError(p, status, re) {
+  try {
+    await p;
+  } catch (e) {
+    assert.equal(e.status, status, `status ${e.status}: ${e.message}`);
+    if (re) assert.match(e.message, re);
+    return e;
+  }
+  assert.fail(`expected HTTP ${status}`);
+}
+
+let D2, D1;
+before(async () => {
+  imgServer = await startImageServer();
+  imgBase = `http://127.0.0.1:${imgServer.address().port}`;
+  D2 = await startDaemon(['--limit-mm-per-prompt', 'image=2']);
+  D1 = await startDaemon(['--limit-mm-per-prompt', 'image=1']);
+});
+
+after(async () => {
+  for (const p of daemons) if (p.exitCode === null) p.kill('SIGKILL');
+  imgServer.close();
+});
+
+test('one image by http URL', async () => {
+  const r = await D2.client.chat.completions.create({
+    model: 'llava-tiny', messages: userImage([imgBase + '/wide.png']), max_tokens: 8, temperature: 0,
+  });
+  assert.equal(r.object, 'chat.completion');
+  assert.equal(r.choices.length, 1);
+  assert.equal(r.choices[0].message.role, 'assistant');
+  assert.equal(typeof r.choices[0].message.content, 'string');
+  assert.equal(r.choices[0].finish_reason, 'length');
+  assert.equal(r.usage.completion_tokens, 8);
+  assert.ok(r.usage.prompt_tokens > 16, 'image rows are counted in the prompt');
+});
+
+test('a data URL gives the same answer as the same image by http', async () => {
+  const a = await D2.client.chat.completions.create({
+    model: 'llava-tiny', messages: userImage([imgBase + '/wide.png']), max_tokens: 6, temperature: 0,
+  });
+  const b = await D2.client.chat.completions.create({
+    model: 'llava-tiny', messages: userImage([dataUrl(IMG)]), max_tokens: 6, temperature: 0,
+  });
+  assert.equal(b.choices[0].message.content, a.choices[0].message.content);
+});
+
+test('two images with limit 2, refused with limit 1', async () => {
+  const msgs = userImage([imgBase + '/wide.png', dataUrl(IMG2)], 'Compare them.');
+  const r = await D2.client.chat.completions.create({ model: 'llava-tiny', messages: msgs, max_tokens: 4, temperature: 0 });
+  assert.equal(r.usage.completion_tokens, 4);
+  await expectError(D1.client.chat.completions.create({ model: 'llava-tiny', messages: msgs, max_tokens: 4 }),
+    400, /At most 1 image\(s\) may be provided in one request\./);
+});
+
+test('streaming equals the whole answer, with usage', async () => {
+  const whole = await D2.client.chat.completions.create({
+    model: 'llava-tiny', messages: userImage([imgBase + '/wide.png']), max_tokens: 10, temperature: 0,
+  });
+  const stream = await D2.client.chat.completions.create({
+    model: 'llava-tiny', messages: userImage([imgBase + '/wide.png']), max_tokens: 10, temperature: 0,
+    stream: true, stream_options: { include_usage: true },
+  });
+  let text = '', finish = null, usage = null, chunks = 0;
+  for await (const c of stream) {
+    chunks++;
+    if (c.usage) usage = c.usage;
+    for (const ch of c.choices) {
+      text += ch.delta.content || '';
+      if (ch.finish_reason) finish = ch.finish_reason;
+    }
+  }
+  assert.ok(chunks >= 2);
+  assert.equal(text, whole.choices[0].message.content);
+  assert.equal(finish, 'length');
+  assert.equal(usage.completion_tokens, 10);
+});
+
+test('completions endpoint', async () => {
+  const r = await D2.client.completions.create({ model: 'llava-tiny', prompt: 'USER: Hello\nASSISTANT:', max_tokens: 5, temperature: 0, logprobs: 2 });
+  assert.equal(r.object, 'text_completion');
+  assert.equal(r.choices[0].logprobs.tokens.length, 5);
+  assert.equal(r.usage.completion_tokens, 5);
+});
+
+test('a slow image server exceeds the fetch timeout; the server stays healthy', async () => {
+  const t0 = Date.now();
+  await expectError(D2.client.chat.completions.create({
+    model: 'llava-tiny', messages: userImage([imgBase + '/slow.png']), max_tokens: 4,
+  }), 400, /tim/i);
+  assert.ok(Date.now() - t0 < 2900, 'failed before the image arrived');
+  const h = await fetch(D2.base + '/health');
+  assert.equal(h.status, 200);
+  const r = await D2.client.chat.completions.create({ model: 'llava-tiny', messages: userImage([imgBase + '/wide.png']), max_tokens: 2 });
+  assert.equal(r.usage.completion_tokens, 2);
+});
+
+test('bad requests get OpenAI error JSON', async () => {
+  const post = (body, headers = {}) => fetch(D2.base + '/v1/chat/completions', {
+    method: 'POST', body, headers: { 'Content-Type': 'application/json', Authorization: 'Bearer ' + KEY, ...headers },
+  });
+  let r = await post('{"model": "llava-tiny", "messages": [');
+  assert.equal(r.status, 400);
+  let j = await r.json();
+  assert.equal(j.error.code, 400);
+  assert.equal(typeof j.error.message, 'string');
+  await expectError(D2.client.chat.completions.create({ model: 'llava-tiny', messages: userImage(['data:image/png;base64,@@@notbase64']), max_tokens: 2 }), 400, /base64/);
+  await expectError(D2.client.chat.completions.create({ model: 'llava-tiny', messages: userImage([imgBase + '/text']), max_tokens: 2 }), 400);
+  await expectError(D2.client.chat.completions.create({ model: 'no-such-model', messages: userImage([imgBase + '/wide.png']), max_tokens: 2 }), 404, /does not exist/);
+  const bad = new OpenAI({ baseURL: D2.base + '/v1', apiKey: 'wrong', maxRetries: 0 });
+  await expectError(bad.chat.completions.create({ model: 'llava-tiny', messages: userImage([imgBase + '/wide.png']), max_tokens: 2 }), 401);
+  r = await fetch(D2.base + '/v1/nothing-here', { headers: { Authorization: 'Bearer ' + KEY } });
+  assert.equal(r.status, 404);
+});
+
+test('a client that disconnects mid-stream gets its KV blocks freed', async () => {
+  const ctl = new AbortController();
+  const stream = await D2.client.chat.completions.create({
+    model: 'llava-tiny', messages: userImage([imgBase + '/wide.png']), max_tokens: 400, temperature: 0,
+    ignore_eos: true, stream: true,
+  }, { signal: ctl.signal });
+  let n = 0;
+  try {
+    for await (const c of stream) { if (++n === 3) ctl.abort(); }
+  } catch { /* aborted */ }
+  let m;
+  for (let i = 0; i < 100; i++) {
+    m = await metrics(D2.base);
+    if (m.running === 0 && m.usage === 0) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.equal(m.running, 0);
+  assert.equal(m.usage, 0);
+});
+
+test('models, version, metrics', async () => {
+  const models = await D2.client.models.list();
+  assert.deepEqual(models.data.map((m) => m.id), ['llava-tiny']);
+  const v = await (await fetch(D2.base + '/version')).json();
+  assert.equal(typeof v.version, 'string');
+  const m = await metrics(D2.base);
+  assert.match(m.text, /vllm:time_to_first_token_seconds_bucket/);
+  assert.match(m.text, /vllmd:image_fetch_seconds_count \d+/);
+});
+
+test('SIGTERM drains in-flight requests, then exits 0', async () => {
+  const D = await startDaemon([]);
+  const p = D.client.chat.completions.create({ model: 'llava-tiny', messages: [{ role: 'user', content: 'Tell a long story.' }], max_tokens: 60, ignore_eos: true });
+  await new Promise((r) => setTimeout(r, 150));
+  const exited = new Promise((r) => D.proc.on('exit', (code) => r(code)));
+  D.proc.kill('SIGTERM');
+  const r = await p;
+  assert.equal(r.usage.completion_tokens, 60);
+  assert.equal(await exited, 0);
+});
