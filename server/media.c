@@ -5,6 +5,7 @@
  * number may run at once. Buffers never grow past max_bytes. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -518,27 +519,30 @@ static bool domain_allowed(const vd_media_opts *o, const char *host)
  * curl's own parser so the host checked is the host curl connects to. */
 static vd_status check_target(const http_xfer *x, const char *target, bool redirect)
 {
-	const char *what = redirect ? "redirect target" : "URL";
-	char *scheme = NULL, *host = NULL;
+	char *scheme = NULL, *host = NULL, shown[192], what[224];
 	CURLU *u = curl_url();
 	vd_status st = VD_OK;
-	char shown[192];
 
 	if (u == NULL)
 		return vd_errorf(VD_ERR_NOMEM, "media fetch: out of memory");
+	/* The message already names the URL the caller gave; only a redirect
+	 * target needs showing. */
 	url_for_msg(target, shown, sizeof(shown));
+	if (redirect)
+		snprintf(what, sizeof(what), "redirect target '%s'", shown);
+	else
+		snprintf(what, sizeof(what), "URL");
 	if (curl_url_set(u, CURLUPART_URL, target, CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK ||
 	    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK) {
-		st = failf(VD_ERR_INVALID_ARG, x->url, "malformed %s '%s'", what, shown);
+		st = failf(VD_ERR_INVALID_ARG, x->url, "malformed %s", what);
 		goto out;
 	}
 	if (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0) {
-		st = failf(VD_ERR_INVALID_ARG, x->url,
-			   "%s '%s' is not http or https", what, shown);
+		st = failf(VD_ERR_INVALID_ARG, x->url, "%s is not http or https", what);
 		goto out;
 	}
 	if (curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK || host[0] == '\0') {
-		st = failf(VD_ERR_INVALID_ARG, x->url, "%s '%s' has no host", what, shown);
+		st = failf(VD_ERR_INVALID_ARG, x->url, "%s has no host", what);
 		goto out;
 	}
 	if (x->o->n_allowed_domains > 0 && !domain_allowed(x->o, host))
@@ -604,7 +608,8 @@ static vd_status http_hop_start(http_xfer *x, const char *target)
 
 	if (left <= 0)
 		return timed_out(x);
-	ms = (long)ceil(left * 1000.0);
+	/* Clamped so the conversion stays defined where long is 32 bits. */
+	ms = left < INT_MAX / 1000.0 ? (long)ceil(left * 1000.0) : (long)INT_MAX;
 	if (curl_easy_setopt(x->h, CURLOPT_URL, target) != CURLE_OK ||
 	    curl_easy_setopt(x->h, CURLOPT_TIMEOUT_MS, ms) != CURLE_OK ||
 	    curl_easy_setopt(x->h, CURLOPT_CONNECTTIMEOUT_MS, ms) != CURLE_OK)

@@ -67,7 +67,7 @@ void vd_media_opts_from_config(const struct vd_config *c, vd_media_opts *o);
  *   VD_ERR_LIMIT        more than max_bytes, too many redirects
  *   VD_ERR_IO           connect/DNS/TLS failure, HTTP status not 2xx
  *                       ("HTTP 404"), unreadable file
- *   VD_ERR_NOMEM
+ *   VD_ERR_NOMEM; VD_ERR_BACKEND when libcurl lacks a needed option
  * Thread-safe once vd_media_global_init has returned. */
 vd_status vd_media_fetch(const char *url, const vd_media_opts *o,
 			 uint8_t **data, size_t *len);
