@@ -27,6 +27,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 bash scripts/make-tokenizers.sh
+# the Qwen2-VL fixtures use the npm-built Qwen tokenizer (kept out of git)
+for d in tests/data/models/qwen2vl-tiny-*; do
+	[ -s "$d/tokenizer.json" ] || cp tests/data/tok/qwen2/tokenizer.json "$d/"
+done
 
 if [ ! -x configure ] || [ configure.ac -nt configure ] || [ Makefile.am -nt Makefile.in ]; then
 	autoreconf -fi >/dev/null
