@@ -720,7 +720,8 @@ static vd_status prepare_group(vd_engine *e, vd_group *g)
 	vd_expansion_init(&g->exp);
 	in = (vd_prompt_in){ .struct_size = sizeof(in), .text = q->prompt,
 			     .ids = q->prompt_token_ids, .n_ids = q->n_prompt_token_ids,
-			     .items = ptrs, .n_items = g->n_items };
+			     .items = ptrs, .n_items = g->n_items,
+			     .add_special_tokens = q->add_special_tokens };
 	st = e->fam->expand(e->fam_state, &in, &g->exp);
 	if (st == VD_OK)
 		st = vd_expansion_validate(&g->exp, ptrs, g->n_items);

@@ -48,6 +48,7 @@ void vd_request_init(vd_request *r)
 	memset(r, 0, sizeof(*r));
 	r->struct_size = sizeof(*r);
 	vd_sampling_params_init(&r->params);
+	r->add_special_tokens = true;
 	r->num_crops = -1;
 	r->min_pixels = -1;
 	r->max_pixels = -1;

@@ -32,6 +32,11 @@ for d in tests/data/models/qwen2vl-tiny-*; do
 	[ -s "$d/tokenizer.json" ] || cp tests/data/tok/qwen2/tokenizer.json "$d/"
 done
 
+# the official OpenAI client for the daemon's end-to-end tests
+if [ ! -d tests/e2e/node_modules/openai ]; then
+	(cd tests/e2e && npm install --no-audit --no-fund --loglevel=error >/dev/null)
+fi
+
 if [ ! -x configure ] || [ configure.ac -nt configure ] || [ Makefile.am -nt Makefile.in ]; then
 	autoreconf -fi >/dev/null
 fi

@@ -683,6 +683,7 @@ static void handle_generate(app *a, const vd_http_req *rq, vd_http_resp *rs, boo
 			goto out;
 		}
 		r->req.prompt = vd_srv_req_own(r, prompt);
+		r->req.add_special_tokens = false; /* the template wrote BOS */
 		if (n_urls > a->cfg->limit_mm_per_prompt.image && a->cfg->limit_mm_per_prompt.image >= 0) {
 			snprintf(err, sizeof(err), "At most %lld image(s) may be provided in one request.",
 				 (long long)a->cfg->limit_mm_per_prompt.image);
@@ -1046,7 +1047,10 @@ int vd_serve(vd_config *c)
 		vd_worker_in_flight(a.worker));
 	atomic_store(&a.draining, true);
 	vd_http_quiesce(http);
-	for (int i = 0; i < 6000 && (vd_worker_in_flight(a.worker) > 0 || vd_http_active(http) > 0); i++)
+	for (int i = 0; i < 60000 && vd_worker_in_flight(a.worker) > 0; i++)
+		usleep(10000);
+	/* let the last responses flush; idle keep-alive connections just close */
+	for (int i = 0; i < 30 && vd_http_active(http) > 0; i++)
 		usleep(10000);
 	rc = 0;
 out:

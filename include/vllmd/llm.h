@@ -109,6 +109,8 @@ typedef struct vd_request {
 	const vd_image_input *images;
 	int n_images;
 	vd_sampling_params params;
+	bool add_special_tokens;       /* tokenize prompt with BOS (true);
+					* chat prompts from a template: false */
 	int num_crops;                 /* mm_processor_kwargs; -1 = default */
 	int64_t min_pixels, max_pixels;/* mm_processor_kwargs; -1 = default */
 } vd_request;

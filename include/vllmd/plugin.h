@@ -30,7 +30,8 @@ extern "C" {
 #endif
 
 #define VD_PLUGIN_ABI_MAJOR 1
-#define VD_PLUGIN_ABI_MINOR 0
+#define VD_PLUGIN_ABI_MINOR 2 /* 1: vd_prompt_in.add_special_tokens
+				* 2: qwen2 vit */
 #define VD_PLUGIN_ENTRY_SYMBOL "vd_plugin_entry"
 #define VD_PLUGIN_MAGIC 0x766c6d64u /* "vlmd" */
 
@@ -78,6 +79,8 @@ typedef struct vd_prompt_in {
 	int32_t n_ids;
 	const vd_mm_item *const *items;
 	int n_items;
+	bool add_special_tokens;     /* tokenize text with BOS etc. (chat: no,
+				      * the template wrote them) */
 } vd_prompt_in;
 
 /* Output of expansion; built through the vd_host_api exp_* functions. Opaque
@@ -159,6 +162,15 @@ typedef struct vd_host_api {
 	int32_t *(*exp_positions)(vd_expansion *e, int ndim, int32_t delta);
 	/* Number of tokens pushed so far. */
 	int64_t (*exp_len)(const vd_expansion *e);
+
+	/* Qwen2-VL vision transformer (minor 2): see vllmd/models.h */
+	vd_status (*qwen2_vit_config_from_hf)(const vd_json *vision_cfg, vd_qwen2_vit_config *cfg);
+	vd_status (*qwen2_vit_create)(vd_backend *be, const vd_weights *w, const char *prefix,
+				      const vd_qwen2_vit_config *cfg, vd_qwen2_vit **out);
+	void (*qwen2_vit_destroy)(vd_qwen2_vit *v);
+	vd_status (*qwen2_vit_forward)(vd_qwen2_vit *v, const float *pixels,
+				       const int64_t *grid_thw, int n, vd_tensor *out);
+	vd_status (*qwen2_vit_merge)(vd_qwen2_vit *v, const vd_tensor *x, vd_tensor *out);
 } vd_host_api;
 
 /* ---------------------------------------------------------- model context */

@@ -3,6 +3,7 @@
  * a two-layer MLP projector, and `<image>` placeholder expansion to the
  * tower's patch count. Reads weights in the llava-hf hub layout and in the
  * transformers >= 4.52 layout. Talks to the core only through vd_host_api. */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -546,7 +547,11 @@ static vd_status llava_expand(void *state, const vd_prompt_in *in, vd_expansion 
 	vd_status st = VD_OK;
 
 	if (in->text) {
-		st = H->tokenize(m->tok, in->text, strlen(in->text), true, &owned, &n);
+		/* add_special_tokens appeared in ABI minor 1 */
+		bool special = in->struct_size > offsetof(vd_prompt_in, add_special_tokens) ?
+			       in->add_special_tokens : true;
+
+		st = H->tokenize(m->tok, in->text, strlen(in->text), special, &owned, &n);
 		if (st != VD_OK)
 			return st;
 		ids = owned;
