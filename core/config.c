@@ -13,6 +13,7 @@
 #include <yaml.h>
 
 #include "core/config.h"
+#include "vllmd/llm.h"
 #include "vllmd/json.h"
 
 #define OFF(field) offsetof(vd_config, field)
@@ -1228,4 +1229,29 @@ void vd_config_print_notices(const vd_config *c, FILE *f)
 	if (c->trust_remote_code)
 		fputs("vllmd: note: trust_remote_code is accepted for vLLM compatibility and "
 		      "ignored; vllmd never runs code shipped with a checkpoint\n", f);
+}
+
+void vd_config_to_engine_args(const vd_config *c, vd_engine_args *a)
+{
+	static const char *const devices[] = { "auto", "cpu", "cuda" };
+	static const char *const dtypes[] = { "auto", "float32", "bfloat16", "float16" };
+
+	vd_engine_args_init(a);
+	a->model = c->model;
+	a->tokenizer = c->tokenizer;
+	a->plugin_dir = c->plugin_dir;
+	a->device = devices[c->device];
+	a->dtype = dtypes[c->dtype];
+	a->max_model_len = (int)c->max_model_len;
+	if (c->limit_mm_per_prompt.image >= 0)
+		a->limit_images = (int)c->limit_mm_per_prompt.image;
+	a->max_num_seqs = (int)c->max_num_seqs;
+	a->max_num_batched_tokens = (int)c->max_num_batched_tokens;
+	a->block_size = (int)c->block_size;
+	a->kv_cache_memory = c->kv_cache_memory;
+	a->gpu_memory_utilization = c->gpu_memory_utilization;
+	a->enable_prefix_caching = c->enable_prefix_caching;
+	a->num_threads = (int)c->num_threads;
+	a->max_image_pixels = c->max_image_pixels;
+	a->seed = (uint64_t)c->seed;
 }

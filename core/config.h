@@ -163,6 +163,10 @@ vd_status vd_config_parse_args(vd_config *c, int argc, char **argv, int *first_p
  * model, served_model_name to [model]. Errors: VD_ERR_INVALID_ARG. */
 vd_status vd_config_finalize(vd_config *c);
 
+struct vd_engine_args;
+/* The engine arguments c names (vllmd/llm.h); strings stay owned by c. */
+void vd_config_to_engine_args(const vd_config *c, struct vd_engine_args *a);
+
 /* Print every option: CLI flag, YAML key, type, default and help. */
 void vd_config_print_help(FILE *f);
 

@@ -237,21 +237,6 @@ void vd_clip_destroy(vd_clip *c)
 	free(c);
 }
 
-/* A (T, H, D) view of columns [col0, col0 + H D) of a 2-D buffer. */
-static vd_tensor heads_view(const vd_tensor *buf, int64_t col0, int64_t H, int64_t D)
-{
-	vd_tensor v = *buf;
-
-	v.alloc = NULL;
-	v.ndim = 3;
-	v.shape[1] = H;
-	v.shape[2] = D;
-	v.stride[1] = D;
-	v.stride[2] = 1;
-	v.data = (char *)buf->data + col0 * (int64_t)vd_dtype_size(buf->dtype);
-	return v;
-}
-
 /* The scratch of one forward call. */
 typedef struct clip_scratch {
 	vd_tensor img;     /* (n, C, S, S) */
@@ -316,8 +301,8 @@ static vd_status run_layer(vd_clip *c, const clip_layer *L, clip_scratch *s, int
 	const vd_ops *o = be->ops;
 	int64_t hid = c->cfg.hidden_size, H = c->cfg.num_heads, D = hid / H;
 	float eps = c->cfg.layer_norm_eps, scale = (float)(1.0 / sqrt((double)D));
-	vd_tensor q = heads_view(&s->qkv, 0, H, D), k = heads_view(&s->qkv, hid, H, D);
-	vd_tensor v = heads_view(&s->qkv, 2 * hid, H, D), a3 = heads_view(&s->attn, 0, H, D);
+	vd_tensor q = vd_tensor_heads(&s->qkv, 0, H, D), k = vd_tensor_heads(&s->qkv, hid, H, D);
+	vd_tensor v = vd_tensor_heads(&s->qkv, 2 * hid, H, D), a3 = vd_tensor_heads(&s->attn, 0, H, D);
 	vd_status st;
 
 	if ((st = o->layernorm(be, x, &L->ln1_w, &L->ln1_b, eps, &s->h)) ||

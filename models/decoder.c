@@ -547,21 +547,6 @@ static vd_status ensure_workspace(vd_decoder *d, int64_t T, int64_t n)
 	return VD_OK;
 }
 
-/* A (T, H, D) view of columns [col0, col0 + H D) of a 2-D buffer. */
-static vd_tensor heads_view(const vd_tensor *buf, int64_t col0, int64_t H, int64_t D)
-{
-	vd_tensor v = *buf;
-
-	v.alloc = NULL;
-	v.ndim = 3;
-	v.shape[1] = H;
-	v.shape[2] = D;
-	v.stride[1] = D;
-	v.stride[2] = 1;
-	v.data = (char *)buf->data + col0 * (int64_t)vd_dtype_size(buf->dtype);
-	return v;
-}
-
 vd_status vd_decoder_forward(vd_decoder *d, vd_tensor *x, const int32_t *positions,
 			     const int32_t *rope_table, const vd_attn_meta *meta,
 			     vd_tensor *k_cache, vd_tensor *v_cache, const int32_t *logit_rows,
@@ -600,11 +585,11 @@ vd_status vd_decoder_forward(vd_decoder *d, vd_tensor *x, const int32_t *positio
 	rope.table_idx = s->rope_type == VD_ROPE_LONGROPE ? rope_table : NULL;
 	h = vd_tensor_rows(&d->h, 0, T);
 	qkv = vd_tensor_rows(&d->qkv, 0, T);
-	q = heads_view(&qkv, 0, H, D);
-	k = heads_view(&qkv, H * D, Hkv, D);
-	v = heads_view(&qkv, (H + Hkv) * D, Hkv, D);
+	q = vd_tensor_heads(&qkv, 0, H, D);
+	k = vd_tensor_heads(&qkv, H * D, Hkv, D);
+	v = vd_tensor_heads(&qkv, (H + Hkv) * D, Hkv, D);
 	attn = vd_tensor_rows(&d->attn, 0, T);
-	attn3 = heads_view(&attn, 0, H, D);
+	attn3 = vd_tensor_heads(&attn, 0, H, D);
 	out = vd_tensor_rows(&d->o, 0, T);
 	gu = vd_tensor_rows(&d->gu, 0, T);
 	act = vd_tensor_rows(&d->act, 0, T);

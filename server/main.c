@@ -33,32 +33,6 @@ static void usage(FILE *f)
 	vd_config_print_help(f);
 }
 
-/* The engine arguments a config names. Strings stay owned by c. */
-static void engine_args_from_config(const vd_config *c, vd_engine_args *a)
-{
-	static const char *const devices[] = { "auto", "cpu", "cuda" };
-	static const char *const dtypes[] = { "auto", "float32", "bfloat16", "float16" };
-
-	vd_engine_args_init(a);
-	a->model = c->model;
-	a->tokenizer = c->tokenizer;
-	a->plugin_dir = c->plugin_dir;
-	a->device = devices[c->device];
-	a->dtype = dtypes[c->dtype];
-	a->max_model_len = (int)c->max_model_len;
-	if (c->limit_mm_per_prompt.image >= 0)
-		a->limit_images = (int)c->limit_mm_per_prompt.image;
-	a->max_num_seqs = (int)c->max_num_seqs;
-	a->max_num_batched_tokens = (int)c->max_num_batched_tokens;
-	a->block_size = (int)c->block_size;
-	a->kv_cache_memory = c->kv_cache_memory;
-	a->gpu_memory_utilization = c->gpu_memory_utilization;
-	a->enable_prefix_caching = c->enable_prefix_caching;
-	a->num_threads = (int)c->num_threads;
-	a->max_image_pixels = c->max_image_pixels;
-	a->seed = (uint64_t)c->seed;
-}
-
 static int cmd_generate(int argc, char **argv)
 {
 	vd_config c;
@@ -124,7 +98,7 @@ static int cmd_generate(int argc, char **argv)
 		out = stdout;
 		goto out;
 	}
-	engine_args_from_config(&c, &a);
+	vd_config_to_engine_args(&c, &a);
 	a.show_progress = true;
 	st = vd_llm_create(&a, &llm);
 	if (st != VD_OK) {

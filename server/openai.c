@@ -967,8 +967,6 @@ static void on_signal(int sig)
 
 int vd_serve(vd_config *c)
 {
-	static const char *const devices[] = { "auto", "cpu", "cuda" };
-	static const char *const dtypes[] = { "auto", "float32", "bfloat16", "float16" };
 	app a = { .cfg = c };
 	vd_engine_args ea;
 	vd_http_server *http = NULL;
@@ -979,24 +977,7 @@ int vd_serve(vd_config *c)
 	vd_status st;
 
 	pthread_mutex_init(&a.mu, NULL);
-	vd_engine_args_init(&ea);
-	ea.model = c->model;
-	ea.tokenizer = c->tokenizer;
-	ea.plugin_dir = c->plugin_dir;
-	ea.device = devices[c->device];
-	ea.dtype = dtypes[c->dtype];
-	ea.max_model_len = (int)c->max_model_len;
-	if (c->limit_mm_per_prompt.image >= 0)
-		ea.limit_images = (int)c->limit_mm_per_prompt.image;
-	ea.max_num_seqs = (int)c->max_num_seqs;
-	ea.max_num_batched_tokens = (int)c->max_num_batched_tokens;
-	ea.block_size = (int)c->block_size;
-	ea.kv_cache_memory = c->kv_cache_memory;
-	ea.gpu_memory_utilization = c->gpu_memory_utilization;
-	ea.enable_prefix_caching = c->enable_prefix_caching;
-	ea.num_threads = (int)c->num_threads;
-	ea.max_image_pixels = c->max_image_pixels;
-	ea.seed = (uint64_t)c->seed;
+	vd_config_to_engine_args(c, &ea);
 	st = vd_media_global_init();
 	if (st == VD_OK)
 		st = vd_engine_create(&ea, &a.engine);

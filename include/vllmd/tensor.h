@@ -103,6 +103,22 @@ static inline vd_tensor vd_tensor_rows(const vd_tensor *t, int64_t row0, int64_t
 	return v;
 }
 
+/* A (T, H, D) view of columns [col0, col0 + H*D) of a 2-D (T, C) tensor,
+ * e.g. the q, k or v part of a fused qkv buffer. Borrowed from buf. */
+static inline vd_tensor vd_tensor_heads(const vd_tensor *buf, int64_t col0, int64_t H, int64_t D)
+{
+	vd_tensor v = *buf;
+
+	v.alloc = NULL;
+	v.ndim = 3;
+	v.shape[1] = H;
+	v.shape[2] = D;
+	v.stride[1] = D;
+	v.stride[2] = 1;
+	v.data = (char *)buf->data + col0 * (int64_t)vd_dtype_size(buf->dtype);
+	return v;
+}
+
 /* "f32", "bf16", ...; never NULL. */
 static inline const char *vd_dtype_name(vd_dtype t)
 {
