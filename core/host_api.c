@@ -63,6 +63,11 @@ static const vd_host_api host_api = {
 	.exp_push_image = vd_expansion_push_image,
 	.exp_positions = vd_expansion_positions,
 	.exp_len = vd_expansion_len,
+	.qwen2_vit_config_from_hf = vd_qwen2_vit_config_from_hf,
+	.qwen2_vit_create = vd_qwen2_vit_create,
+	.qwen2_vit_destroy = vd_qwen2_vit_destroy,
+	.qwen2_vit_forward = vd_qwen2_vit_forward,
+	.qwen2_vit_merge = vd_qwen2_vit_merge,
 };
 
 const vd_host_api *vd_host_api_get(void)

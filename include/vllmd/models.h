@@ -124,6 +124,48 @@ void vd_clip_destroy(vd_clip *c);
  * run_layers layers, CLS row first for each image. */
 vd_status vd_clip_forward(vd_clip *c, const float *pixels, int n, vd_tensor *out);
 
+/* ------------------------------------------------------------ Qwen2-VL ViT */
+
+typedef struct vd_qwen2_vit_config {
+	int depth;
+	int embed_dim;
+	int hidden_size;        /* merger output width (the LLM's hidden) */
+	int num_heads;
+	int mlp_dim;            /* embed_dim * mlp_ratio */
+	int in_chans;
+	int patch_size;
+	int temporal_patch_size;
+	int spatial_merge_size;
+	float layer_norm_eps;   /* 1e-6, fixed in transformers */
+	vd_act hidden_act;      /* quick_gelu by default */
+} vd_qwen2_vit_config;
+
+/* Fill from a Qwen2VLVisionConfig node with the transformers defaults. */
+vd_status vd_qwen2_vit_config_from_hf(const vd_json *vision_cfg, vd_qwen2_vit_config *cfg);
+
+typedef struct vd_qwen2_vit vd_qwen2_vit;
+
+/* Build the tower from weights under prefix ("visual." or "model.visual."):
+ * patch_embed.proj.weight (the Conv3d kernel, used as a (embed, C*T*p*p)
+ * matrix), blocks.<i>.{norm1,norm2,attn.qkv,attn.proj,mlp.fc1,mlp.fc2} and
+ * merger.{ln_q,mlp.0,mlp.2}. Weights are borrowed for the call only. */
+vd_status vd_qwen2_vit_create(vd_backend *be, const vd_weights *w, const char *prefix,
+			      const vd_qwen2_vit_config *cfg, vd_qwen2_vit **out);
+void vd_qwen2_vit_destroy(vd_qwen2_vit *v);
+/* Vision blocks over n images.
+ *   pixels    host f32 (N, C*T*p*p), N = sum of t*h*w, each image's patches
+ *             in merge-block order as Qwen2VLImageProcessor emits them
+ *   grid_thw  host (n, 3) patch grids; h and w multiples of the merge size
+ * out: backend tensor (N, embed_dim) allocated here and owned by the
+ * caller: the hidden state after the last block (the merger's input);
+ * attention stays inside each frame of each image. */
+vd_status vd_qwen2_vit_forward(vd_qwen2_vit *v, const float *pixels, const int64_t *grid_thw,
+			       int n, vd_tensor *out);
+/* PatchMerger: x (N, embed_dim) -> out (N / merge^2, hidden_size), out
+ * allocated here and owned by the caller: ln_q, merge^2 consecutive rows
+ * joined into one, mlp.0, GELU, mlp.2. */
+vd_status vd_qwen2_vit_merge(vd_qwen2_vit *v, const vd_tensor *x, vd_tensor *out);
+
 #ifdef __cplusplus
 }
 #endif

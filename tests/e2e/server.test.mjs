@@ -43,12 +43,12 @@ function startImageServer() {
 }
 
 // Start a daemon; resolves with { proc, base, client } once it listens.
-function startDaemon(extra) {
+function startDaemon(extra, argv) {
   return new Promise((resolve, reject) => {
-    const args = ['serve', MODEL, '--plugin-dir', PLUGINS, '--host', '127.0.0.1', '--port', '0',
+    const args = argv || ['serve', MODEL, '--plugin-dir', PLUGINS, '--host', '127.0.0.1', '--port', '0',
       '--served-model-name', 'llava-tiny', '--api-key', KEY, '--chat-template', TEMPLATE,
       '--max-model-len', '512', '--image-fetch-timeout', '1', '--device', 'cpu', ...extra];
-    const proc = spawn(VLLMD, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    const proc = spawn(VLLMD, args, { stdio: ['ignore', 'ignore', 'pipe'], cwd: root });
     let err = '';
     const timer = setTimeout(() => { proc.kill('SIGKILL'); reject(new Error('vllmd did not start: ' + err)); }, 60000);
     proc.stderr.on('data', (d) => {
@@ -233,4 +233,34 @@ test('SIGTERM drains in-flight requests, then exits 0', async () => {
   const r = await p;
   assert.equal(r.usage.completion_tokens, 60);
   assert.equal(await exited, 0);
+});
+
+test('conf/phi35.yaml serves the seed\'s two-image chat request (tiny Phi-3.5-V)', async () => {
+  const D = await startDaemon(null, ['--config', 'conf/phi35.yaml',
+    '--model', path.join(root, 'tests', 'data', 'models', 'phi3v-tiny-a'), '--plugin-dir', PLUGINS,
+    '--host', '127.0.0.1', '--port', '0', '--max-model-len', '384', '--device', 'cpu']);
+  try {
+    const r = await D.client.chat.completions.create({
+      model: 'microsoft/Phi-3.5-vision-instruct',
+      messages: [{
+        role: 'user',
+        content: [
+          { type: 'text', text: 'What are the animals in these images?' },
+          { type: 'image_url', image_url: { url: imgBase + '/wide.png' } },
+          { type: 'image_url', image_url: { url: dataUrl(IMG2) } },
+        ],
+      }],
+      max_tokens: 8, temperature: 0,
+    });
+    assert.equal(r.choices[0].message.role, 'assistant');
+    assert.equal(r.usage.completion_tokens <= 8, true);
+    assert.ok(r.usage.prompt_tokens > 40, 'both images expanded into the prompt');
+    await expectError(D.client.chat.completions.create({
+      model: 'microsoft/Phi-3.5-vision-instruct',
+      messages: userImage([imgBase + '/wide.png', imgBase + '/wide.png', imgBase + '/small.png']),
+      max_tokens: 2,
+    }), 400, /At most 2 image\(s\)/);
+  } finally {
+    D.proc.kill('SIGTERM');
+  }
 });
