@@ -1,8 +1,9 @@
 /* Internal interface of the Jinja2 engine behind core/chat_template.c:
- * values, the per-render arena, the syntax tree, and the entry points of the
- * lexer (jinja_lex.c), parser (jinja_parse.c), value helpers (jinja_value.c),
- * evaluator (jinja_eval.c) and built-ins (jinja_builtins.c). Nothing here is
- * visible outside core/; a compiled tree is immutable, a render owns its arena. */
+ * values, arenas, the syntax tree, and the entry points of the lexer
+ * (jinja_lex.c), parser (jinja_parse.c), symbol analysis (jinja_scope.c),
+ * values (jinja_value.c), strings (jinja_str.c), evaluator (jinja_eval.c) and
+ * built-ins (jinja_builtins.c). Nothing here leaves core/; a compiled tree is
+ * immutable, and each render owns the arena its values live in. */
 #ifndef VD_JINJA_INTERNAL_H
 #define VD_JINJA_INTERNAL_H
 
@@ -19,12 +20,15 @@ typedef struct vd_jarena {
 	vd_jarena_chunk *head;
 	size_t total; /* bytes held in chunks */
 	size_t limit; /* allocation fails past this many bytes (0 = none) */
+	bool hit_limit; /* an allocation failed because of limit, not malloc */
 } vd_jarena;
 
 /* Zeroed block of n bytes aligned for any type; NULL when malloc fails or
  * the arena would pass its limit. */
 void *vd_jarena_alloc(vd_jarena *a, size_t n);
-void vd_jarena_free(vd_jarena *a);
+/* The same without the zeroing, for buffers the caller fills. */
+void *vd_jarena_alloc_raw(vd_jarena *a, size_t n);
+void vd_jarena_free(vd_jarena *a); /* every block at once; a is reusable */
 /* Copy of n bytes plus a terminating NUL. */
 char *vd_jarena_strndup(vd_jarena *a, const char *s, size_t n);
 
@@ -75,19 +79,19 @@ struct vd_jdict { vd_jv *keys, *vals; size_t n, cap; };
 struct vd_jloop {
 	const vd_jlist *items; /* after the loop's `if` filter */
 	size_t index0;
-	int depth0;
 };
 struct vd_jmethod { vd_jv self; int id; /* index into the method table */ };
 
-/* Builders, all allocating in the arena; -1 when it is full (the caller
- * reports VD_ERR_NOMEM/LIMIT through vd_jinja_oom()). */
+/* Scalar values, and containers allocated in the arena; allocating ones
+ * return NULL or -1 when it is full (the caller reports VD_ERR_NOMEM/LIMIT
+ * through vd_jinja_oom()). A list has room for cap items, n of them used. */
 vd_jv vd_jv_none(void);
 vd_jv vd_jv_bool(bool b);
 vd_jv vd_jv_int(int64_t i);
 vd_jv vd_jv_float(double f);
 vd_jv vd_jv_str(const char *p, size_t n); /* borrows p */
 vd_jlist *vd_jlist_new(vd_jarena *a, size_t cap);
-int vd_jlist_push(vd_jarena *a, vd_jlist *l, vd_jv v);
+int vd_jlist_push(vd_jarena *a, vd_jlist *l, vd_jv v); /* grows l as needed */
 vd_jdict *vd_jdict_new(vd_jarena *a, size_t cap);
 /* Insert or replace (keeping the original position), keys compared with
  * Python equality. */
@@ -96,12 +100,12 @@ int vd_jdict_set(vd_jarena *a, vd_jdict *d, vd_jv key, vd_jv val);
 long vd_jdict_find(const vd_jdict *d, vd_jv key);
 long vd_jdict_find_str(const vd_jdict *d, const char *key, size_t n);
 
-/* Growable byte buffer in the arena (the old block is left behind). */
+/* Growable byte buffer in the arena (the old block is left behind when it
+ * grows); p stays NUL-terminated after every append, which returns -1 when
+ * the arena is full. */
 typedef struct vd_jbuf { char *p; size_t n, cap; } vd_jbuf;
 int vd_jbuf_put(vd_jarena *a, vd_jbuf *b, const char *s, size_t n);
 int vd_jbuf_puts(vd_jarena *a, vd_jbuf *b, const char *s);
-int vd_jbuf_printf(vd_jarena *a, vd_jbuf *b, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
 int vd_jbuf_putc(vd_jarena *a, vd_jbuf *b, char c);
 
 /* Python semantics on values. */
@@ -118,8 +122,6 @@ int vd_jv_str_to(vd_jarena *a, vd_jbuf *b, vd_jv v);
 int vd_jv_repr_to(vd_jarena *a, vd_jbuf *b, vd_jv v);
 /* str(v) as a string value (strings are returned as they are). */
 int vd_jv_to_str(vd_jarena *a, vd_jv v, vd_jv *out);
-/* repr(float) as Python prints it ("1.0", "1e+16", "0.1"); buf >= 32 bytes. */
-void vd_jv_float_repr(double f, char *buf);
 /* json.dumps(v, ensure_ascii, indent, separators, sort_keys) appended to b.
  * indent NULL = compact; item_sep/key_sep NULL = Python's defaults. Returns
  * 0, -1 for a full arena, or 1 with a TypeError message in *err. */
@@ -157,11 +159,24 @@ enum {
 	VD_JOP_IN, VD_JOP_NOTIN,
 };
 
-/* Macro flags (vd_jnode.flags on VD_JN_MACRO / VD_JN_CALLBLOCK). */
-enum { VD_JMACRO_VARARGS = 1, VD_JMACRO_KWARGS = 2, VD_JMACRO_CALLER = 4 };
+/* Macro flags (vd_jnode.flags on VD_JN_MACRO / VD_JN_CALLBLOCK): the body
+ * uses `varargs` / `kwargs`, so the macro accepts extra arguments. */
+enum { VD_JMACRO_VARARGS = 1, VD_JMACRO_KWARGS = 2 };
 
 typedef struct vd_jbuiltin vd_jbuiltin;
 typedef struct vd_jnode vd_jnode;
+
+/* Names a frame binds to Undefined when it is entered: those it assigns
+ * before any use and that no enclosing frame knows (Jinja2's
+ * VAR_LOAD_UNDEFINED), so that reads in nested loops and macros before the
+ * assignment see Undefined rather than a context variable of that name. */
+typedef struct vd_jframe {
+	const char **names;
+	size_t n;
+} vd_jframe;
+
+/* IF node flag: the node is an {% elif %} branch of the IF holding it. */
+#define VD_JIF_ELIF 1
 
 /* One node; which fields a kind uses:
  *  DATA str/slen | OUTPUT a | IF a, kids (body), kids2 (else)
@@ -194,6 +209,9 @@ struct vd_jnode {
 	const char **names;
 	size_t nnames;
 	const vd_jbuiltin *builtin;
+	vd_jframe frame;  /* FOR body, MACRO, CALLBLOCK, SETBLOCK, FILTERBLOCK,
+			   * WITH, GENERATION */
+	vd_jframe frame2; /* FOR else */
 };
 
 /* ---- lexer and parser ---- */
@@ -218,10 +236,15 @@ typedef struct vd_jtok {
  * text live in arena a. VD_ERR_FORMAT with line and column on bad input. */
 vd_status vd_jinja_lex(vd_jarena *a, const char *src, size_t len,
 		       vd_jtok **toks, size_t *ntoks);
-/* Parse tokens into a statement list (arena a). Unknown tags, filters and
- * tests are syntax errors, as Jinja2 reports them when compiling. */
+/* Parse tokens into a statement list (arena a). Unknown tags are syntax
+ * errors; so are unknown filters and tests outside if-statements and inline
+ * if-expressions (inside them they fail when evaluated), as in Jinja2. */
 vd_status vd_jinja_parse(vd_jarena *a, const vd_jtok *toks, size_t ntoks,
 			 vd_jnode ***body, size_t *nbody);
+
+/* Jinja2's symbol analysis (jinja2/idtracking.py): fill the vd_jframe sets
+ * of every frame-creating node and *root for the template body. */
+vd_status vd_jinja_analyze(vd_jarena *a, vd_jnode *const *body, size_t n, vd_jframe *root);
 
 /* ---- built-ins ---- */
 
@@ -240,14 +263,40 @@ struct vd_jbuiltin {
 	bool kwargs; /* accepts any keyword (collected as a dict in the last slot) */
 };
 
+/* The filter / test of that name, or NULL. */
 const vd_jbuiltin *vd_jinja_filter(const char *name);
 const vd_jbuiltin *vd_jinja_test(const char *name);
-/* Method `name` of v's type, or NULL (Python attribute lookup fails). */
+/* Method `name` of v's type (id for vd_jinja_method_by_id), or NULL when
+ * Python's attribute lookup would fail. A method without fn is one the
+ * sandbox refuses (list.append, dict.update, ...). */
 const vd_jbuiltin *vd_jinja_method(vd_jv self, const char *name, int *id);
 const vd_jbuiltin *vd_jinja_method_by_id(int id);
-/* Global functions (range, namespace, dict, raise_exception, strftime_now). */
+/* Global functions (range, namespace, dict, raise_exception, strftime_now):
+ * index of name or -1, and the function at an index. */
 int vd_jinja_global_find(const char *name);
 const vd_jbuiltin *vd_jinja_global(int id);
+
+/* ---- strings (jinja_str.c) ---- */
+
+enum {
+	VD_JCASE_UPPER, VD_JCASE_LOWER,
+	VD_JCASE_TITLE,      /* str.title() */
+	VD_JCASE_CAPITALIZE, /* str.capitalize() */
+	VD_JCASE_JTITLE,     /* Jinja's title filter: words split at -, space, ( { [ < */
+};
+/* Case mapping of str(v) with Python's full (multi-character) mappings. */
+int vd_jstr_case(struct vd_jrender *r, vd_jv v, int mode, vd_jv *out);
+/* str.strip/lstrip/rstrip: chars MISSING or None strips whitespace. */
+int vd_jstr_strip(struct vd_jrender *r, const vd_jnode *at, vd_jv s, vd_jv chars, bool left,
+		  bool right, vd_jv *out);
+/* str.replace(old, new, count) with count < 0 meaning all. */
+int vd_jstr_replace(struct vd_jrender *r, vd_jv s, vd_jv old, vd_jv repl, int64_t count,
+		    vd_jv *out);
+/* Python's printf-style fmt % args. */
+int vd_jstr_percent(struct vd_jrender *r, const vd_jnode *at, vd_jv fmt, vd_jv args,
+		    vd_jv *out);
+/* str.splitlines() pieces of s (without line ends). */
+int vd_jstr_splitlines(struct vd_jrender *r, vd_jv s, vd_jlist **out);
 
 /* ---- evaluator ---- */
 
@@ -269,8 +318,10 @@ int vd_jinja_oom(vd_jrender *r);
 /* Raise the error an Undefined carries. */
 int vd_jinja_undef_fail(vd_jrender *r, const vd_jnode *at, vd_jv u);
 
-/* Render body with ctx (a dict of context variables) appended to r->out. */
-int vd_jinja_exec(vd_jrender *r, vd_jnode *const *body, size_t n, const vd_jdict *ctx);
+/* Render body (whose frame is root) with ctx (a dict of context variables)
+ * appended to r->out. */
+int vd_jinja_exec(vd_jrender *r, vd_jnode *const *body, size_t n, const vd_jframe *root,
+		  const vd_jdict *ctx);
 /* Helpers the built-ins share with the evaluator. */
 int vd_jinja_getattr(vd_jrender *r, const vd_jnode *at, vd_jv obj, const char *name,
 		     size_t n, vd_jv *out);
@@ -278,10 +329,10 @@ int vd_jinja_getitem(vd_jrender *r, const vd_jnode *at, vd_jv obj, vd_jv key, vd
 /* Items of an iterable (list/tuple, dict keys, string characters, empty for
  * Undefined) as a list; TypeError for anything else. */
 int vd_jinja_iterate(vd_jrender *r, const vd_jnode *at, vd_jv v, const vd_jlist **out);
-/* Call a callable value with positional and keyword arguments. */
-int vd_jinja_call(vd_jrender *r, const vd_jnode *at, vd_jv fn, const vd_jv *args,
-		  size_t nargs, const char *const *kwn, const vd_jv *kwv, size_t nkw,
-		  vd_jv *out);
+/* Python's a <op> b for the arithmetic VD_JOP_* (ADD..POW). */
+int vd_jinja_binop(vd_jrender *r, const vd_jnode *at, int op, vd_jv a, vd_jv b, vd_jv *out);
+/* Python's a <op> b for the comparison VD_JOP_* (EQ..NOTIN). */
+int vd_jinja_compare(vd_jrender *r, const vd_jnode *at, int op, vd_jv a, vd_jv b, bool *out);
 /* Apply a test by descriptor to v with extra positional args. */
 int vd_jinja_apply_test(vd_jrender *r, const vd_jnode *at, const vd_jbuiltin *t,
 			vd_jv v, const vd_jv *args, size_t nargs, bool *out);

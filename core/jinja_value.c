@@ -22,7 +22,7 @@ struct vd_jarena_chunk {
 
 #define JARENA_CHUNK (64 * 1024)
 
-void *vd_jarena_alloc(vd_jarena *a, size_t n)
+void *vd_jarena_alloc_raw(vd_jarena *a, size_t n)
 {
 	vd_jarena_chunk *c = a->head;
 	size_t need = (n + 15) & ~(size_t)15;
@@ -33,8 +33,10 @@ void *vd_jarena_alloc(vd_jarena *a, size_t n)
 	if (!c || c->cap - c->used < need) {
 		size_t cap = need > JARENA_CHUNK ? need : JARENA_CHUNK;
 
-		if (a->limit && a->total + cap > a->limit)
+		if (a->limit && a->total + cap > a->limit) {
+			a->hit_limit = true;
 			return NULL;
+		}
 		c = malloc(sizeof(*c) + cap);
 		if (!c)
 			return NULL;
@@ -46,7 +48,15 @@ void *vd_jarena_alloc(vd_jarena *a, size_t n)
 	}
 	p = c->data + c->used;
 	c->used += need;
-	memset(p, 0, n);
+	return p;
+}
+
+void *vd_jarena_alloc(vd_jarena *a, size_t n)
+{
+	void *p = vd_jarena_alloc_raw(a, n);
+
+	if (p)
+		memset(p, 0, n);
 	return p;
 }
 
@@ -66,10 +76,13 @@ void vd_jarena_free(vd_jarena *a)
 
 char *vd_jarena_strndup(vd_jarena *a, const char *s, size_t n)
 {
-	char *p = vd_jarena_alloc(a, n + 1);
+	char *p = vd_jarena_alloc_raw(a, n + 1);
 
-	if (p && n)
+	if (!p)
+		return NULL;
+	if (n)
 		memcpy(p, s, n);
+	p[n] = 0;
 	return p;
 }
 
@@ -216,7 +229,7 @@ static int buf_reserve(vd_jarena *a, vd_jbuf *b, size_t extra)
 	cap = b->cap ? b->cap : 64;
 	while (cap - b->n <= extra)
 		cap *= 2;
-	p = vd_jarena_alloc(a, cap);
+	p = vd_jarena_alloc_raw(a, cap);
 	if (!p)
 		return -1;
 	if (b->n)
@@ -247,7 +260,9 @@ int vd_jbuf_putc(vd_jarena *a, vd_jbuf *b, char c)
 	return vd_jbuf_put(a, b, &c, 1);
 }
 
-int vd_jbuf_printf(vd_jarena *a, vd_jbuf *b, const char *fmt, ...)
+static int buf_printf(vd_jarena *a, vd_jbuf *b, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int buf_printf(vd_jarena *a, vd_jbuf *b, const char *fmt, ...)
 {
 	va_list ap;
 	int n;
@@ -522,7 +537,8 @@ int vd_jv_cmp(vd_jv a, vd_jv b, int *out, const char **err)
 
 /* ---- str / repr ---- */
 
-void vd_jv_float_repr(double f, char *buf)
+/* repr(float) as Python prints it ("1.0", "1e+16", "0.1"); buf >= 32 bytes. */
+static void float_repr(double f, char *buf)
 {
 	char tmp[40], digits[24];
 	int p, exp, decpt, nd = 0;
@@ -617,7 +633,7 @@ static int repr_str(vd_jarena *a, vd_jbuf *b, const char *p, size_t n)
 		int rc;
 
 		if (cp == quote || cp == '\\')
-			rc = vd_jbuf_printf(a, b, "\\%c", (char)cp);
+			rc = buf_printf(a, b, "\\%c", (char)cp);
 		else if (cp == '\t')
 			rc = vd_jbuf_puts(a, b, "\\t");
 		else if (cp == '\n')
@@ -627,11 +643,11 @@ static int repr_str(vd_jarena *a, vd_jbuf *b, const char *p, size_t n)
 		else if (py_isprintable(cp))
 			rc = vd_jbuf_put(a, b, p + i, len);
 		else if (cp < 0x100)
-			rc = vd_jbuf_printf(a, b, "\\x%02x", (unsigned)cp);
+			rc = buf_printf(a, b, "\\x%02x", (unsigned)cp);
 		else if (cp < 0x10000)
-			rc = vd_jbuf_printf(a, b, "\\u%04x", (unsigned)cp);
+			rc = buf_printf(a, b, "\\u%04x", (unsigned)cp);
 		else
-			rc = vd_jbuf_printf(a, b, "\\U%08x", (unsigned)cp);
+			rc = buf_printf(a, b, "\\U%08x", (unsigned)cp);
 		if (rc)
 			return -1;
 	}
@@ -658,9 +674,9 @@ static int str_or_repr(vd_jarena *a, vd_jbuf *b, vd_jv v, bool repr)
 		return repr ? vd_jbuf_puts(a, b, "Undefined") : 0;
 	case VD_JV_NONE: return vd_jbuf_puts(a, b, "None");
 	case VD_JV_BOOL: return vd_jbuf_puts(a, b, v.u.b ? "True" : "False");
-	case VD_JV_INT: return vd_jbuf_printf(a, b, "%lld", (long long)v.u.i);
+	case VD_JV_INT: return buf_printf(a, b, "%lld", (long long)v.u.i);
 	case VD_JV_FLOAT:
-		vd_jv_float_repr(v.u.f, num);
+		float_repr(v.u.f, num);
 		return vd_jbuf_puts(a, b, num);
 	case VD_JV_STR:
 		if (repr)
@@ -687,7 +703,9 @@ static int str_or_repr(vd_jarena *a, vd_jbuf *b, vd_jv v, bool repr)
 			return -1;
 		return vd_jbuf_puts(a, b, "}>");
 	case VD_JV_MACRO: return vd_jbuf_puts(a, b, "<Macro>");
-	case VD_JV_LOOP: return vd_jbuf_puts(a, b, "<LoopContext>");
+	case VD_JV_LOOP:
+		return buf_printf(a, b, "<LoopContext %zu/%zu>", v.u.loop->index0 + 1,
+				      v.u.loop->items->n);
 	case VD_JV_METHOD: return vd_jbuf_puts(a, b, "<built-in method>");
 	case VD_JV_FUNC: return vd_jbuf_puts(a, b, "<function>");
 	}
@@ -746,13 +764,13 @@ static int json_str(vd_jarena *a, vd_jbuf *b, const char *p, size_t n, bool asci
 		case '\f': rc = vd_jbuf_puts(a, b, "\\f"); break;
 		default:
 			if (cp < 0x20)
-				rc = vd_jbuf_printf(a, b, "\\u%04x", (unsigned)cp);
+				rc = buf_printf(a, b, "\\u%04x", (unsigned)cp);
 			else if (!ascii || cp < 0x80)
 				rc = vd_jbuf_put(a, b, p + i, len);
 			else if (cp < 0x10000)
-				rc = vd_jbuf_printf(a, b, "\\u%04x", (unsigned)cp);
+				rc = buf_printf(a, b, "\\u%04x", (unsigned)cp);
 			else
-				rc = vd_jbuf_printf(a, b, "\\u%04x\\u%04x",
+				rc = buf_printf(a, b, "\\u%04x\\u%04x",
 						    (unsigned)(0xd800 + ((cp - 0x10000) >> 10)),
 						    (unsigned)(0xdc00 + ((cp - 0x10000) & 0x3ff)));
 		}
@@ -770,7 +788,7 @@ static int json_float(vd_jarena *a, vd_jbuf *b, double f)
 		return vd_jbuf_puts(a, b, "NaN");
 	if (isinf(f))
 		return vd_jbuf_puts(a, b, f < 0 ? "-Infinity" : "Infinity");
-	vd_jv_float_repr(f, num);
+	float_repr(f, num);
 	return vd_jbuf_puts(a, b, num);
 }
 
@@ -796,11 +814,11 @@ static int json_key(vd_jarena *a, vd_jbuf *b, vd_jv k, const json_opts *o)
 	case VD_JV_STR: return json_str(a, b, k.u.s.p, k.u.s.n, o->ensure_ascii);
 	case VD_JV_BOOL: return vd_jbuf_puts(a, b, k.u.b ? "\"true\"" : "\"false\"");
 	case VD_JV_NONE: return vd_jbuf_puts(a, b, "\"null\"");
-	case VD_JV_INT: return vd_jbuf_printf(a, b, "\"%lld\"", (long long)k.u.i);
+	case VD_JV_INT: return buf_printf(a, b, "\"%lld\"", (long long)k.u.i);
 	case VD_JV_FLOAT:
 		if (json_float(a, &tmp, k.u.f))
 			return -1;
-		return vd_jbuf_printf(a, b, "\"%s\"", tmp.p);
+		return buf_printf(a, b, "\"%s\"", tmp.p);
 	default:
 		snprintf(msg, sizeof(msg), "keys must be str, int, float, bool or None, not %s",
 			 vd_jv_type_name(k));
@@ -844,7 +862,7 @@ static int json_value(vd_jarena *a, vd_jbuf *b, vd_jv v, const json_opts *o, int
 	switch (v.kind) {
 	case VD_JV_NONE: return vd_jbuf_puts(a, b, "null");
 	case VD_JV_BOOL: return vd_jbuf_puts(a, b, v.u.b ? "true" : "false");
-	case VD_JV_INT: return vd_jbuf_printf(a, b, "%lld", (long long)v.u.i);
+	case VD_JV_INT: return buf_printf(a, b, "%lld", (long long)v.u.i);
 	case VD_JV_FLOAT: return json_float(a, b, v.u.f);
 	case VD_JV_STR: return json_str(a, b, v.u.s.p, v.u.s.n, o->ensure_ascii);
 	case VD_JV_LIST: {

@@ -283,6 +283,8 @@ vd_status vd_chat_render(const vd_chat *c, const cJSON *messages, bool add_gener
 	cJSON_AddBoolToObject(ctx, "add_generation_prompt", add_generation_prompt);
 	cJSON_AddStringToObject(ctx, "bos_token", c->bos);
 	cJSON_AddStringToObject(ctx, "eos_token", c->eos);
+	cJSON_AddNullToObject(ctx, "tools");
+	cJSON_AddNullToObject(ctx, "documents");
 	if (st == VD_OK) {
 		vd_tv *tv = NULL;
 
