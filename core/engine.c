@@ -510,18 +510,23 @@ static vd_status run_decoder(vd_engine *e, int64_t T, int n_seqs, int64_t maxb, 
 	return st;
 }
 
-/* A forward of the largest step the scheduler may build, writing only into
- * the null block, so workspaces reach their peak size now. */
+/* A forward of the largest step the scheduler may build (the token budget,
+ * with logits for max_num_seqs rows), writing only into the null block, so
+ * workspaces reach their peak size now and memory use does not creep up
+ * under the first heavy load. */
 static vd_status profile_step(vd_engine *e)
 {
 	step_bufs *b = &e->b;
 	int64_t T = e->sched.cfg.max_num_batched_tokens;
 	int64_t bs = e->kv.block_size;
+	int64_t nl = e->sched.cfg.max_num_seqs;
 	vd_status st;
 
 	if (T > e->max_model_len)
 		T = e->max_model_len;
-	st = size_step_bufs(e, T, 1, (T + bs - 1) / bs, 1);
+	if (nl > T)
+		nl = T;
+	st = size_step_bufs(e, T, 1, (T + bs - 1) / bs, nl);
 	if (st != VD_OK)
 		return st;
 	for (int64_t i = 0; i < T; i++) {
@@ -534,11 +539,12 @@ static vd_status profile_step(vd_engine *e)
 	}
 	for (int64_t i = 0; i < (T + bs - 1) / bs; i++)
 		b->block_tables[i] = 0;
+	for (int64_t i = 0; i < nl; i++)
+		b->logit_rows[i] = (int32_t)(T - nl + i);
 	b->qsl[0] = 0;
 	b->qsl[1] = (int32_t)T;
 	b->seq_lens[0] = (int32_t)T;
-	b->logit_rows[0] = (int32_t)(T - 1);
-	st = run_decoder(e, T, 1, (T + bs - 1) / bs, 1, NULL, NULL);
+	st = run_decoder(e, T, 1, (T + bs - 1) / bs, (int)nl, NULL, NULL);
 	if (st != VD_OK)
 		return vd_errorf(st, "profiling a step of %lld tokens failed: %s (lower "
 				 "max_num_batched_tokens or max_model_len)", (long long)T,

@@ -13,6 +13,9 @@
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include "server/chat.h"
 #include "server/http.h"
@@ -977,6 +980,11 @@ int vd_serve(vd_config *c)
 	vd_status st;
 
 	pthread_mutex_init(&a.mu, NULL);
+#ifdef __GLIBC__
+	/* one connection thread per request: cap glibc's per-thread arenas so
+	 * a burst does not leave many half-empty heaps behind */
+	mallopt(M_ARENA_MAX, 4);
+#endif
 	vd_config_to_engine_args(c, &ea);
 	st = vd_media_global_init();
 	if (st == VD_OK)
