@@ -8,6 +8,7 @@
 #include <cjson/cJSON.h>
 
 #include "server/generate.h"
+#include "vllmd/weights.h"
 
 typedef struct line_req {
 	int line;
@@ -18,6 +19,8 @@ typedef struct line_req {
 	int32_t *ids;
 	const char **stop;
 	int32_t *stop_ids;
+	float **embeds;         /* converted image embeddings, one per image */
+	int n_embeds;
 	int out_index;          /* into the outputs of generate, -1 if error */
 } line_req;
 
@@ -186,6 +189,71 @@ static int parse_params(line_req *L, const cJSON *sp)
 	return 0;
 }
 
+/* {"image_embeds": "file.safetensors"}: a file holding image_embeds
+ * (rows, hidden) or (1, rows, hidden) in any float dtype, and optionally
+ * image_grid_thw (1, 3) or (3) as Qwen2-VL needs it. */
+static int load_embeds(line_req *L, const cJSON *obj, vd_image_input *in)
+{
+	const cJSON *path = cJSON_GetObjectItemCaseSensitive(obj, "image_embeds");
+	vd_weights *w = NULL;
+	vd_tensor e, g;
+	float *buf = NULL;
+	float **nl;
+	int64_t rows, hidden, n;
+	int rc = -1;
+
+	if (!cJSON_IsString(path)) {
+		L->error = errf("an image object needs \"image_embeds\": a .safetensors path", NULL);
+		return -1;
+	}
+	if (vd_weights_open_file(path->valuestring, &w) != VD_OK ||
+	    vd_weights_get(w, "image_embeds", &e) != VD_OK) {
+		L->error = errf("image embeddings: %s", vd_error_message());
+		goto out;
+	}
+	if (e.ndim == 3 && e.shape[0] == 1) {
+		rows = e.shape[1];
+		hidden = e.shape[2];
+	} else if (e.ndim == 2) {
+		rows = e.shape[0];
+		hidden = e.shape[1];
+	} else {
+		L->error = errf("image_embeds in %s must be (rows, hidden)", path->valuestring);
+		goto out;
+	}
+	if (e.dtype != VD_DTYPE_F32 && e.dtype != VD_DTYPE_BF16 && e.dtype != VD_DTYPE_F16) {
+		L->error = errf("image_embeds in %s must be a float tensor", path->valuestring);
+		goto out;
+	}
+	n = rows * hidden;
+	buf = malloc((size_t)n * sizeof(float));
+	nl = realloc(L->embeds, (size_t)(L->n_embeds + 1) * sizeof(*nl));
+	if (!buf || !nl) {
+		free(buf);
+		goto out;
+	}
+	L->embeds = nl;
+	L->embeds[L->n_embeds++] = buf;
+	for (int64_t i = 0; i < n; i++)
+		buf[i] = e.dtype == VD_DTYPE_F32 ? ((const float *)e.data)[i]
+			 : e.dtype == VD_DTYPE_BF16 ? vd_bf16_to_f32(((const uint16_t *)e.data)[i])
+			 : vd_f16_to_f32(((const uint16_t *)e.data)[i]);
+	*in = (vd_image_input){ .kind = VD_IMAGE_EMBEDS, .embeds = buf, .rows = rows, .hidden = hidden };
+	if (vd_weights_has(w, "image_grid_thw") && vd_weights_get(w, "image_grid_thw", &g) == VD_OK) {
+		if (vd_tensor_numel(&g) != 3 || (g.dtype != VD_DTYPE_I64 && g.dtype != VD_DTYPE_I32)) {
+			L->error = errf("image_grid_thw in %s must hold 3 integers", path->valuestring);
+			goto out;
+		}
+		for (int k = 0; k < 3; k++)
+			in->grid_thw[k] = g.dtype == VD_DTYPE_I64 ? ((const int64_t *)g.data)[k]
+								 : ((const int32_t *)g.data)[k];
+	}
+	rc = 0;
+out:
+	vd_weights_close(w);
+	return rc;
+}
+
 static int parse_images(line_req *L, const cJSON *mm)
 {
 	const cJSON *img, *it;
@@ -213,8 +281,14 @@ static int parse_images(line_req *L, const cJSON *mm)
 		return -1;
 	if (cJSON_IsArray(img)) {
 		cJSON_ArrayForEach(it, img) {
+			if (cJSON_IsObject(it)) {
+				if (load_embeds(L, it, &L->images[k++]) < 0)
+					return -1;
+				continue;
+			}
 			if (!cJSON_IsString(it)) {
-				L->error = errf("multi_modal_data.image entries must be file paths", NULL);
+				L->error = errf("multi_modal_data.image entries must be file paths or "
+						"{\"image_embeds\": file} objects", NULL);
 				return -1;
 			}
 			L->images[k].kind = VD_IMAGE_PATH;
@@ -223,8 +297,12 @@ static int parse_images(line_req *L, const cJSON *mm)
 	} else if (cJSON_IsString(img)) {
 		L->images[k].kind = VD_IMAGE_PATH;
 		L->images[k++].path = img->valuestring;
+	} else if (cJSON_IsObject(img)) {
+		if (load_embeds(L, img, &L->images[k++]) < 0)
+			return -1;
 	} else {
-		L->error = errf("multi_modal_data.image must be a path or a list of paths", NULL);
+		L->error = errf("multi_modal_data.image must be a path, a list of paths or an "
+				"{\"image_embeds\": file} object", NULL);
 		return -1;
 	}
 	L->req.images = L->images;
@@ -474,6 +552,9 @@ out:
 		free(L[i].ids);
 		free(L[i].stop);
 		free(L[i].stop_ids);
+		for (int k = 0; k < L[i].n_embeds; k++)
+			free(L[i].embeds[k]);
+		free(L[i].embeds);
 	}
 	free(L);
 	free(reqs);

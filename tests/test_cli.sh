@@ -69,5 +69,25 @@ done
 "$V" generate --model "$M" --max-modle-len 5 </dev/null >/dev/null 2>"$tmp/err"
 [ $? -ne 0 ] && grep -q -- "--max-modle-len" "$tmp/err" && ok "unknown flag is named" || no "unknown flag: $(cat "$tmp/err")"
 
+# 6. precomputed image embeddings from a safetensors file (Qwen2-VL)
+Q="$D/models/qwen2vl-tiny-a"
+if [ -d "$Q" ]; then
+	/usr/bin/python3 - "$Q" "$tmp/q.jsonl" <<'PY'
+import json, sys
+ref = json.load(open(sys.argv[1] + "/reference.json"))
+c = ref["cases"][0]
+line = {"prompt": c["prompt"], "multi_modal_data": {"image": {"image_embeds": sys.argv[1] + "/stages.safetensors"}},
+        "sampling_params": {"temperature": 0, "max_tokens": ref["steps"], "ignore_eos": True}}
+open(sys.argv[2], "w").write(json.dumps(line) + "\n")
+PY
+	"$V" generate --model "$Q" --plugin-dir "$P" --input "$tmp/q.jsonl" --output "$tmp/q.out" 2>/dev/null
+	/usr/bin/python3 - "$Q" "$tmp/q.out" <<'PY' && ok "image_embeds from a file give the reference tokens" || no "image_embeds input"
+import json, sys
+ref = json.load(open(sys.argv[1] + "/reference.json"))
+out = json.loads(open(sys.argv[2]).read())
+assert out["outputs"][0]["token_ids"] == [s["token"] for s in ref["cases"][0]["steps"]], out
+PY
+fi
+
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

@@ -94,7 +94,7 @@ let D2, D1;
 before(async () => {
   imgServer = await startImageServer();
   imgBase = `http://127.0.0.1:${imgServer.address().port}`;
-  D2 = await startDaemon(['--limit-mm-per-prompt', 'image=2']);
+  D2 = await startDaemon(['--limit-mm-per-prompt', 'image=2', '--max-request-body-bytes', '1MiB']);
   D1 = await startDaemon(['--limit-mm-per-prompt', 'image=1']);
 });
 
@@ -192,6 +192,10 @@ test('bad requests get OpenAI error JSON', async () => {
   await expectError(bad.chat.completions.create({ model: 'llava-tiny', messages: userImage([imgBase + '/wide.png']), max_tokens: 2 }), 401);
   r = await fetch(D2.base + '/v1/nothing-here', { headers: { Authorization: 'Bearer ' + KEY } });
   assert.equal(r.status, 404);
+  r = await post(JSON.stringify({ model: 'llava-tiny', messages: [{ role: 'user', content: 'x'.repeat(2 << 20) }] }));
+  assert.equal(r.status, 413);
+  j = await r.json();
+  assert.match(j.error.message, /max_request_body_bytes/);
 });
 
 test('a client that disconnects mid-stream gets its KV blocks freed', async () => {
