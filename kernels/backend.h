@@ -1,7 +1,7 @@
 /* Backend dispatch: create a compute backend by name ("cpu", "cuda") and
  * tell model code which dtype that backend computes in. The CUDA backend is
  * reached only when the build found CUDA (VD_HAVE_CUDA in config.h);
- * otherwise a stub here refuses it, so no caller needs an #ifdef. */
+ * otherwise inline stand-ins here refuse it, so no caller needs an #ifdef. */
 #ifndef VLLMD_KERNELS_BACKEND_H
 #define VLLMD_KERNELS_BACKEND_H
 
