@@ -277,36 +277,45 @@ static bool parse_sampling(app *a, vd_srv_req *r, const cJSON *b, parsed *p, cha
 	return true;
 }
 
-/* Fetch and decode every image URL (off the engine thread). */
+/* Fetch every image URL of the request at once, then decode them (all off
+ * the engine thread). */
 static vd_status load_images(app *a, vd_srv_req *r, const char **urls, int n)
 {
 	vd_image_input *in;
+	vd_media_result *res;
+	double t0 = mono(), t1;
+	vd_status st;
 
 	if (n == 0)
 		return VD_OK;
 	in = vd_srv_req_own(r, calloc((size_t)n, sizeof(*in)));
-	if (!in)
+	res = calloc((size_t)n, sizeof(*res));
+	if (!in || !res) {
+		free(res);
 		return vd_errorf(VD_ERR_NOMEM, "out of memory");
-	for (int i = 0; i < n; i++) {
-		uint8_t *bytes = NULL;
-		size_t len = 0;
-		vd_image img = { 0 };
-		double t0 = mono(), t1;
-		vd_status st = vd_media_fetch(urls[i], &a->media, &bytes, &len);
-
-		t1 = mono();
+	}
+	st = vd_media_fetch_many(urls, n, &a->media, res);
+	t1 = mono();
+	for (int i = 0; i < n; i++)
 		observe(a, &a->fetch, t1 - t0);
-		if (st != VD_OK)
-			return st;
-		st = vd_image_decode(bytes, len, a->cfg->max_image_pixels, &img);
-		free(bytes);
-		observe(a, &a->decode, mono() - t1);
-		if (st != VD_OK)
-			return vd_errorf(st, "image %d: %s", i, vd_error_message());
+	for (int i = 0; st == VD_OK && i < n; i++) {
+		vd_image img = { 0 };
+		double td = mono();
+
+		st = vd_image_decode(res[i].data, res[i].len, a->cfg->max_image_pixels, &img);
+		observe(a, &a->decode, mono() - td);
+		if (st != VD_OK) {
+			st = vd_errorf(st, "image %d: %s", i, vd_error_message());
+			break;
+		}
 		vd_srv_req_own(r, img.data);
 		in[i] = (vd_image_input){ .kind = VD_IMAGE_RGB, .rgb = img.data, .width = img.width,
 					  .height = img.height };
 	}
+	vd_media_results_free(res, n);
+	free(res);
+	if (st != VD_OK)
+		return st;
 	r->req.images = in;
 	r->req.n_images = n;
 	return VD_OK;
