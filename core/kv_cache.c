@@ -180,8 +180,9 @@ vd_status vd_kv_allocate(vd_kv_cache *kv, vd_seq *s, int64_t n_new, const int32_
 	st = hash_blocks(kv, s, n_full);
 	if (st != VD_OK)
 		return st;
-	for (int32_t i = 0; i < n_full; i++)
-		vd_block_pool_cache(kv->pool, s->blocks[i], &s->hashes[i]);
+	for (; s->n_cached_blocks < n_full; s->n_cached_blocks++)
+		vd_block_pool_cache(kv->pool, s->blocks[s->n_cached_blocks],
+				    &s->hashes[s->n_cached_blocks]);
 	return VD_OK;
 }
 
@@ -190,4 +191,5 @@ void vd_kv_release(vd_kv_cache *kv, vd_seq *s)
 	for (int32_t i = s->n_blocks - 1; i >= 0; i--)
 		vd_block_pool_free(kv->pool, &s->blocks[i], 1);
 	s->n_blocks = 0;
+	s->n_cached_blocks = 0;
 }

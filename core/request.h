@@ -39,6 +39,7 @@ typedef struct vd_seq {
 	int32_t n_blocks, cap_blocks;
 	vd_block_hash *hashes;
 	int32_t n_hashes, cap_hashes;
+	int32_t n_cached_blocks;  /* leading blocks already offered to the prefix cache */
 	int64_t num_cached_tokens; /* prefix-cache hit at its last admission */
 	int num_preemptions;
 

@@ -107,6 +107,16 @@ static void preempt(vd_scheduler *s, vd_seq *q)
 	push_front_waiting(s, q); /* room exists: it just left running */
 }
 
+/* Whether an image with this hash is already queued for encoding in the
+ * step being planned (by another sequence showing the same image). */
+static bool enc_queued(const vd_scheduler *s, const uint8_t hash[32])
+{
+	for (int j = 0; j < s->out.n_enc; j++)
+		if (!memcmp(s->out.enc[j].seq->group->items[s->out.enc[j].item].hash, hash, 32))
+			return true;
+	return false;
+}
+
 /* Limit n_new so that every image overlapping [c, c+n_new) has embeddings:
  * cached (take a reference) or scheduled for encoding within *budget. */
 static int64_t plan_images(vd_scheduler *s, vd_seq *q, int64_t n_new, int64_t *budget,
@@ -119,17 +129,11 @@ static int64_t plan_images(vd_scheduler *s, vd_seq *q, int64_t n_new, int64_t *b
 	for (int k = 0; k < x->n_ph; k++) {
 		const vd_placeholder *ph = &x->ph[k];
 		const vd_mm_item *it = &q->group->items[ph->item];
-		bool pending = false;
 
 		if (ph->offset >= c + n_new || ph->offset + ph->length <= c)
 			continue;
-		if (q->enc_held[ph->item] || vd_encoder_cache_get(s->enc, it->hash))
-			continue;
-		/* already queued for encoding this step by another sequence? */
-		for (int j = 0; j < s->out.n_enc; j++)
-			if (!memcmp(s->out.enc[j].seq->group->items[s->out.enc[j].item].hash, it->hash, 32))
-				pending = true;
-		if (pending)
+		if (q->enc_held[ph->item] || vd_encoder_cache_get(s->enc, it->hash) ||
+		    enc_queued(s, it->hash))
 			continue;
 		if (it->num_tokens > *budget ||
 		    !vd_encoder_cache_can_fit(s->enc, s->cfg.encoder_budget_rows - *budget +
@@ -154,7 +158,6 @@ static vd_status commit_images(vd_scheduler *s, vd_seq *q, int64_t n)
 	for (int k = 0; k < x->n_ph; k++) {
 		const vd_placeholder *ph = &x->ph[k];
 		const vd_mm_item *it = &q->group->items[ph->item];
-		bool pending = false;
 
 		if (ph->offset >= c + n || ph->offset + ph->length <= c || q->enc_held[ph->item])
 			continue;
@@ -163,10 +166,7 @@ static vd_status commit_images(vd_scheduler *s, vd_seq *q, int64_t n)
 			q->enc_held[ph->item] = true;
 			continue;
 		}
-		for (int j = 0; j < s->out.n_enc; j++)
-			if (!memcmp(s->out.enc[j].seq->group->items[s->out.enc[j].item].hash, it->hash, 32))
-				pending = true;
-		if (pending)
+		if (enc_queued(s, it->hash))
 			continue; /* the engine refs it for q after encoding */
 		st = grow((void **)&s->out.enc, &s->cap_enc, s->out.n_enc + 1, sizeof(vd_enc_job));
 		if (st != VD_OK)

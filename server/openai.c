@@ -296,8 +296,7 @@ static vd_status load_images(app *a, vd_srv_req *r, const char **urls, int n)
 	}
 	st = vd_media_fetch_many(urls, n, &a->media, res);
 	t1 = mono();
-	for (int i = 0; i < n; i++)
-		observe(a, &a->fetch, t1 - t0);
+	observe(a, &a->fetch, t1 - t0);
 	for (int i = 0; st == VD_OK && i < n; i++) {
 		vd_image img = { 0 };
 		double td = mono();
@@ -895,7 +894,8 @@ static void handle_metrics(app *a, vd_http_resp *rs)
 	put_histo(&p, &len, &cap, "vllm:time_to_first_token_seconds", "Time to first token.", &snap.ttft);
 	put_histo(&p, &len, &cap, "vllm:inter_token_latency_seconds", "Time between tokens.", &snap.itl);
 	put_histo(&p, &len, &cap, "vllm:e2e_request_latency_seconds", "Request latency.", &snap.e2e);
-	put_histo(&p, &len, &cap, "vllmd:image_fetch_seconds", "Image fetch time.", &snap.fetch);
+	put_histo(&p, &len, &cap, "vllmd:image_fetch_seconds",
+		  "Time to fetch a request's images (concurrently).", &snap.fetch);
 	put_histo(&p, &len, &cap, "vllmd:image_decode_seconds", "Image decode time.", &snap.decode);
 	rs->status = 200;
 	rs->content_type = "text/plain; version=0.0.4";
