@@ -144,47 +144,40 @@ static const char *default_plugin_dir(void)
 	return env && *env ? env : VD_PLUGIN_DIR;
 }
 
+/* The checkpoint's stored dtype (torch_dtype, or dtype in transformers 5
+ * configs), top level or in text_config; NULL when absent. */
+static const char *checkpoint_dtype(const vd_json *config)
+{
+	static const char *const keys[] = { "torch_dtype", "dtype", "text_config.torch_dtype",
+					    "text_config.dtype" };
+
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		const char *v = vd_json_string_value(vd_json_get(config, keys[i]));
+
+		if (v)
+			return v;
+	}
+	return NULL;
+}
+
 /* KV blocks from the memory budget, the encoder cache, the scheduler, and a
  * profiling forward of the largest step so its workspace exists (and memory
  * failures show) at start-up rather than mid-run. */
 static vd_status profile_step(vd_engine *e);
 
-static vd_status init_caches(vd_engine *e)
+/* KV cache of `blocks` usable blocks (+ the null block), the encoder cache
+ * and the scheduler, then the profiling step. */
+static vd_status build_caches(vd_engine *e, int64_t blocks, int bs, int64_t max_seqs, int64_t mnbt)
 {
-	vd_dtype kv_dtype = vd_backend_compute_dtype(e->be);
-	int bs = e->args.block_size > 0 ? e->args.block_size : 16;
-	int64_t block_bytes = vd_kv_block_bytes(e->spec.num_layers, bs, e->spec.num_kv_heads,
-						e->spec.head_dim, kv_dtype);
-	int64_t per_seq = (e->max_model_len + bs - 1) / bs;
-	int64_t max_seqs = e->args.max_num_seqs > 0 ? e->args.max_num_seqs : 256;
-	int64_t mnbt = e->args.max_num_batched_tokens > 0 ? e->args.max_num_batched_tokens : 2048;
 	int64_t enc_budget = mnbt > e->limits.max_tokens_per_image ? mnbt
 								   : e->limits.max_tokens_per_image;
-	int64_t blocks;
 	vd_sched_config sc;
 	vd_status st;
 
-	if (e->args.kv_cache_memory > 0) {
-		blocks = e->args.kv_cache_memory / block_bytes;
-	} else {
-		/* CPU default: every sequence at full length, capped at 1 GiB */
-		blocks = max_seqs * per_seq;
-		if (blocks * block_bytes > (1LL << 30))
-			blocks = (1LL << 30) / block_bytes;
-		if (blocks < per_seq)
-			blocks = per_seq;
-	}
-	if (blocks < per_seq)
-		return vd_errorf(VD_ERR_INVALID_ARG,
-				 "kv_cache_memory %lld bytes holds %lld KV blocks of %d tokens; one "
-				 "sequence of max_model_len %d needs %lld (%lld bytes): raise "
-				 "kv_cache_memory or lower max_model_len",
-				 (long long)e->args.kv_cache_memory, (long long)blocks, bs,
-				 e->max_model_len, (long long)per_seq, (long long)(per_seq * block_bytes));
 	if (blocks + 1 > INT32_MAX / bs)
 		blocks = INT32_MAX / bs - 1;
 	st = vd_kv_cache_init(&e->kv, e->be, (int)blocks + 1, bs, e->spec.num_layers,
-			      e->spec.num_kv_heads, e->spec.head_dim, kv_dtype,
+			      e->spec.num_kv_heads, e->spec.head_dim, vd_backend_compute_dtype(e->be),
 			      e->args.enable_prefix_caching);
 	if (st != VD_OK)
 		return st;
@@ -203,6 +196,82 @@ static vd_status init_caches(vd_engine *e)
 	e->stats.kv_blocks = (int)blocks;
 	e->stats.block_size = bs;
 	return profile_step(e);
+}
+
+static void drop_caches(vd_engine *e)
+{
+	vd_scheduler_free(&e->sched);
+	memset(&e->sched, 0, sizeof(e->sched));
+	vd_encoder_cache_destroy(e->enc);
+	e->enc = NULL;
+	if (e->kv.pool)
+		vd_kv_cache_free(&e->kv);
+	memset(&e->kv, 0, sizeof(e->kv));
+}
+
+static vd_status init_caches(vd_engine *e)
+{
+	int bs = e->args.block_size > 0 ? e->args.block_size : 16;
+	int64_t block_bytes = vd_kv_block_bytes(e->spec.num_layers, bs, e->spec.num_kv_heads,
+						e->spec.head_dim, vd_backend_compute_dtype(e->be));
+	int64_t per_seq = (e->max_model_len + bs - 1) / bs;
+	int64_t max_seqs = e->args.max_num_seqs > 0 ? e->args.max_num_seqs : 256;
+	int64_t mnbt = e->args.max_num_batched_tokens > 0 ? e->args.max_num_batched_tokens : 2048;
+	int64_t blocks;
+	vd_status st;
+
+	if (e->args.kv_cache_memory > 0) {
+		blocks = e->args.kv_cache_memory / block_bytes;
+	} else if (e->be->device == VD_DEVICE_CUDA) {
+		/* vLLM's rule: profile the largest step with one sequence's worth
+		 * of blocks, then give KV blocks whatever keeps the GPU's use at
+		 * gpu_memory_utilization of its memory. A reserve covers what the
+		 * profiled step does not (vision tower activations, sampling). */
+		double util = e->args.gpu_memory_utilization > 0 ? e->args.gpu_memory_utilization
+								 : 0.9;
+		int64_t fr, tot, reserve, avail;
+
+		if (util > 1.0)
+			return vd_errorf(VD_ERR_INVALID_ARG,
+					 "gpu_memory_utilization %.3f is above 1.0", util);
+		st = build_caches(e, per_seq, bs, max_seqs, mnbt);
+		if (st == VD_OK)
+			st = e->be->ops->sync(e->be);
+		if (st == VD_OK)
+			st = vd_backend_mem_info(e->be, &fr, &tot);
+		if (st != VD_OK)
+			return st;
+		drop_caches(e);
+		reserve = tot / 100 > (256LL << 20) ? tot / 100 : (256LL << 20);
+		avail = (int64_t)(util * (double)tot) - (tot - fr) + (per_seq + 1) * block_bytes -
+			reserve;
+		blocks = avail > 0 ? avail / block_bytes : 0;
+		if (blocks < per_seq)
+			return vd_errorf(VD_ERR_NOMEM,
+					 "gpu_memory_utilization %.2f of %.1f GiB leaves %.2f GiB for "
+					 "the KV cache after the weights and a profiled step; one "
+					 "sequence of max_model_len %d needs %.2f GiB: raise "
+					 "gpu_memory_utilization or lower max_model_len / "
+					 "max_num_batched_tokens",
+					 util, (double)tot / (1 << 30),
+					 (double)(avail > 0 ? avail : 0) / (1 << 30), e->max_model_len,
+					 (double)(per_seq * block_bytes) / (1 << 30));
+	} else {
+		/* CPU default: every sequence at full length, capped at 1 GiB */
+		blocks = max_seqs * per_seq;
+		if (blocks * block_bytes > (1LL << 30))
+			blocks = (1LL << 30) / block_bytes;
+		if (blocks < per_seq)
+			blocks = per_seq;
+	}
+	if (blocks < per_seq)
+		return vd_errorf(VD_ERR_INVALID_ARG,
+				 "kv_cache_memory %lld bytes holds %lld KV blocks of %d tokens; one "
+				 "sequence of max_model_len %d needs %lld (%lld bytes): raise "
+				 "kv_cache_memory or lower max_model_len",
+				 (long long)e->args.kv_cache_memory, (long long)blocks, bs,
+				 e->max_model_len, (long long)per_seq, (long long)(per_seq * block_bytes));
+	return build_caches(e, blocks, bs, max_seqs, mnbt);
 }
 
 vd_status vd_engine_create(const vd_engine_args *args, vd_engine **out)
@@ -235,8 +304,7 @@ vd_status vd_engine_create(const vd_engine_args *args, vd_engine **out)
 			       args->device);
 		goto fail;
 	}
-	st = vd_backend_create(args->device && !strcmp(args->device, "cuda") ? "cuda" : "cpu",
-			       args->num_threads, &e->be);
+	st = vd_backend_create(vd_backend_resolve_device(args->device), args->num_threads, &e->be);
 	if (st != VD_OK)
 		goto fail;
 
@@ -246,6 +314,9 @@ vd_status vd_engine_create(const vd_engine_args *args, vd_engine **out)
 		goto fail;
 	}
 	st = vd_json_load_file(p1, &e->config);
+	if (st != VD_OK)
+		goto fail;
+	st = vd_backend_set_dtype(e->be, args->dtype, checkpoint_dtype(e->config));
 	if (st != VD_OK)
 		goto fail;
 	st = load_optional_json(e->model_dir, "preprocessor_config.json", &e->preproc);

@@ -39,5 +39,49 @@ void vd_backend_destroy(vd_backend *be)
 
 vd_dtype vd_backend_compute_dtype(const vd_backend *be)
 {
-	return be->device == VD_DEVICE_CPU ? VD_DTYPE_F32 : VD_DTYPE_BF16;
+	return be->dtype;
+}
+
+vd_status vd_backend_set_dtype(vd_backend *be, const char *dtype, const char *ckpt_dtype)
+{
+	vd_dtype want;
+
+	if (!dtype || !strcmp(dtype, "auto")) {
+		if (be->device == VD_DEVICE_CPU)
+			want = VD_DTYPE_F32;
+		else
+			want = ckpt_dtype && !strcmp(ckpt_dtype, "float16") ? VD_DTYPE_F16
+									     : VD_DTYPE_BF16;
+	} else if (!strcmp(dtype, "float32") || !strcmp(dtype, "float")) {
+		want = VD_DTYPE_F32;
+	} else if (!strcmp(dtype, "bfloat16")) {
+		want = VD_DTYPE_BF16;
+	} else if (!strcmp(dtype, "float16") || !strcmp(dtype, "half")) {
+		want = VD_DTYPE_F16;
+	} else {
+		return vd_errorf(VD_ERR_INVALID_ARG,
+				 "dtype '%s' is not one of auto, float32, bfloat16, float16", dtype);
+	}
+	if (be->device == VD_DEVICE_CPU && want != VD_DTYPE_F32)
+		return vd_errorf(VD_ERR_UNSUPPORTED,
+				 "dtype %s: the CPU backend computes in float32 only; use dtype "
+				 "float32 (or auto), or device cuda",
+				 dtype);
+	be->dtype = want;
+	return VD_OK;
+}
+
+const char *vd_backend_resolve_device(const char *name)
+{
+	if (name && strcmp(name, "auto"))
+		return name;
+	return vd_cuda_device_count() > 0 ? "cuda" : "cpu";
+}
+
+vd_status vd_backend_mem_info(vd_backend *be, int64_t *free_bytes, int64_t *total_bytes)
+{
+	if (be->device != VD_DEVICE_CUDA)
+		return vd_errorf(VD_ERR_UNSUPPORTED, "backend %s has no device memory to query",
+				 be->ops->name);
+	return vd_cuda_mem_info(be, free_bytes, total_bytes);
 }

@@ -29,6 +29,20 @@ static inline void vd_cuda_backend_destroy(vd_backend *be)
 {
 	(void)be;
 }
+
+static inline int vd_cuda_device_count(void)
+{
+	return 0;
+}
+
+static inline vd_status vd_cuda_mem_info(vd_backend *be, int64_t *free_bytes,
+					 int64_t *total_bytes)
+{
+	(void)be;
+	(void)free_bytes;
+	(void)total_bytes;
+	return vd_errorf(VD_ERR_UNSUPPORTED, "this vllmd was built without CUDA");
+}
 #endif
 
 /* Create the backend called name: "cpu" (num_threads workers, 0 = all
@@ -40,8 +54,25 @@ vd_status vd_backend_create(const char *name, int num_threads, vd_backend **out)
 /* Free a backend made by vd_backend_create(); NULL is a no-op. */
 void vd_backend_destroy(vd_backend *be);
 
-/* The dtype be keeps weights, activations and the KV cache in: f32 on the
- * CPU (the oracle stays exact), bf16 on GPUs. */
+/* The dtype be keeps weights, activations and the KV cache in (be->dtype):
+ * f32 on the CPU (the oracle stays exact), bf16 on GPUs unless changed with
+ * vd_backend_set_dtype(). */
 vd_dtype vd_backend_compute_dtype(const vd_backend *be);
+
+/* Set the compute dtype from the `dtype` option ("auto", "float32",
+ * "bfloat16", "float16"); ckpt_dtype is the checkpoint's torch_dtype (or
+ * NULL) that "auto" follows on GPUs (float16 stays f16, anything else is
+ * bf16). The CPU backend computes in f32 only: other dtypes are
+ * VD_ERR_UNSUPPORTED there. Call before any model tensor is allocated. */
+vd_status vd_backend_set_dtype(vd_backend *be, const char *dtype, const char *ckpt_dtype);
+
+/* "auto" resolves to "cuda" when this build has CUDA and a GPU is present,
+ * else "cpu". Other names are returned unchanged. */
+const char *vd_backend_resolve_device(const char *name);
+
+/* Device memory of a GPU backend: free and total bytes as the driver sees
+ * them (memory this backend's pool holds counts as used). CPU backends are
+ * VD_ERR_UNSUPPORTED. */
+vd_status vd_backend_mem_info(vd_backend *be, int64_t *free_bytes, int64_t *total_bytes);
 
 #endif

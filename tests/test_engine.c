@@ -10,6 +10,7 @@
 
 #include "core/engine.h"
 #include "vllmd/llm.h"
+#include "golden.h"
 
 #define N_REQ 72
 
@@ -36,6 +37,7 @@ static vd_llm *make_llm(const char *dir, int64_t kv_bytes, int mnbt, int max_seq
 	vd_engine_args_init(&a);
 	a.model = dir;
 	a.plugin_dir = getenv("VD_PLUGIN_DIR");
+	golden_engine_args(&a);
 	a.limit_images = 2;
 	a.num_threads = 2;
 	a.kv_cache_memory = kv_bytes;

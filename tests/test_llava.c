@@ -12,8 +12,8 @@
 #include <cjson/cJSON.h>
 
 #include "vllmd/llm.h"
+#include "golden.h"
 
-#define LP_TOL 2e-3
 
 static const char *models[] = { "llava-tiny-a", "llava-tiny-b" };
 
@@ -66,6 +66,7 @@ static void check_model(const char *name)
 	vd_engine_args_init(&a);
 	a.model = dir;
 	a.plugin_dir = getenv("VD_PLUGIN_DIR");
+	golden_engine_args(&a);
 	a.limit_images = 4;
 	a.num_threads = 2;
 	ck_assert_msg(vd_llm_create(&a, &llm) == VD_OK, "create %s: %s", name, vd_error_message());
@@ -119,37 +120,14 @@ static void check_model(const char *name)
 			i++;
 		}
 		k = &o->completions[0];
-		ck_assert_int_eq(k->n_tokens, cJSON_GetArraySize(steps));
-		i = 0;
-		cJSON_ArrayForEach(t, steps) {
-			const cJSON *top = cJSON_GetObjectItem(t, "top"), *e;
-			const vd_position_logprobs *lp = &k->logprobs[i];
-			int j = 0;
+		{
+			char what[128];
+			double d;
 
-			ck_assert_msg(k->token_ids[i] == cJSON_GetObjectItem(t, "token")->valueint,
-				      "%s case %d step %d: token %d, reference %d", name, ci, i,
-				      k->token_ids[i], cJSON_GetObjectItem(t, "token")->valueint);
-			cJSON_ArrayForEach(e, top) {
-				int id = cJSON_GetArrayItem(e, 0)->valueint;
-				double want = cJSON_GetArrayItem(e, 1)->valuedouble;
-				int found = 0;
-
-				for (int q = 0; q < lp->n; q++) {
-					if (lp->entries[q].token_id != id)
-						continue;
-					found = 1;
-					ck_assert_msg(fabs(lp->entries[q].logprob - want) <= LP_TOL,
-						      "%s case %d step %d: logprob of %d is %f, reference %f",
-						      name, ci, i, id, lp->entries[q].logprob, want);
-					if (fabs(lp->entries[q].logprob - want) > worst)
-						worst = fabs(lp->entries[q].logprob - want);
-					ck_assert_int_eq(lp->entries[q].rank, j + 1);
-				}
-				ck_assert_msg(found, "%s case %d step %d: reference top-%d token %d missing",
-					      name, ci, i, j + 1, id);
-				j++;
-			}
-			i++;
+			snprintf(what, sizeof(what), "%s case %d", name, ci);
+			d = golden_check_steps(what, k, steps);
+			if (d > worst)
+				worst = d;
 		}
 		ci++;
 	}
@@ -183,6 +161,7 @@ START_TEST(test_too_many_images)
 	vd_engine_args_init(&a);
 	a.model = dir;
 	a.plugin_dir = getenv("VD_PLUGIN_DIR");
+	golden_engine_args(&a);
 	a.limit_images = 1;
 	ck_assert_int_eq(vd_llm_create(&a, &llm), VD_OK);
 	vd_request_init(&r);

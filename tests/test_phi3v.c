@@ -15,8 +15,8 @@
 #include <cjson/cJSON.h>
 
 #include "vllmd/llm.h"
+#include "golden.h"
 
-#define LP_TOL 2e-3
 #define MAX_IMG 4
 #define IMAGE_TOKEN 32044
 
@@ -67,6 +67,7 @@ static vd_llm *open_model(const char *dir)
 	vd_engine_args_init(&a);
 	a.model = dir;
 	a.plugin_dir = getenv("VD_PLUGIN_DIR");
+	golden_engine_args(&a);
 	a.limit_images = MAX_IMG;
 	a.num_threads = 2;
 	ck_assert_msg(vd_llm_create(&a, &llm) == VD_OK, "create %s: %s", dir, vd_error_message());
@@ -128,48 +129,14 @@ static void check_runs(const char *name, int ci, const vd_output *o, const cJSON
 	ck_assert_int_eq(img, cJSON_GetArraySize(cJSON_GetObjectItem(c, "images")));
 }
 
-/* Greedy tokens identical, top-5 logprobs within LP_TOL; returns the worst. */
+/* Greedy tokens and top-5 logprobs against the reference (golden.h);
+ * returns the worst logprob difference. */
 static double check_steps(const char *name, int ci, const vd_output *o, const cJSON *c)
 {
-	const cJSON *steps = cJSON_GetObjectItem(c, "steps"), *t;
-	const vd_completion *k = &o->completions[0];
-	double worst = 0.0;
-	int i = 0;
+	char what[128];
 
-	ck_assert_int_eq(k->n_tokens, cJSON_GetArraySize(steps));
-	cJSON_ArrayForEach(t, steps) {
-		const cJSON *e;
-		const vd_position_logprobs *lp = &k->logprobs[i];
-		int j = 0;
-
-		ck_assert_msg(k->token_ids[i] == cJSON_GetObjectItem(t, "token")->valueint,
-			      "%s case %d step %d: token %d, reference %d", name, ci, i,
-			      k->token_ids[i], cJSON_GetObjectItem(t, "token")->valueint);
-		cJSON_ArrayForEach(e, cJSON_GetObjectItem(t, "top")) {
-			int id = cJSON_GetArrayItem(e, 0)->valueint;
-			double want = cJSON_GetArrayItem(e, 1)->valuedouble;
-			int found = 0;
-
-			for (int q = 0; q < lp->n; q++) {
-				double d = fabs(lp->entries[q].logprob - want);
-
-				if (lp->entries[q].token_id != id)
-					continue;
-				found = 1;
-				ck_assert_msg(d <= LP_TOL,
-					      "%s case %d step %d: logprob of %d is %f, reference %f",
-					      name, ci, i, id, lp->entries[q].logprob, want);
-				if (d > worst)
-					worst = d;
-				ck_assert_int_eq(lp->entries[q].rank, j + 1);
-			}
-			ck_assert_msg(found, "%s case %d step %d: reference top-%d token %d missing",
-				      name, ci, i, j + 1, id);
-			j++;
-		}
-		i++;
-	}
-	return worst;
+	snprintf(what, sizeof(what), "%s case %d", name, ci);
+	return golden_check_steps(what, &o->completions[0], cJSON_GetObjectItem(c, "steps"));
 }
 
 static void check_model(const char *name)

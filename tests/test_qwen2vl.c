@@ -18,8 +18,8 @@
 #include "core/registry.h"
 #include "kernels/backend.h"
 #include "vllmd/llm.h"
+#include "golden.h"
 
-#define LP_TOL 2e-3
 #define MAX_IMG 4
 
 static const char *models[] = { "qwen2vl-tiny-a", "qwen2vl-tiny-b" };
@@ -62,6 +62,7 @@ static vd_llm *make_llm(const char *dir)
 	vd_engine_args_init(&a);
 	a.model = dir;
 	a.plugin_dir = getenv("VD_PLUGIN_DIR");
+	golden_engine_args(&a);
 	a.limit_images = MAX_IMG;
 	a.num_threads = 2;
 	ck_assert_msg(vd_llm_create(&a, &llm) == VD_OK, "create %s: %s", dir, vd_error_message());
@@ -91,47 +92,12 @@ static void fill_request(const char *dir, const cJSON *ref, const cJSON *c, vd_r
 	r->n_images = k;
 }
 
-/* Greedy tokens identical to the reference and every reference top-k
- * logprob present within LP_TOL; returns the largest difference. */
+/* Greedy tokens and top-k logprobs against the reference (golden.h);
+ * returns the largest logprob difference. */
 static double check_steps(const char *what, const cJSON *c, const vd_output *o)
 {
-	const cJSON *steps = cJSON_GetObjectItem(c, "steps"), *t;
-	const vd_completion *k;
-	double worst = 0.0;
-	int i = 0;
-
 	ck_assert_msg(o->status == VD_OK, "%s: %s", what, o->error);
-	k = &o->completions[0];
-	ck_assert_int_eq(k->n_tokens, cJSON_GetArraySize(steps));
-	cJSON_ArrayForEach(t, steps) {
-		const cJSON *e;
-		const vd_position_logprobs *lp = &k->logprobs[i];
-		int j = 0;
-
-		ck_assert_msg(k->token_ids[i] == cJSON_GetObjectItem(t, "token")->valueint,
-			      "%s step %d: token %d, reference %d", what, i, k->token_ids[i],
-			      cJSON_GetObjectItem(t, "token")->valueint);
-		cJSON_ArrayForEach(e, cJSON_GetObjectItem(t, "top")) {
-			int id = cJSON_GetArrayItem(e, 0)->valueint, found = 0;
-			double want = cJSON_GetArrayItem(e, 1)->valuedouble;
-
-			for (int q = 0; q < lp->n; q++) {
-				if (lp->entries[q].token_id != id)
-					continue;
-				found = 1;
-				ck_assert_msg(fabs(lp->entries[q].logprob - want) <= LP_TOL,
-					      "%s step %d: logprob of %d is %f, reference %f", what, i,
-					      id, lp->entries[q].logprob, want);
-				if (fabs(lp->entries[q].logprob - want) > worst)
-					worst = fabs(lp->entries[q].logprob - want);
-			}
-			ck_assert_msg(found, "%s step %d: reference top-%d token %d missing", what, i,
-				      j + 1, id);
-			j++;
-		}
-		i++;
-	}
-	return worst;
+	return golden_check_steps(what, &o->completions[0], cJSON_GetObjectItem(c, "steps"));
 }
 
 /* ------------------------------------------------- the family, directly */
@@ -154,7 +120,10 @@ static void fam_open(fam_env *f, const char *dir)
 	vd_model_ctx ctx;
 
 	memset(f, 0, sizeof(*f));
-	ck_assert_int_eq(vd_backend_create("cpu", 2, &f->be), VD_OK);
+	ck_assert_msg(vd_backend_create(golden_device(), 2, &f->be) == VD_OK, "%s",
+		      vd_error_message());
+	ck_assert_msg(vd_backend_set_dtype(f->be, golden_dtype(), NULL) == VD_OK, "%s",
+		      vd_error_message());
 	snprintf(p1, sizeof(p1), "%s/config.json", dir);
 	ck_assert_int_eq(vd_json_load_file(p1, &f->config), VD_OK);
 	snprintf(p1, sizeof(p1), "%s/preprocessor_config.json", dir);

@@ -160,11 +160,15 @@ typedef struct vd_ops {
 	vd_status (*zero)(vd_backend *be, vd_tensor *t);
 } vd_ops;
 
-/* A backend handle: the ops and the backend's private context. */
+/* A backend handle: the ops and the backend's private context. `dtype` is
+ * the compute dtype model code keeps weights, activations and the KV cache
+ * in: set at creation (f32 on the CPU, bf16 on GPUs) and changed by the
+ * engine (the `dtype` option) before any model tensor is allocated. */
 struct vd_backend {
 	const vd_ops *ops;
 	void *ctx;
 	vd_device_kind device;
+	vd_dtype dtype;
 };
 
 #ifdef __cplusplus

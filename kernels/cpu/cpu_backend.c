@@ -1441,6 +1441,7 @@ vd_status vd_cpu_backend_create(int num_threads, vd_backend **out)
 	be->ops = &cpu_ops;
 	be->ctx = c;
 	be->device = VD_DEVICE_CPU;
+	be->dtype = VD_DTYPE_F32;
 	*out = be;
 	return VD_OK;
 

@@ -1981,7 +1981,19 @@ vd_status vd_cuda_backend_create(int device, vd_backend **out)
 	be->ops = &cuda_ops;
 	be->ctx = c;
 	be->device = VD_DEVICE_CUDA;
+	be->dtype = VD_DTYPE_BF16;
 	*out = be;
+	return VD_OK;
+}
+
+vd_status vd_cuda_mem_info(vd_backend *be, int64_t *free_bytes, int64_t *total_bytes)
+{
+	size_t fr = 0, tot = 0;
+
+	CUDA_TRY(cudaSetDevice(ctx_of(be)->device));
+	CUDA_TRY(cudaMemGetInfo(&fr, &tot));
+	*free_bytes = (int64_t)fr;
+	*total_bytes = (int64_t)tot;
 	return VD_OK;
 }
 

@@ -24,6 +24,10 @@ int vd_cuda_device_count(void);
  * that launched it; VD_CUDA_TF32=1 lets f32 linear use TF32 tensor cores. */
 vd_status vd_cuda_backend_create(int device, vd_backend **out);
 
+/* Free and total bytes of the backend's GPU as cudaMemGetInfo reports them
+ * (memory held by this backend's pool counts as used). */
+vd_status vd_cuda_mem_info(vd_backend *be, int64_t *free_bytes, int64_t *total_bytes);
+
 /* Wait for queued work and free the backend; tensors it allocated must
  * already be freed. NULL is a no-op. */
 void vd_cuda_backend_destroy(vd_backend *be);

@@ -42,7 +42,7 @@ static vd_status upload_weight(llava *m, const vd_weights *w, const char *name, 
 
 	if (st != VD_OK)
 		return st;
-	st = m->be->ops->alloc(m->be, out, VD_DTYPE_F32, host.ndim, host.shape);
+	st = m->be->ops->alloc(m->be, out, m->be->dtype, host.ndim, host.shape);
 	if (st != VD_OK)
 		return st;
 	return m->be->ops->upload(m->be, out, host.data, host.dtype, vd_tensor_numel(&host));
@@ -505,14 +505,14 @@ static vd_status llava_projector(void *state, const vd_mm_item *const *items, in
 
 	(void)items;
 	(void)n;
-	st = o->alloc(m->be, &mid, VD_DTYPE_F32, 2, s1);
+	st = o->alloc(m->be, &mid, m->be->dtype, 2, s1);
 	if (st != VD_OK)
 		return st;
 	st = o->linear(m->be, features, &m->w1, m->b1.data ? &m->b1 : NULL, &mid);
 	if (st == VD_OK)
 		st = o->act(m->be, m->proj_act, &mid, &mid);
 	if (st == VD_OK)
-		st = o->alloc(m->be, embeds, VD_DTYPE_F32, 2, s2);
+		st = o->alloc(m->be, embeds, m->be->dtype, 2, s2);
 	if (st == VD_OK) {
 		st = o->linear(m->be, &mid, &m->w2, m->b2.data ? &m->b2 : NULL, embeds);
 		if (st != VD_OK)

@@ -50,7 +50,7 @@ static vd_status upload_weight(phi3v *m, const vd_weights *w, const char *name, 
 
 	if (st != VD_OK)
 		return st;
-	st = m->be->ops->alloc(m->be, out, VD_DTYPE_F32, host.ndim, host.shape);
+	st = m->be->ops->alloc(m->be, out, m->be->dtype, host.ndim, host.shape);
 	if (st != VD_OK)
 		return st;
 	return m->be->ops->upload(m->be, out, host.data, host.dtype, vd_tensor_numel(&host));
@@ -159,7 +159,7 @@ static vd_status upload_separators(phi3v *m, const vd_weights *w)
 		return H->errorf(VD_ERR_FORMAT, "phi3v: sub_GN/glb_GN have %lld/%lld values, want 4 x "
 				 "CLIP hidden = %d", (long long)vd_tensor_numel(&sub),
 				 (long long)vd_tensor_numel(&glb), 4 * C);
-	st = m->be->ops->alloc(m->be, &m->gn, VD_DTYPE_F32, 2, shape);
+	st = m->be->ops->alloc(m->be, &m->gn, m->be->dtype, 2, shape);
 	if (st != VD_OK)
 		return st;
 	half = vd_tensor_rows(&m->gn, 0, 4);
@@ -655,14 +655,14 @@ static vd_status phi3v_projector(void *state, const vd_mm_item *const *items, in
 	shape[1] = 4 * (int64_t)C;
 	vd_tensor_set_shape(&merged, 2, shape);
 	shape[1] = m->w0.shape[0];
-	st = o->alloc(m->be, &mid, VD_DTYPE_F32, 2, shape);
+	st = o->alloc(m->be, &mid, m->be->dtype, 2, shape);
 	if (st == VD_OK)
 		st = o->linear(m->be, &merged, &m->w0, &m->b0, &mid);
 	if (st == VD_OK)
 		st = o->act(m->be, VD_ACT_GELU, &mid, &mid);
 	shape[1] = m->w2.shape[0];
 	if (st == VD_OK)
-		st = o->alloc(m->be, embeds, VD_DTYPE_F32, 2, shape);
+		st = o->alloc(m->be, embeds, m->be->dtype, 2, shape);
 	if (st == VD_OK) {
 		st = o->linear(m->be, &mid, &m->w2, &m->b2, embeds);
 		if (st != VD_OK)
