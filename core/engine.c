@@ -34,6 +34,8 @@ typedef struct step_bufs {
 	/* for each logit row: the sequence and what it is for */
 	vd_seq **lrow_seq;
 	int64_t *lrow_prompt_pos; /* prompt position whose logprob it gives; -1 = sample */
+	int32_t *picks;           /* greedy tokens picked on the backend (argmax op) */
+	bool use_picks;           /* this step's rows are all plain greedy */
 	float *host_logits;
 	int64_t cap_host;
 	float *raw;               /* one row copy */
@@ -420,6 +422,7 @@ static void free_step_bufs(vd_backend *be, step_bufs *b)
 	free(b->img_rows);
 	free(b->lrow_seq);
 	free(b->lrow_prompt_pos);
+	free(b->picks);
 	free(b->host_logits);
 	free(b->raw);
 	free(b->scratch);
@@ -492,6 +495,9 @@ static vd_status size_step_bufs(vd_engine *e, int64_t T, int64_t n, int64_t maxb
 		c = b->cap_logits;
 		if (st == VD_OK)
 			st = need(&b->lrow_prompt_pos, &c, nl, sizeof(int64_t));
+		c = b->cap_logits;
+		if (st == VD_OK)
+			st = need(&b->picks, &c, nl, sizeof(int32_t));
 		if (st != VD_OK)
 			return st;
 		b->cap_logits = nl;
@@ -576,9 +582,24 @@ static vd_status run_decoder(vd_engine *e, int64_t T, int n_seqs, int64_t maxb, 
 					e->spec.rope_type == VD_ROPE_LONGROPE ? b->rope_table : NULL,
 					&meta, e->kv.k, e->kv.v, b->logit_rows, n_logits, &logits);
 	}
-	if (st == VD_OK)
+	if (st == VD_OK && b->use_picks)
+		st = o->argmax(e->be, &logits, b->picks);
+	else if (st == VD_OK)
 		st = o->download(e->be, &logits, b->host_logits);
 	return st;
+}
+
+/* A row whose next token is the plain argmax of its logits: greedy, no
+ * logprobs, no penalties, no tokens banned by min_tokens. Such rows need only
+ * the index from the backend, not the logits on the host. */
+static bool plain_greedy(const vd_seq *q)
+{
+	const vd_sampling_params *p = &q->group->params;
+
+	return vd_sampling_is_greedy(p) && p->logprobs < 0 && p->presence_penalty == 0.0f &&
+	       p->frequency_penalty == 0.0f &&
+	       (p->repetition_penalty == 1.0f || p->repetition_penalty <= 0.0f) &&
+	       (q->out->n_tokens >= p->min_tokens || (p->ignore_eos && p->n_stop_token_ids == 0));
 }
 
 /* A forward of the largest step the scheduler may build (the token budget,
@@ -1098,11 +1119,15 @@ static vd_status postprocess(vd_engine *e, int n_logits, int *n_finished)
 			for (int i = 0; i < p->n_stop_token_ids && n_banned < MAX_EOS + 64; i++)
 				banned[n_banned++] = p->stop_token_ids[i];
 		}
-		memcpy(b->raw, row, (size_t)V * sizeof(float));
-		h = (vd_sample_history){ .prompt = q->tokens, .n_prompt = q->n_prompt,
-					 .output = q->tokens + q->n_prompt,
-					 .n_output = q->n_tokens - q->n_prompt };
-		tok = vd_sample_token(row, V, p, &h, banned, n_banned, &q->rng, b->scratch);
+		if (b->use_picks) {
+			tok = b->picks[r];
+		} else {
+			memcpy(b->raw, row, (size_t)V * sizeof(float));
+			h = (vd_sample_history){ .prompt = q->tokens, .n_prompt = q->n_prompt,
+						 .output = q->tokens + q->n_prompt,
+						 .n_output = q->n_tokens - q->n_prompt };
+			tok = vd_sample_token(row, V, p, &h, banned, n_banned, &q->rng, b->scratch);
+		}
 		q->tokens[q->n_tokens++] = tok;
 		e->stats.generation_tokens++;
 		st = vd_output_append(&e->octx, q, tok, b->raw, &done);
@@ -1189,6 +1214,9 @@ vd_status vd_engine_step(vd_engine *e, int *n_finished)
 		off += k;
 	}
 	b->qsl[so->n] = (int32_t)T;
+	b->use_picks = e->be->ops->argmax != NULL;
+	for (int r = 0; r < n_logits && b->use_picks; r++)
+		b->use_picks = b->lrow_prompt_pos[r] < 0 && plain_greedy(b->lrow_seq[r]);
 	/* placeholder ids may lie outside the vocabulary; their rows are
 	 * overwritten by image embeddings */
 	for (int64_t t = 0; t < T; t++)

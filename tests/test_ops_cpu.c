@@ -804,6 +804,25 @@ START_TEST(test_rows)
 		ck_assert_mem_eq(f32(&g) + i * C, f32(&dst) + rows[i] * C, sizeof(float) * C);
 	rows[1] = -1;
 	ck_assert_int_eq(o->gather_rows(be, &dst, rows, 3, &g), VD_ERR_INVALID_ARG);
+	/* argmax: first maximum of each row */
+	{
+		int32_t am[V];
+
+		f32(&dst)[0 * C + 4] = 50.0f;
+		f32(&dst)[0 * C + 2] = 50.0f;
+		f32(&dst)[1 * C + 5] = 60.0f;
+		ck_assert_int_eq(o->argmax(be, &dst, am), VD_OK);
+		ck_assert_int_eq(am[0], 2);
+		ck_assert_int_eq(am[1], 5);
+		for (int r = 2; r < V; r++) {
+			int best = 0;
+
+			for (int j = 1; j < C; j++)
+				if (f32(&dst)[r * C + j] > f32(&dst)[r * C + best])
+					best = j;
+			ck_assert_int_eq(am[r], best);
+		}
+	}
 	o->free(be, &table);
 	o->free(be, &out);
 	o->free(be, &dst);
@@ -891,6 +910,15 @@ START_TEST(test_backend_dispatch)
 	ck_assert_str_eq(be->ops->name, "cpu");
 	ck_assert_int_eq(be->ops->version, VD_OPS_VERSION);
 	ck_assert_int_eq(vd_backend_compute_dtype(be), VD_DTYPE_F32);
+	/* the dtype option: the CPU computes in f32 only */
+	ck_assert_int_eq(vd_backend_set_dtype(be, "auto", "bfloat16"), VD_OK);
+	ck_assert_int_eq(vd_backend_compute_dtype(be), VD_DTYPE_F32);
+	ck_assert_int_eq(vd_backend_set_dtype(be, "float32", NULL), VD_OK);
+	ck_assert_int_eq(vd_backend_set_dtype(be, "bfloat16", NULL), VD_ERR_UNSUPPORTED);
+	ck_assert(strstr(vd_error_message(), "float32 only") != NULL);
+	ck_assert_int_eq(vd_backend_set_dtype(be, "int4", NULL), VD_ERR_INVALID_ARG);
+	ck_assert_int_eq(vd_backend_compute_dtype(be), VD_DTYPE_F32);
+	ck_assert_str_eq(vd_backend_resolve_device("cpu"), "cpu");
 	vd_backend_destroy(be);
 	vd_backend_destroy(NULL);
 #ifndef VD_HAVE_CUDA

@@ -974,6 +974,47 @@ END_TEST
 
 /* ------------------------------------------------------------ errors */
 
+/* Greedy picks: the same index as the CPU oracle on the same (rounded)
+ * values, ties to the lowest index, at the vocabulary sizes of the three
+ * families. */
+START_TEST(test_argmax)
+{
+	static const int64_t shapes[][2] = { { 1, 32064 }, { 7, 151936 }, { 256, 32064 },
+					     { 3, 5 }, { 2, 1 } };
+
+	for (int di = 0; di < NDT; di++) {
+		for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++) {
+			int64_t n = shapes[si][0], v = shapes[si][1];
+			pair p = pair_new(dtypes[di], 2, shapes[si]);
+			float *h = host_rand(n * v, 4.0f, dtypes[di]);
+			int32_t *a = malloc(sizeof(int32_t) * (size_t)n);
+			int32_t *b = malloc(sizeof(int32_t) * (size_t)n);
+
+			ck_assert_ptr_nonnull(a);
+			ck_assert_ptr_nonnull(b);
+			/* row 0: a tie between two late columns; the lower must win */
+			if (v > 4) {
+				h[v - 3] = 100.0f;
+				h[v - 1] = 100.0f;
+			}
+			pair_set(&p, h);
+			ck_assert_int_eq(cpu->ops->argmax(cpu, &p.c, a), VD_OK);
+			ck_assert_int_eq(gpu->ops->argmax(gpu, &p.g, b), VD_OK);
+			for (int64_t m = 0; m < n; m++)
+				ck_assert_msg(a[m] == b[m], "argmax %s (%lld, %lld) row %lld: cpu %d gpu %d",
+					      vd_dtype_name(dtypes[di]), (long long)n, (long long)v,
+					      (long long)m, a[m], b[m]);
+			if (v > 4)
+				ck_assert_int_eq(b[0], (int32_t)(v - 3));
+			free(a);
+			free(b);
+			free(h);
+			pair_free(&p);
+		}
+	}
+}
+END_TEST
+
 START_TEST(test_errors)
 {
 	pair x = rand2(VD_DTYPE_F32, 4, 16, 1.0f), w = rand1(VD_DTYPE_F32, 16, 1.0f);
@@ -1045,6 +1086,7 @@ static Suite *suite(void)
 	tcase_add_test(attn, test_attention_segments);
 	tcase_add_test(rows, test_rows);
 	tcase_add_test(rows, test_im2patch);
+	tcase_add_test(rows, test_argmax);
 	tcase_add_test(rows, test_errors);
 	suite_add_tcase(s, mem);
 	suite_add_tcase(s, dense);

@@ -158,6 +158,13 @@ typedef struct vd_ops {
 	 * memory (KV caches are zeroed at start-up so memory use is known
 	 * before the first request, not discovered as blocks are touched). */
 	vd_status (*zero)(vd_backend *be, vd_tensor *t);
+
+	/* --- sampling --- */
+	/* Optional (NULL: the caller downloads logits and samples on the host).
+	 * out[i] = index of the largest value of row i of x (M, N), the lowest
+	 * index among equal values (as the host sampler's greedy pick); out is
+	 * host memory (M int32), complete when the op returns. */
+	vd_status (*argmax)(vd_backend *be, const vd_tensor *x, int32_t *out);
 } vd_ops;
 
 /* A backend handle: the ops and the backend's private context. `dtype` is

@@ -522,6 +522,29 @@ static vd_status cpu_zero(vd_backend *be, vd_tensor *t)
 	return VD_OK;
 }
 
+static vd_status cpu_argmax(vd_backend *be, const vd_tensor *x, int32_t *out)
+{
+	rows r;
+	vd_status st;
+
+	(void)be;
+	if ((st = get_rows(x, "argmax", "x", &r)))
+		return st;
+	if (r.c < 1 || r.c > INT32_MAX)
+		return vd_errorf(VD_ERR_INVALID_ARG, "cpu argmax: rows of %lld elements",
+				 (long long)r.c);
+	for (int64_t m = 0; m < r.n; m++) {
+		const float *row = (const float *)r.p + m * r.rs;
+		int64_t best = 0;
+
+		for (int64_t j = 1; j < r.c; j++)
+			if (row[j] > row[best])
+				best = j;
+		out[m] = (int32_t)best;
+	}
+	return VD_OK;
+}
+
 static vd_status cpu_sync(vd_backend *be)
 {
 	(void)be;
@@ -1379,6 +1402,7 @@ static const vd_ops cpu_ops = {
 	.gather_rows = cpu_gather_rows,
 	.im2patch = cpu_im2patch,
 	.zero = cpu_zero,
+	.argmax = cpu_argmax,
 };
 
 static void ctx_stop(cpu_ctx *c)

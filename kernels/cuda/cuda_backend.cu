@@ -1830,6 +1830,70 @@ static vd_status cu_zero(vd_backend *be, vd_tensor *t)
 	return op_done(c, "zero");
 }
 
+/* ------------------------------------------------------------ sampling */
+
+/* One block per row: each thread scans a strided slice keeping its best
+ * (value, index); a tree in shared memory keeps the larger value, and the
+ * lower index among equals, so the pick matches the host's first maximum. */
+__global__ void __launch_bounds__(1024) k_argmax(rv x, int32_t *out)
+{
+	__shared__ float sv[1024];
+	__shared__ int32_t si[1024];
+	int64_t m = blockIdx.x;
+	float best = -INFINITY;
+	int32_t bi = INT32_MAX;
+
+	for (int64_t j = threadIdx.x; j < x.c; j += blockDim.x) {
+		float v = ldf(x.p, x.dt, m * x.rs + j);
+
+		if (v > best || bi == INT32_MAX) {
+			best = v;
+			bi = (int32_t)j;
+		}
+	}
+	sv[threadIdx.x] = best;
+	si[threadIdx.x] = bi;
+	__syncthreads();
+	for (unsigned h = blockDim.x / 2; h > 0; h >>= 1) {
+		if (threadIdx.x < h) {
+			float ov = sv[threadIdx.x + h];
+			int32_t oi = si[threadIdx.x + h];
+
+			if (oi != INT32_MAX &&
+			    (si[threadIdx.x] == INT32_MAX || ov > sv[threadIdx.x] ||
+			     (ov == sv[threadIdx.x] && oi < si[threadIdx.x]))) {
+				sv[threadIdx.x] = ov;
+				si[threadIdx.x] = oi;
+			}
+		}
+		__syncthreads();
+	}
+	if (threadIdx.x == 0)
+		out[m] = si[0] == INT32_MAX ? 0 : si[0];
+}
+
+static vd_status cu_argmax(vd_backend *be, const vd_tensor *x, int32_t *out)
+{
+	rv xr;
+	void *d;
+
+	TRY(get_rows(x, "argmax", "x", &xr));
+	if (xr.c < 1 || xr.c > INT32_MAX - 1)
+		return vd_errorf(VD_ERR_INVALID_ARG, "cuda argmax: rows of %lld elements",
+				 (long long)xr.c);
+	TRY(check_grid(xr.n, 0, "argmax"));
+	ENTER(be);
+	if (xr.n == 0)
+		return VD_OK;
+	TRY(scratch(c, (size_t)xr.n * sizeof(int32_t), &d));
+	k_argmax<<<(unsigned)xr.n, 512, 0, c->stream>>>(xr, (int32_t *)d);
+	LAUNCHED();
+	CUDA_TRY(cudaMemcpyAsync(out, d, (size_t)xr.n * sizeof(int32_t), cudaMemcpyDeviceToHost,
+				 c->stream));
+	CUDA_TRY(cudaStreamSynchronize(c->stream));
+	return VD_OK;
+}
+
 /* ------------------------------------------------------------ lifecycle */
 
 static const vd_ops cuda_ops = {
@@ -1859,6 +1923,7 @@ static const vd_ops cuda_ops = {
 	/* .gather_rows = */ cu_gather_rows,
 	/* .im2patch = */ cu_im2patch,
 	/* .zero = */ cu_zero,
+	/* .argmax = */ cu_argmax,
 };
 
 int vd_cuda_device_count(void)

@@ -1,0 +1,209 @@
+/* bench/latency: end-to-end latency of one batch through the offline API,
+ * as vLLM's benchmark_latency.py, plus the decode step time derived from it.
+ *
+ *   bench/latency --model DIR [--batch-size 1] [--input-len 32]
+ *                 [--output-len 128] [--image-size 336] [--num-iters 5]
+ *                 [--num-iters-warmup 2] [--device auto] [--dtype auto]
+ *                 [--max-num-batched-tokens N] [--max-model-len N]
+ *                 [--plugin-dir DIR] [--output-json FILE]
+ *
+ * Each iteration generates exactly --output-len tokens (ignore_eos) for
+ * --batch-size requests, each with its own synthetic image. The same batch is
+ * also run with one output token (prefill only): the decode step time is
+ * (latency(L) - latency(1)) / (L - 1). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench/common.h"
+#include "vllmd/llm.h"
+
+typedef struct opts {
+	const char *model, *device, *dtype, *plugin_dir, *json;
+	int batch, input_len, output_len, size, iters, warmup, mnbt, max_len;
+} opts;
+
+static int usage(const char *why)
+{
+	if (why)
+		fprintf(stderr, "bench/latency: %s\n", why);
+	fprintf(stderr, "usage: bench/latency --model DIR [--batch-size N] [--input-len K] "
+			"[--output-len L] [--image-size S|0] [--num-iters N] [--num-iters-warmup N] "
+			"[--device D] [--dtype D] [--max-num-batched-tokens N] [--max-model-len N] "
+			"[--plugin-dir DIR] [--output-json FILE]\n");
+	return 2;
+}
+
+static int parse(int argc, char **argv, opts *o)
+{
+	*o = (opts){ .device = "auto", .dtype = "auto", .batch = 1, .input_len = 32,
+		     .output_len = 128, .size = 336, .iters = 5, .warmup = 2 };
+	for (int i = 1; i < argc; i++) {
+		const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+
+		if (!strcmp(k, "-h") || !strcmp(k, "--help"))
+			return usage(NULL);
+		if (!v)
+			return usage("every option takes a value");
+		i++;
+		if (!strcmp(k, "--model"))
+			o->model = v;
+		else if (!strcmp(k, "--device"))
+			o->device = v;
+		else if (!strcmp(k, "--dtype"))
+			o->dtype = v;
+		else if (!strcmp(k, "--plugin-dir"))
+			o->plugin_dir = v;
+		else if (!strcmp(k, "--output-json"))
+			o->json = v;
+		else if (!strcmp(k, "--batch-size"))
+			o->batch = atoi(v);
+		else if (!strcmp(k, "--input-len"))
+			o->input_len = atoi(v);
+		else if (!strcmp(k, "--output-len"))
+			o->output_len = atoi(v);
+		else if (!strcmp(k, "--image-size"))
+			o->size = atoi(v);
+		else if (!strcmp(k, "--num-iters"))
+			o->iters = atoi(v);
+		else if (!strcmp(k, "--num-iters-warmup"))
+			o->warmup = atoi(v);
+		else if (!strcmp(k, "--max-num-batched-tokens"))
+			o->mnbt = atoi(v);
+		else if (!strcmp(k, "--max-model-len"))
+			o->max_len = atoi(v);
+		else
+			return usage("unknown option");
+	}
+	if (!o->model)
+		return usage("--model is required");
+	if (o->batch < 1 || o->input_len < 0 || o->output_len < 2 || o->size < 0 ||
+	    o->iters < 1 || o->warmup < 0)
+		return usage("--batch-size, --num-iters >= 1, --output-len >= 2, sizes >= 0");
+	return 0;
+}
+
+/* Mean seconds of `iters` timed runs of the batch with max_tokens = L. */
+static int time_batch(vd_llm *llm, vd_request *reqs, const opts *o, int L, int iters,
+		      double *mean)
+{
+	double sum = 0.0;
+
+	for (int b = 0; b < o->batch; b++)
+		reqs[b].params.max_tokens = L;
+	for (int it = 0; it < iters; it++) {
+		vd_output *outs = NULL;
+		double t0 = bench_now();
+
+		if (vd_llm_generate(llm, reqs, o->batch, &outs) != VD_OK) {
+			fprintf(stderr, "bench/latency: generate: %s\n", vd_error_message());
+			return 1;
+		}
+		sum += bench_now() - t0;
+		for (int b = 0; b < o->batch; b++) {
+			if (outs[b].status != VD_OK || outs[b].completions[0].n_tokens != L) {
+				fprintf(stderr, "bench/latency: request %d: %s\n", b,
+					outs[b].status != VD_OK ? outs[b].error : "short output");
+				vd_outputs_free(outs, o->batch);
+				return 1;
+			}
+		}
+		vd_outputs_free(outs, o->batch);
+	}
+	*mean = sum / iters;
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	opts o;
+	vd_engine_args a;
+	vd_llm *llm = NULL;
+	vd_request *reqs;
+	vd_image_input *imgs;
+	uint8_t **pix;
+	char arch[128], *prompt;
+	double lat = 0.0, lat1 = 0.0, warm;
+	int rc = parse(argc, argv, &o);
+
+	if (rc)
+		return rc;
+	bench_architecture(o.model, arch, sizeof(arch));
+	prompt = bench_prompt(arch, o.size > 0 ? 1 : 0, o.input_len);
+	if (!prompt) {
+		fprintf(stderr, "bench/latency: %s: unknown architecture '%s'\n", o.model, arch);
+		return 1;
+	}
+	vd_engine_args_init(&a);
+	a.model = o.model;
+	a.plugin_dir = o.plugin_dir;
+	a.device = o.device;
+	a.dtype = o.dtype;
+	a.max_num_seqs = o.batch;
+	a.max_num_batched_tokens = o.mnbt;
+	a.max_model_len = o.max_len;
+	a.enable_prefix_caching = false;
+	if (vd_llm_create(&a, &llm) != VD_OK) {
+		fprintf(stderr, "bench/latency: %s\n", vd_error_message());
+		return 1;
+	}
+	reqs = calloc((size_t)o.batch, sizeof(*reqs));
+	imgs = calloc((size_t)o.batch, sizeof(*imgs));
+	pix = calloc((size_t)o.batch, sizeof(*pix));
+	if (!reqs || !imgs || !pix)
+		return 1;
+	for (int b = 0; b < o.batch; b++) {
+		vd_request_init(&reqs[b]);
+		reqs[b].prompt = prompt;
+		reqs[b].params.temperature = 0.0f;
+		reqs[b].params.ignore_eos = true;
+		if (o.size > 0) {
+			pix[b] = bench_image(o.size, o.size, (uint64_t)b + 1);
+			if (!pix[b])
+				return 1;
+			imgs[b] = (vd_image_input){ .kind = VD_IMAGE_RGB, .rgb = pix[b],
+						    .width = o.size, .height = o.size };
+			reqs[b].images = &imgs[b];
+			reqs[b].n_images = 1;
+		}
+	}
+	rc = time_batch(llm, reqs, &o, o.output_len, o.warmup > 0 ? o.warmup : 1, &warm);
+	if (!rc)
+		rc = time_batch(llm, reqs, &o, o.output_len, o.iters, &lat);
+	if (!rc)
+		rc = time_batch(llm, reqs, &o, 1, o.iters, &lat1);
+	if (!rc) {
+		double step = (lat - lat1) / (o.output_len - 1);
+
+		printf("latency: %s, batch %d, input %d text tokens%s, output %d tokens\n", arch,
+		       o.batch, o.input_len, o.size > 0 ? " + one image" : "", o.output_len);
+		printf("Avg latency: %.4f seconds (mean of %d)\n", lat, o.iters);
+		printf("Prefill latency (1 output token): %.4f seconds\n", lat1);
+		printf("Decode step: %.3f ms\n", 1e3 * step);
+		if (o.json) {
+			FILE *f = fopen(o.json, "w");
+
+			if (!f) {
+				fprintf(stderr, "bench/latency: cannot write %s\n", o.json);
+				rc = 1;
+			} else {
+				fprintf(f,
+					"{\"architecture\": \"%s\", \"batch_size\": %d, "
+					"\"input_len\": %d, \"image_size\": %d, \"output_len\": %d, "
+					"\"num_iters\": %d, \"avg_latency\": %.6f, "
+					"\"prefill_latency\": %.6f, \"decode_step_ms\": %.4f}\n",
+					arch, o.batch, o.input_len, o.size, o.output_len, o.iters, lat,
+					lat1, 1e3 * step);
+				fclose(f);
+			}
+		}
+	}
+	for (int b = 0; b < o.batch; b++)
+		free(pix[b]);
+	free(pix);
+	free(imgs);
+	free(reqs);
+	free(prompt);
+	vd_llm_destroy(llm);
+	return rc;
+}
