@@ -1,0 +1,59 @@
+# Benchmark phases of bench/gpu_run.sh (sourced there: uses run, say, BIN,
+# OUT, CKPT_DIR, NUM_PROMPTS, HF_PROMPTS). One function per family: write the
+# full-size random-weight checkpoint, then vllmd's latency, vision and
+# throughput benchmarks, then the same workloads through transformers.
+
+# bench_family ARCH FAMILY: ARCH as bench/make_checkpoint.py names it.
+bench_family() {
+	local arch=$1 fam=$2 m="$CKPT_DIR/$1" hf_modes=throughput,decode-step,vision
+	mkdir -p "$CKPT_DIR"
+	run "ckpt_$fam" 300 python3 bench/make_checkpoint.py --arch "$arch" --out "$m" ||
+		{ say "checkpoint $arch failed"; tail -20 "$OUT/ckpt_$fam.log"; return 1; }
+	du -sh "$m" | tee -a "$SUMMARY"
+	run "latency_${fam}_b1" 300 "$BIN/latency" --model "$m" --batch-size 1 --input-len 32 \
+		--output-len 128 --image-size 336 --num-iters 3 --num-iters-warmup 1 \
+		--output-json "$OUT/latency_${fam}_b1.json"
+	grep -h "Avg latency\|Prefill\|Decode step" "$OUT/latency_${fam}_b1.log" | tee -a "$SUMMARY"
+	run "vision_${fam}" 300 "$BIN/vision" --model "$m" --batch-size 64 --image-size 336 \
+		--num-iters 10 --num-iters-warmup 3 --output-json "$OUT/vision_${fam}.json"
+	grep -h "Throughput" "$OUT/vision_${fam}.log" | tee -a "$SUMMARY"
+	run "throughput_${fam}" 600 "$BIN/throughput" --model "$m" --num-prompts "$NUM_PROMPTS" \
+		--input-len 32 --output-len 128 --image-size 336 --max-num-seqs "${MAX_NUM_SEQS:-256}" \
+		--max-num-batched-tokens "${MAX_BATCHED:-8192}" --output-json "$OUT/throughput_${fam}.json"
+	grep -h "Throughput\|Elapsed\|Mean prompt" "$OUT/throughput_${fam}.log" | tee -a "$SUMMARY"
+	if [ "$fam" = phi35 ]; then
+		hf_modes=throughput # reported as skipped: no native class in transformers
+	fi
+	[ "${SKIP_HF:-0}" = 1 ] && return 0
+	PYTHONUNBUFFERED=1 run "hf_${fam}" 600 python3 bench/hf_throughput.py --model "$m" \
+		--mode "$hf_modes" --num-prompts "$HF_PROMPTS" --input-len 32 --output-len 128 \
+		--image-size 336 --batch-size "${HF_BATCHES:-32,64,128}" \
+		--output-json "$OUT/hf_${fam}.json"
+	grep -h "Throughput\|decode\|images/s\|skip" "$OUT/hf_${fam}.log" | tee -a "$SUMMARY"
+}
+
+# bench_serving ARCH FAMILY: vllmd serve on the checkpoint, then bench/serving
+# at a Poisson rate (SERVE_RATE, default 8 requests/s).
+bench_serving() {
+	local arch=$1 fam=$2 m="$CKPT_DIR/$1" pid port=8321 up=0
+	[ -d "$m" ] || run "ckpt_$fam" 300 python3 bench/make_checkpoint.py --arch "$arch" --out "$m"
+	"$BIN/vllmd" serve "$m" --port "$port" --max-num-seqs 256 --max-num-batched-tokens 8192 \
+		--served-model-name "$fam" >"$OUT/serve_${fam}.log" 2>&1 &
+	pid=$!
+	for _ in $(seq 240); do
+		curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1 && { up=1; break; }
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.5
+	done
+	if [ $up = 1 ]; then
+		run "serving_${fam}" 400 "$BIN/serving" --port "$port" --model "$fam" \
+			--num-prompts "${SERVE_PROMPTS:-300}" --request-rate "${SERVE_RATE:-8}" \
+			--input-len 32 --output-len 128 --image-size 336 \
+			--result-file "$OUT/serving_${fam}.json"
+		sed -n '/Serving Benchmark Result/,/^=*$/p' "$OUT/serving_${fam}.log" | tee -a "$SUMMARY"
+	else
+		say "vllmd serve did not come up"; tail -20 "$OUT/serve_${fam}.log" | tee -a "$SUMMARY"
+	fi
+	kill -TERM "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+}
