@@ -581,13 +581,20 @@ def write_side_files(arch, out, cfg, tokenizer_dir):
     models = os.path.join(REPO, "tests", "data", "models")
     if arch == "llava-1.5-7b":
         copy_tokenizer(os.path.join(models, "llava-tiny-a"), out, ["tokenizer.json"])
-        tc = json.load(open(os.path.join(models, "llava-tiny-a", "tokenizer_config.json")))
-        # the hub file's fields (llava-hf/llava-1.5-7b-hf)
-        tc.update({"add_prefix_space": None, "clean_up_tokenization_spaces": False,
-                   "extra_special_tokens": {"image_token": "<image>"}, "image_token": "<image>",
-                   "legacy": False, "model_max_length": 1000000000000000019884624838656,
-                   "padding_side": "left", "processor_class": "LlavaProcessor", "sp_model_kwargs": {},
-                   "trust_remote_code": False, "use_default_system_prompt": False})
+        added = json.load(open(os.path.join(out, "tokenizer.json"), encoding="utf-8"))["added_tokens"]
+        # the hub file's fields (llava-hf/llava-1.5-7b-hf); added_tokens_decoder
+        # from the tokenizer.json entries (the fixture's own tokenizer_config
+        # carries "id" inside them, which AddedToken(**entry) would reject)
+        tc = {"add_bos_token": True, "add_eos_token": False, "add_prefix_space": None,
+              "added_tokens_decoder": {str(t["id"]): {k: t[k] for k in ("content", "lstrip", "normalized",
+                                                                       "rstrip", "single_word", "special")}
+                                       for t in added},
+              "bos_token": "<s>", "clean_up_tokenization_spaces": False, "eos_token": "</s>",
+              "extra_special_tokens": {"image_token": "<image>"}, "image_token": "<image>",
+              "legacy": False, "model_max_length": 1000000000000000019884624838656, "pad_token": "<pad>",
+              "padding_side": "left", "processor_class": "LlavaProcessor", "sp_model_kwargs": {},
+              "tokenizer_class": "LlamaTokenizer", "trust_remote_code": False, "unk_token": "<unk>",
+              "use_default_system_prompt": False}
         write_json(os.path.join(out, "tokenizer_config.json"), tc)
         tok = {"content": None, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False}
         write_json(os.path.join(out, "special_tokens_map.json"),
