@@ -36,7 +36,6 @@ def fail(msg):
 
 def check_native(d, family, device, dtype_name):
     import torch
-    from PIL import Image  # noqa: F401 - the processor needs it
     model, problems = hft.load_model(d, family, dtype_name, "sdpa", device, strict=False)
     if problems:
         fail("%s: from_pretrained loading info: %s" % (d, json.dumps(problems)[:3000]))

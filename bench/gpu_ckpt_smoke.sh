@@ -18,11 +18,10 @@ for a in llava-1.5-7b phi-3.5-vision qwen2-vl-2b qwen2-vl-7b; do
 done
 $PY bench/check_checkpoint_hf.py "$D/llava-1.5-7b" "$D/qwen2-vl-2b" "$D/qwen2-vl-7b" "$D/phi-3.5-vision"
 for a in llava-1.5-7b qwen2-vl-2b; do
-	$PY bench/hf_throughput.py --model "$D/$a" --num-prompts 32 --input-len 32 --output-len 16 \
-		--batch-size 8,16 --output-json "$J/hf_$a.throughput.json"
-	$PY bench/hf_throughput.py --model "$D/$a" --mode decode-step --output-len 32 --repeats 2 \
-		--output-json "$J/hf_$a.decode.json"
-	$PY bench/hf_throughput.py --model "$D/$a" --mode vision --vision-iters 5 --output-json "$J/hf_$a.vision.json"
+	$PY bench/hf_throughput.py --model "$D/$a" --mode throughput,decode-step,vision --num-prompts 32 \
+		--input-len 32 --output-len 16 --batch-size 8,16 --decode-output-len 32 --repeats 2 --vision-iters 5 \
+		--output-json "$J/hf_$a.json"
+	$PY bench/hf_throughput.py --model "$D/$a" --dump-workload "$D/wl-$a" --num-prompts 4 --output-len 8
 done
 $PY bench/hf_throughput.py --model "$D/phi-3.5-vision" --output-json "$J/hf_phi.json"
 echo "gpu_ckpt_smoke: all OK"

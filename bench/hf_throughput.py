@@ -291,17 +291,43 @@ def gpu_info():
 
 # ---------------------------------------------------------------- modes
 
-def run_throughput(a, family, model, proc, device, dtype):
+def build_workload(a, family, tok):
+    """The throughput workload: num_prompts chat prompts of ~input_len random
+    text tokens, each with one random image (deterministic from --seed, so
+    --dump-workload and the transformers run see the same requests)."""
     import numpy as np
-    import torch
-    tok = proc.tokenizer
-    img_id = image_token_id(model, family)
-    n_img = llava_tokens(model, family)
     rng = np.random.default_rng(a.seed)
     log("making %d prompts of ~%d text tokens and %d random %dx%d images"
         % (a.num_prompts, a.input_len, a.num_prompts, a.image_size, a.image_size))
     texts = [make_prompt(family, make_text(tok, a.input_len, rng)) for _ in range(a.num_prompts)]
     images = make_images(a.num_prompts, a.image_size, a.seed)
+    return texts, images
+
+
+def dump_workload(a, family, tok, out_dir):
+    """Write the workload for `vllmd generate --input FILE`: one PNG per
+    request and workload.jsonl (greedy, max_tokens = output_len, ignore_eos)."""
+    os.makedirs(out_dir, exist_ok=True)
+    texts, images = build_workload(a, family, tok)
+    path = os.path.join(out_dir, "workload.jsonl")
+    with open(path, "w") as f:
+        for i, (t, im) in enumerate(zip(texts, images)):
+            ip = os.path.abspath(os.path.join(out_dir, "img_%05d.png" % i))
+            im.save(ip)
+            f.write(json.dumps({"prompt": t, "multi_modal_data": {"image": ip},
+                                "sampling_params": {"temperature": 0, "max_tokens": a.output_len,
+                                                    "ignore_eos": True}}) + "\n")
+    print("wrote %s: %d requests (%dx%d images, ~%d text tokens, %d output tokens each)"
+          % (path, len(texts), a.image_size, a.image_size, a.input_len, a.output_len))
+    return {"workload": path, "num_requests": len(texts)}
+
+
+def run_throughput(a, family, model, proc, device, dtype):
+    import torch
+    tok = proc.tokenizer
+    img_id = image_token_id(model, family)
+    n_img = llava_tokens(model, family)
+    texts, images = build_workload(a, family, tok)
     text_lens = [len(tok(t, add_special_tokens=True)["input_ids"]) for t in texts]  # before image expansion
     results = []
     for bs in a.batch_sizes:
@@ -479,35 +505,65 @@ def run_vision(a, family, model, proc, device, dtype):
             "ms_per_batch": el * 1000 / a.vision_iters, "feature_shape": list(f.shape)}
 
 
+MODES = ("throughput", "decode-step", "vision")
+
+
+def mode_args(a, mode, single):
+    """Parameters of one mode: --input-len/--output-len/--image-size apply to
+    throughput, and to the other modes too when only one mode runs; the
+    --decode-*/--vision-* options win for theirs."""
+    p = argparse.Namespace(**vars(a))
+    gen = (lambda v: v if single else None)
+    if mode == "throughput" or mode == "dump":
+        p.input_len = a.input_len if a.input_len is not None else 128
+        p.output_len = a.output_len if a.output_len is not None else 128
+        p.image_size = a.image_size or 336
+    elif mode == "decode-step":
+        p.input_len = next(v for v in (a.decode_input_len, gen(a.input_len), 16) if v is not None)
+        p.output_len = next(v for v in (a.decode_output_len, gen(a.output_len), 128) if v is not None)
+        p.image_size = a.decode_image_size or gen(a.image_size)       # None: per family
+    else:
+        p.image_size = a.vision_image_size or gen(a.image_size) or 336
+    return p
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help="checkpoint directory (hub layout)")
-    ap.add_argument("--mode", default="throughput", choices=("throughput", "decode-step", "vision"))
+    ap.add_argument("--mode", default="throughput",
+                    help="throughput, decode-step, vision, or several separated by commas (one model load)")
     ap.add_argument("--num-prompts", type=int, default=256)
     ap.add_argument("--input-len", type=int, default=None,
                     help="text tokens per prompt besides the template and image (default 128; decode-step 16)")
-    ap.add_argument("--output-len", type=int, default=128)
+    ap.add_argument("--output-len", type=int, default=None, help="generated tokens per request (default 128)")
     ap.add_argument("--image-size", type=int, default=None,
                     help="square synthetic image side (default 336; decode-step: 336 LLaVA, 672 Qwen2-VL)")
     ap.add_argument("--batch-size", default="32", help="batch size, or a list like 16,32,64")
     ap.add_argument("--warmup", type=int, default=1, help="warmup batches / runs")
     ap.add_argument("--repeats", type=int, default=3, help="decode-step: timed runs")
+    ap.add_argument("--decode-input-len", type=int, default=None)
+    ap.add_argument("--decode-output-len", type=int, default=None)
+    ap.add_argument("--decode-image-size", type=int, default=None)
     ap.add_argument("--vision-batch", type=int, default=64)
     ap.add_argument("--vision-iters", type=int, default=20)
+    ap.add_argument("--vision-image-size", type=int, default=None)
     ap.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"))
     ap.add_argument("--attn", default="sdpa", help="attn_implementation (default sdpa)")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--output-json", default=None)
+    ap.add_argument("--dump-workload", metavar="DIR", default=None,
+                    help="only write the throughput workload (PNGs + workload.jsonl for `vllmd generate "
+                         "--input`) and exit; needs the tokenizer, not the GPU")
     a = ap.parse_args()
     try:
         a.batch_sizes = [int(x) for x in str(a.batch_size).split(",") if x.strip()]
     except ValueError:
         ap.error("--batch-size: integers separated by commas")
-    if a.input_len is None:
-        a.input_len = 16 if a.mode == "decode-step" else 128
-    if a.mode == "throughput" and a.image_size is None:
-        a.image_size = 336
+    modes = [m.strip() for m in a.mode.split(",") if m.strip()]
+    bad = [m for m in modes if m not in MODES]
+    if bad or not modes:
+        ap.error("--mode: %s not among %s" % (bad, ", ".join(MODES)))
 
     cfg = read_config(a.model)
     family = family_of(cfg)
@@ -516,33 +572,42 @@ def main():
         import transformers
     except ImportError as e:
         raise SystemExit("hf_throughput: needs torch and transformers (%s)" % e)
+    if a.dump_workload:
+        if family == "phi3_v":
+            raise SystemExit("hf_throughput: --dump-workload supports llava and qwen2_vl prompts")
+        dump_workload(mode_args(a, "dump", True), family, load_processor(a.model, family).tokenizer,
+                      a.dump_workload)
+        return 0
     if a.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("hf_throughput: no CUDA device visible to torch")
     result = {"model": os.path.abspath(a.model), "family": family, "mode": a.mode, "dtype": a.dtype,
               "attn_implementation": a.attn, "args": {k: v for k, v in vars(a).items() if k != "batch_sizes"}}
     result.update(gpu_info())
+
+    def save():
+        if a.output_json:
+            with open(a.output_json, "w") as f:
+                json.dump(result, f, indent=1)
+
     torch.manual_seed(a.seed)
     try:
         model, problems = load_model(a.model, family, a.dtype, a.attn, a.device)
     except Skip as e:
         print("SKIPPED %s: %s" % (family, e))
         result.update(skipped=str(e))
-        if a.output_json:
-            with open(a.output_json, "w") as f:
-                json.dump(result, f, indent=1)
+        save()
         return 0
     proc = load_processor(a.model, family)
     dt = torch_dtype(a.dtype)
     log("transformers %s, torch %s, %s" % (transformers.__version__, torch.__version__, result.get("gpu")))
-    if a.mode == "throughput":
-        result.update(run_throughput(a, family, model, proc, a.device, dt))
-    elif a.mode == "decode-step":
-        result.update(run_decode_step(a, family, model, proc, a.device, dt))
-    else:
-        result.update(run_vision(a, family, model, proc, a.device, dt))
+    run = {"throughput": run_throughput, "decode-step": run_decode_step, "vision": run_vision}
+    for mode in modes:
+        res = run[mode](mode_args(a, mode, len(modes) == 1), family, model, proc, a.device, dt)
+        result[mode] = res
+        if len(modes) == 1:
+            result.update(res)
+        save()  # after each mode, so a later failure keeps the earlier results
     if a.output_json:
-        with open(a.output_json, "w") as f:
-            json.dump(result, f, indent=1)
         log("wrote", a.output_json)
     return 0
 
