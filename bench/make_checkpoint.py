@@ -7,7 +7,8 @@ real weights can be downloaded.
     python3 bench/make_checkpoint.py --arch qwen2-vl-2b --out DIR --scale-down 16   # tiny, same layout
 
 Archs and the hub repository each one copies (config.json, tensor names and
-shapes, sharding into ~5 GB model-0000i-of-0000N.safetensors files plus
+shapes, sharding into model-0000i-of-0000N.safetensors files of at most 5 GB
+(LLaVA, Phi: 3 and 2 files) or 4 GB (Qwen2-VL: 2 and 5 files) plus
 model.safetensors.index.json, preprocessor/processor configs, tokenizer files):
 
     llava-1.5-7b     llava-hf/llava-1.5-7b-hf            7.06 B params
