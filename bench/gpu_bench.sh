@@ -11,7 +11,7 @@ bench_family() {
 		{ say "checkpoint $arch failed"; tail -20 "$OUT/ckpt_$fam.log"; return 1; }
 	du -sh "$m" | tee -a "$SUMMARY"
 	run "latency_${fam}_b1" 300 "$BIN/latency" --model "$m" --batch-size 1 --input-len 32 \
-		--output-len 128 --image-size 336 --num-iters 3 --num-iters-warmup 1 \
+		--output-len 128 --image-size 336 --num-iters 3 --num-iters-warmup 1 --max-model-len 4096 \
 		--output-json "$OUT/latency_${fam}_b1.json"
 	grep -h "Avg latency\|Prefill\|Decode step" "$OUT/latency_${fam}_b1.log" | tee -a "$SUMMARY"
 	run "vision_${fam}" 300 "$BIN/vision" --model "$m" --batch-size 64 --image-size 336 \
@@ -19,7 +19,7 @@ bench_family() {
 	grep -h "Throughput" "$OUT/vision_${fam}.log" | tee -a "$SUMMARY"
 	run "throughput_${fam}" 600 "$BIN/throughput" --model "$m" --num-prompts "$NUM_PROMPTS" \
 		--input-len 32 --output-len 128 --image-size 336 --max-num-seqs "${MAX_NUM_SEQS:-256}" \
-		--max-num-batched-tokens "${MAX_BATCHED:-8192}" --output-json "$OUT/throughput_${fam}.json"
+		--max-num-batched-tokens "${MAX_BATCHED:-8192}" --max-model-len 4096 --output-json "$OUT/throughput_${fam}.json"
 	grep -h "Throughput\|Elapsed\|Mean prompt" "$OUT/throughput_${fam}.log" | tee -a "$SUMMARY"
 	if [ "$fam" = phi35 ]; then
 		hf_modes=throughput # reported as skipped: no native class in transformers
@@ -37,11 +37,14 @@ bench_family() {
 bench_serving() {
 	local arch=$1 fam=$2 m="$CKPT_DIR/$1" pid port=8321 up=0
 	[ -d "$m" ] || run "ckpt_$fam" 300 python3 bench/make_checkpoint.py --arch "$arch" --out "$m"
+	local tmpl=()
+	[ -f "$m/chat_template.jinja" ] && tmpl=(--chat-template "$m/chat_template.jinja")
 	"$BIN/vllmd" serve "$m" --port "$port" --max-num-seqs 256 --max-num-batched-tokens 8192 \
-		--served-model-name "$fam" >"$OUT/serve_${fam}.log" 2>&1 &
+		--max-model-len 4096 --served-model-name "$fam" "${tmpl[@]}" >"$OUT/serve_${fam}.log" 2>&1 &
 	pid=$!
 	for _ in $(seq 240); do
-		curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1 && { up=1; break; }
+		python3 -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$port/health', timeout=2)" \
+			>/dev/null 2>&1 && { up=1; break; }
 		kill -0 "$pid" 2>/dev/null || break
 		sleep 0.5
 	done

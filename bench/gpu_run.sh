@@ -3,28 +3,32 @@
 # CPU machine (scripts/device-pack.sh), run the CUDA tests, then the
 # benchmarks, and write every log and result under $OUT.
 #
-#   bench/gpu_run.sh [PHASE ...]     (default: tests bench)
+#   bench/gpu_run.sh [PHASE ...]     (default: tests llava)
 #
 # Phases:
 #   tests   op-by-op CUDA-vs-CPU parity (test_ops_cuda) and the three
 #           families' golden tests on the GPU, in float32 (strict) and bf16
-#   bench   full-size random-weight checkpoints (bench/make_checkpoint.py),
-#           bench/latency, bench/vision, bench/throughput, bench/serving, and
-#           the same workloads through transformers (bench/hf_throughput.py)
+#   llava, qwen2vl2b, qwen2vl7b, phi35
+#           a full-size random-weight checkpoint (bench/make_checkpoint.py),
+#           bench/latency, bench/vision, bench/throughput, and the same
+#           workloads through transformers (bench/hf_throughput.py)
+#   serving vllmd serve on the LLaVA checkpoint + bench/serving (Poisson)
 #
 # Environment: OUT (where summary.txt, results.tgz and logs.tgz go,
-# default /tmp/vllmd-gpu), PACK (default
-# .devpack.tar.xz), CKPT_DIR (where checkpoints are written, default
-# /tmp/ckpt), NUM_PROMPTS (throughput requests, default 1000).
+# default /tmp/vllmd-gpu), PACK (default .devpack.tar.xz), CKPT_DIR (where
+# checkpoints are written, default /dev/shm/ckpt), NUM_PROMPTS (vllmd
+# throughput requests, default 1000), HF_PROMPTS (transformers', 256),
+# SKIP_HF=1, HF_BATCHES (32,64,128), SERVE_RATE, SERVE_PROMPTS.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 RESULTS=${OUT:-/tmp/vllmd-gpu}
 OUT=/tmp/vllmd-gpu-logs
 PACK=${PACK:-.devpack.tar.xz}
-CKPT_DIR=${CKPT_DIR:-/tmp/ckpt}
+CKPT_DIR=${CKPT_DIR:-/dev/shm/ckpt}
+HF_PROMPTS=${HF_PROMPTS:-256}
 NUM_PROMPTS=${NUM_PROMPTS:-1000}
 PHASES=("$@")
-[ ${#PHASES[@]} -gt 0 ] || PHASES=(tests bench)
+[ ${#PHASES[@]} -gt 0 ] || PHASES=(tests llava)
 rm -rf "$OUT" && mkdir -p "$OUT" "$RESULTS"
 SUMMARY="$OUT/summary.txt"
 : >"$SUMMARY"
@@ -46,6 +50,7 @@ export VD_PLUGIN_DIR="$P/plugins" VLLMD_PLUGIN_DIR="$P/plugins" VD_TEST_DATA=tes
 for d in tests/data/models/qwen2vl-tiny-*; do
 	[ -s "$d/tokenizer.json" ] || cp "$P/tok/tokenizer.json" "$d/"
 done
+mkdir -p tests/data/tok/qwen2 && cp -n "$P"/tok/tokenizer*.json tests/data/tok/qwen2/
 BIN="$P/bin"
 say "libraries taken from the pack: $(ls "$P/use" | tr '\n' ' ')"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
@@ -74,9 +79,13 @@ if has_phase tests; then
 	grep -h "match transformers\|diverged" "$OUT"/test_*_cuda_*.log >>"$SUMMARY"
 fi
 
-if has_phase bench; then
-	[ -f bench/gpu_bench.sh ] && source bench/gpu_bench.sh
-fi
+source bench/gpu_bench.sh
+has_phase llava && bench_family llava-1.5-7b llava
+has_phase serving && bench_serving llava-1.5-7b llava
+has_phase llava && rm -rf "$CKPT_DIR/llava-1.5-7b"
+has_phase qwen2vl2b && bench_family qwen2-vl-2b qwen2vl2b && rm -rf "$CKPT_DIR/qwen2-vl-2b"
+has_phase qwen2vl7b && bench_family qwen2-vl-7b qwen2vl7b && rm -rf "$CKPT_DIR/qwen2-vl-7b"
+has_phase phi35 && bench_family phi-3.5-vision phi35 && rm -rf "$CKPT_DIR/phi-3.5-vision"
 say "done"
 # everything back as few files: the summary, results JSON, and the logs
 cp "$SUMMARY" "$RESULTS/"

@@ -804,21 +804,22 @@ static void run_paged(const attn_cfg *cfg, vd_dtype dt, const seq_spec *seqs, in
 START_TEST(test_paged_attention)
 {
 	/* mixed: long decodes, a prefill chunk after cached context, a fresh
-	 * prefill, a decode at a block boundary, a first token */
-	static const seq_spec mixed[] = { { 2100, 1 }, { 16, 1 }, { 250, 37 },
-					  { 0, 23 },   { 2047, 1 }, { 0, 1 } };
+	 * prefill, a decode at a block boundary, a first token, a prefill of
+	 * several query tiles (the tensor-core kernel takes chunks of >= 16) */
+	static const seq_spec mixed[] = { { 2100, 1 }, { 16, 1 }, { 250, 37 }, { 0, 23 },
+					  { 2047, 1 }, { 0, 1 },  { 64, 130 } };
 	/* decode only: few query rows, so the keys are split over blocks */
 	static const seq_spec decode[] = { { 2100, 1 }, { 16, 1 }, { 2999, 1 }, { 0, 1 } };
 	/* the same with shorter contexts, for the smaller configurations */
-	static const seq_spec mixed_s[] = { { 300, 1 }, { 16, 1 }, { 50, 37 },
-					    { 0, 23 },  { 127, 1 }, { 0, 1 } };
+	static const seq_spec mixed_s[] = { { 300, 1 }, { 16, 1 }, { 50, 37 }, { 0, 23 },
+					    { 127, 1 }, { 0, 1 },  { 64, 130 } };
 	static const seq_spec decode_s[] = { { 300, 1 }, { 16, 1 }, { 511, 1 }, { 0, 1 } };
 
 	for (size_t i = 0; i < sizeof(attn_cfgs) / sizeof(attn_cfgs[0]); i++) {
 		bool big = i == 0 || i == 1 || i == 3; /* llava, qwen2vl-7b, phi3.5 */
 
 		for (int d = 0; d < NDT; d++) {
-			run_paged(&attn_cfgs[i], dtypes[d], big ? mixed : mixed_s, 6, "mixed");
+			run_paged(&attn_cfgs[i], dtypes[d], big ? mixed : mixed_s, 7, "mixed");
 			run_paged(&attn_cfgs[i], dtypes[d], big ? decode : decode_s, 4, "decode");
 		}
 	}

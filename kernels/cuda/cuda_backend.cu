@@ -11,6 +11,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+#include <mma.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -1269,6 +1270,8 @@ typedef struct attn_args {
 	int64_t chunk; /* keys per split */
 	int nsplit;
 	float *part; /* (T H, nsplit, d + 2): acc | max | sum, when nsplit > 1 */
+	const int32_t *rows;  /* k_attention: the query rows it takes (NULL = all) */
+	const int32_t *tiles; /* k_flash: (sequence, first query) of each tile */
 } attn_args;
 
 /* Block (query row t*H + h, split y): 4 warps take keys round-robin from
@@ -1281,7 +1284,7 @@ template <typename TC, int EPL, bool PAGED>
 __global__ void __launch_bounds__(ATT_WARPS * 32) k_attention(attn_args a)
 {
 	__shared__ float s_m[ATT_WARPS], s_l[ATT_WARPS], s_acc[ATT_WARPS][EPL * 32];
-	int64_t row = blockIdx.x, t = row / a.heads;
+	int64_t row = blockIdx.x, t = a.rows ? a.rows[row / a.heads] : row / a.heads;
 	int h = (int)(row % a.heads), kh = h / a.group;
 	int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 	int s = a.tok_seq[t];
@@ -1395,7 +1398,7 @@ __global__ void k_attn_combine(attn_args a)
 {
 	__shared__ float wt[ATT_MAX_SPLIT];
 	__shared__ float inv_sum;
-	int64_t row = blockIdx.x, t = row / a.heads;
+	int64_t row = blockIdx.x, t = a.rows ? a.rows[row / a.heads] : row / a.heads;
 	int h = (int)(row % a.heads);
 	const float *p = a.part + row * a.nsplit * (a.d + 2);
 
@@ -1437,6 +1440,248 @@ static void launch_attn_t(cu_ctx *c, dim3 grid, const attn_args *a)
 		k_attention<TC, 4, PAGED><<<grid, th, 0, c->stream>>>(*a);
 	else
 		k_attention<TC, 8, PAGED><<<grid, th, 0, c->stream>>>(*a);
+}
+
+
+/* ------------------------------------------------ tensor-core attention */
+
+/* Flash attention on tensor cores (WMMA, bf16/f16 in, f32 accumulation) for
+ * tiles of up to FL_M query rows of one sequence and one head: Q stays in
+ * shared memory while K and V pass through it FL_N keys at a time; each of
+ * the four warps owns 16 query rows, computes S = Q K^T with WMMA, keeps an
+ * online softmax (max, sum) in f32 and accumulates O += P V with WMMA into an
+ * f32 tile in shared memory. PAGED: keys come through the block table and
+ * the mask is causal; otherwise (vision towers) every key of the segment is
+ * visible. Used for prefill chunks and vision segments; decode rows stay on
+ * k_attention, which splits long contexts. */
+#define FL_M 64
+#define FL_N 64
+#define FL_WARPS 4
+#define FL_MIN_Q 16 /* query rows of a sequence from which the tile kernel pays */
+
+template <int D> struct fl_layout {
+	static constexpr int QLD = D + 8;  /* bf16/f16 rows of Q, K, V */
+	static constexpr int SLD = FL_N + 4; /* f32 scores */
+	static constexpr int PLD = FL_N + 8; /* bf16/f16 probabilities */
+	static constexpr int OLD = D + 4;  /* f32 output accumulator */
+	static constexpr size_t q_off = 0;
+	static constexpr size_t k_off = q_off + (size_t)FL_M * QLD * 2;
+	static constexpr size_t v_off = k_off + (size_t)FL_N * QLD * 2;
+	static constexpr size_t s_off = v_off + (size_t)FL_N * QLD * 2;
+	static constexpr size_t p_off = s_off + (size_t)FL_M * SLD * 4;
+	static constexpr size_t o_off = p_off + (size_t)FL_M * PLD * 2;
+	static constexpr size_t bytes = o_off + (size_t)FL_M * OLD * 4;
+};
+
+/* 16-byte row loads of n rows of D elements into shared rows of ld; rows past
+ * n are zero. src(r) gives the global address of row r. */
+template <typename T, int D, typename F>
+__device__ __forceinline__ void fl_load_rows(T *dst, int ld, int n, F src)
+{
+	constexpr int C8 = D / 8;
+
+	for (int i = threadIdx.x; i < FL_M * C8; i += FL_WARPS * 32) {
+		int r = i / C8, c = i % C8;
+		uint4 v = make_uint4(0, 0, 0, 0);
+
+		if (r < n)
+			v = *(const uint4 *)(src(r) + c * 8);
+		*(uint4 *)(dst + (size_t)r * ld + c * 8) = v;
+	}
+}
+
+template <typename T, int D, bool PAGED>
+__global__ void __launch_bounds__(FL_WARPS * 32) k_flash(attn_args a)
+{
+	using namespace nvcuda;
+	typedef fl_layout<D> L;
+	extern __shared__ __align__(128) unsigned char fl_smem[];
+	T *Qs = (T *)(fl_smem + L::q_off), *Ks = (T *)(fl_smem + L::k_off);
+	T *Vs = (T *)(fl_smem + L::v_off), *Ps = (T *)(fl_smem + L::p_off);
+	float *Ss = (float *)(fl_smem + L::s_off), *Os = (float *)(fl_smem + L::o_off);
+	const T *Q = (const T *)a.q, *K = (const T *)a.k, *V = (const T *)a.v;
+	int s = a.tiles[2 * blockIdx.x], q0 = a.tiles[2 * blockIdx.x + 1];
+	int h = blockIdx.y, kh = h / a.group;
+	int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+	int64_t first = a.starts[s], qlen = a.starts[s + 1] - first;
+	int nq = (int)(qlen - q0 < FL_M ? qlen - q0 : FL_M);
+	/* causal: query j of the chunk is at absolute position ctx0 + j */
+	int64_t ctx0 = PAGED ? a.seq_lens[s] - qlen : 0;
+	int64_t nkeys = PAGED ? ctx0 + q0 + nq : qlen;
+	int rr = lane >> 1, half = lane & 1, my = warp * 16 + rr;
+	int64_t my_pos = ctx0 + q0 + my;
+	float m = -INFINITY, l = 0.0f;
+	T *Pw = Ps + (size_t)warp * 16 * L::PLD;
+	float *Sw = Ss + (size_t)warp * 16 * L::SLD, *Ow = Os + (size_t)warp * 16 * L::OLD;
+
+	fl_load_rows<T, D>(Qs, L::QLD, nq, [&](int r) {
+		return Q + (first + q0 + r) * a.q_st + h * a.q_sh;
+	});
+	for (int i = threadIdx.x; i < FL_M * L::OLD; i += FL_WARPS * 32)
+		Os[i] = 0.0f;
+	for (int64_t kb = 0; kb < nkeys; kb += FL_N) {
+		int nk = (int)(nkeys - kb < FL_N ? nkeys - kb : FL_N);
+
+		__syncthreads(); /* the previous tile's K, V are no longer read */
+		if (PAGED) {
+			fl_load_rows<T, D>(Ks, L::QLD, nk, [&](int r) {
+				int64_t key = kb + r, blk = a.tables[(int64_t)s * a.max_blocks + key / a.bs];
+				return K + blk * a.k_s0 + (key % a.bs) * a.k_s1 + kh * a.k_sh;
+			});
+			fl_load_rows<T, D>(Vs, L::QLD, nk, [&](int r) {
+				int64_t key = kb + r, blk = a.tables[(int64_t)s * a.max_blocks + key / a.bs];
+				return V + blk * a.v_s0 + (key % a.bs) * a.v_s1 + kh * a.v_sh;
+			});
+		} else {
+			fl_load_rows<T, D>(Ks, L::QLD, nk, [&](int r) {
+				return K + (first + kb + r) * a.k_s0 + kh * a.k_sh;
+			});
+			fl_load_rows<T, D>(Vs, L::QLD, nk, [&](int r) {
+				return V + (first + kb + r) * a.v_s0 + kh * a.v_sh;
+			});
+		}
+		__syncthreads();
+
+		/* S (16 x FL_N) = Q_w K^T */
+		for (int n = 0; n < FL_N / 16; n++) {
+			wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+			wmma::fill_fragment(acc, 0.0f);
+#pragma unroll
+			for (int k = 0; k < D / 16; k++) {
+				wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa;
+				wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> fb;
+
+				wmma::load_matrix_sync(fa, Qs + (size_t)warp * 16 * L::QLD + k * 16, L::QLD);
+				wmma::load_matrix_sync(fb, Ks + (size_t)n * 16 * L::QLD + k * 16, L::QLD);
+				wmma::mma_sync(acc, fa, fb, acc);
+			}
+			wmma::store_matrix_sync(Sw + n * 16, acc, L::SLD, wmma::mem_row_major);
+		}
+		__syncwarp();
+
+		/* online softmax: two lanes per row, 32 columns each */
+		{
+			float v[32], tmax = -INFINITY, mn, alpha, sum = 0.0f;
+
+#pragma unroll
+			for (int j = 0; j < 32; j++) {
+				int64_t key = kb + half * 32 + j;
+				bool ok = key < kb + nk && my < nq && (!PAGED || key <= my_pos);
+
+				v[j] = ok ? Sw[rr * L::SLD + half * 32 + j] * a.scale : -INFINITY;
+				tmax = fmaxf(tmax, v[j]);
+			}
+			tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
+			mn = fmaxf(m, tmax);
+			alpha = m == -INFINITY ? 0.0f : __expf(m - mn);
+#pragma unroll
+			for (int j = 0; j < 32; j++) {
+				float p = v[j] == -INFINITY ? 0.0f : __expf(v[j] - mn);
+
+				sum += p;
+				Pw[rr * L::PLD + half * 32 + j] = from_f<T>(p);
+			}
+			sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+			l = l * alpha + sum;
+			if (mn != -INFINITY)
+				m = mn;
+			for (int c = half * (D / 2); c < (half + 1) * (D / 2); c++)
+				Ow[rr * L::OLD + c] *= alpha;
+		}
+		__syncwarp();
+
+		/* O_w (16 x D) += P_w V */
+		for (int n = 0; n < D / 16; n++) {
+			wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+
+			wmma::load_matrix_sync(acc, Ow + n * 16, L::OLD, wmma::mem_row_major);
+#pragma unroll
+			for (int k = 0; k < FL_N / 16; k++) {
+				wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa;
+				wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> fb;
+
+				wmma::load_matrix_sync(fa, Pw + k * 16, L::PLD);
+				wmma::load_matrix_sync(fb, Vs + (size_t)k * 16 * L::QLD + n * 16, L::QLD);
+				wmma::mma_sync(acc, fa, fb, acc);
+			}
+			wmma::store_matrix_sync(Ow + n * 16, acc, L::OLD, wmma::mem_row_major);
+		}
+		__syncwarp();
+	}
+	if (my < nq) {
+		float inv = l > 0.0f ? 1.0f / l : 0.0f;
+		T *o = (T *)a.out + (first + q0 + my) * a.o_st + h * a.o_sh;
+
+		for (int c = half * (D / 2); c < (half + 1) * (D / 2); c++)
+			o[c] = from_f<T>(Ow[rr * L::OLD + c] * inv);
+	}
+}
+
+template <typename T, int D, bool PAGED>
+static vd_status launch_flash_d(cu_ctx *c, const attn_args *a, int ntiles)
+{
+	static bool ready[64];
+	int dev = c->device;
+
+	/* shared memory beyond 48 KiB is opted into once per device */
+	if (dev < 0 || dev >= 64 || !ready[dev]) {
+		CUDA_TRY(cudaFuncSetAttribute(k_flash<T, D, PAGED>,
+					      cudaFuncAttributeMaxDynamicSharedMemorySize,
+					      (int)fl_layout<D>::bytes));
+		if (dev >= 0 && dev < 64)
+			ready[dev] = true;
+	}
+	k_flash<T, D, PAGED><<<dim3((unsigned)ntiles, (unsigned)a->heads), FL_WARPS * 32,
+			       fl_layout<D>::bytes, c->stream>>>(*a);
+	LAUNCHED();
+	return VD_OK;
+}
+
+template <typename T, bool PAGED>
+static vd_status launch_flash_t(cu_ctx *c, const attn_args *a, int ntiles)
+{
+	switch (a->d) {
+	case 64: return launch_flash_d<T, 64, PAGED>(c, a, ntiles);
+	case 80: return launch_flash_d<T, 80, PAGED>(c, a, ntiles);
+	case 96: return launch_flash_d<T, 96, PAGED>(c, a, ntiles);
+	default: return launch_flash_d<T, 128, PAGED>(c, a, ntiles);
+	}
+}
+
+/* Whether k_flash can take this attention: 16-bit q, kv and out of one
+ * dtype, a head dim it is built for, 16-byte aligned rows. */
+static bool flash_fits(const hv *q, const hv *o, int kv_dt, const void *k, const void *v,
+		       const int64_t *kv_strides, int n_strides)
+{
+	static int off = -1;
+
+	if (off < 0) {
+		const char *e = getenv("VD_CUDA_FLASH");
+
+		off = e && !strcmp(e, "0");
+	}
+	if (off || q->dt == VD_DTYPE_F32 || q->dt != kv_dt || o->dt != kv_dt)
+		return false;
+	if (q->d != 64 && q->d != 80 && q->d != 96 && q->d != 128)
+		return false;
+	if (((uintptr_t)q->p | (uintptr_t)o->p | (uintptr_t)k | (uintptr_t)v) & 15)
+		return false;
+	if ((q->st | q->sh | o->st | o->sh) & 7)
+		return false;
+	for (int i = 0; i < n_strides; i++)
+		if (kv_strides[i] & 7)
+			return false;
+	return true;
+}
+
+template <bool PAGED>
+static vd_status launch_flash(cu_ctx *c, const attn_args *a, int ntiles)
+{
+	if (ntiles == 0)
+		return VD_OK;
+	if (a->q_dt == VD_DTYPE_BF16)
+		return launch_flash_t<__nv_bfloat16, PAGED>(c, a, ntiles);
+	return launch_flash_t<__half, PAGED>(c, a, ntiles);
 }
 
 /* Launch over rows = T*H query rows whose longest context is max_ctx.
@@ -1542,8 +1787,9 @@ static vd_status cu_paged_attention(vd_backend *be, const vd_tensor *q, const vd
 {
 	hv qh, oh;
 	cv kc, vc;
-	int64_t max_ctx = 0, S, tabn;
-	size_t o_tok = 0, o_st, o_sl, o_tab, total;
+	int64_t max_ctx = 0, S, tabn, nrows = 0;
+	int ntiles = 0;
+	size_t o_tok = 0, o_st, o_sl, o_tab, o_rows, o_tiles, total;
 	char *blob = NULL;
 	const char *dev;
 	attn_args a;
@@ -1565,7 +1811,10 @@ static vd_status cu_paged_attention(vd_backend *be, const vd_tensor *q, const vd
 	o_st = align_up(o_tok + sizeof(int32_t) * (size_t)qh.t, 16);
 	o_sl = align_up(o_st + sizeof(int32_t) * (size_t)(S + 1), 16);
 	o_tab = align_up(o_sl + sizeof(int32_t) * (size_t)S, 16);
-	total = o_tab + sizeof(int32_t) * (size_t)tabn;
+	o_rows = align_up(o_tab + sizeof(int32_t) * (size_t)tabn, 16);
+	/* at most T / FL_M + S tiles of (sequence, first query) */
+	o_tiles = align_up(o_rows + sizeof(int32_t) * (size_t)qh.t, 16);
+	total = o_tiles + 2 * sizeof(int32_t) * (size_t)(qh.t / FL_M + S + 1);
 	TRY(blob_get(c, total, &blob));
 	TRY(check_meta(meta, qh.t, &kc, (int32_t *)(blob + o_tok), &max_ctx));
 	if (qh.t == 0 || qh.h == 0)
@@ -1574,13 +1823,40 @@ static vd_status cu_paged_attention(vd_backend *be, const vd_tensor *q, const vd
 	memcpy(blob + o_sl, meta->seq_lens, sizeof(int32_t) * (size_t)S);
 	if (tabn)
 		memcpy(blob + o_tab, meta->block_tables, sizeof(int32_t) * (size_t)tabn);
+	/* sequences with many query rows (prefill) go to the tensor-core tile
+	 * kernel, the others (decode) to the row kernel */
+	{
+		int64_t strides[6] = { kc.sb, kc.ss, kc.sh, vc.sb, vc.ss, vc.sh };
+		bool fl = flash_fits(&qh, &oh, kc.dt, kc.p, vc.p, strides, 6);
+		int32_t *rows = (int32_t *)(blob + o_rows), *tiles = (int32_t *)(blob + o_tiles);
+
+		for (int64_t sq = 0; sq < S; sq++) {
+			int32_t q0 = meta->query_start_loc[sq], q1 = meta->query_start_loc[sq + 1];
+
+			if (fl && q1 - q0 >= FL_MIN_Q) {
+				for (int32_t j = 0; j < q1 - q0; j += FL_M) {
+					tiles[2 * ntiles] = (int32_t)sq;
+					tiles[2 * ntiles + 1] = j;
+					ntiles++;
+				}
+			} else {
+				for (int32_t t = q0; t < q1; t++)
+					rows[nrows++] = t;
+			}
+		}
+	}
 	TRY(put_index(c, IDX_ATTN, total, &dev));
 	a = (attn_args){ qh.p, qh.dt, qh.st, qh.sh, oh.p, oh.dt, oh.st, oh.sh, kc.p, vc.p,
 			 kc.sb, kc.ss, kc.sh, vc.sb, vc.ss, vc.sh, (int)qh.h, (int)(qh.h / kc.h),
 			 (int)qh.d, scale, (const int32_t *)(dev + o_tok),
 			 (const int32_t *)(dev + o_st), (const int32_t *)(dev + o_sl),
-			 (const int32_t *)(dev + o_tab), meta->max_blocks, (int)kc.bs, 0, 1, NULL };
-	return run_attention<true>(c, &a, kc.dt, qh.t * qh.h, max_ctx, "paged_attention");
+			 (const int32_t *)(dev + o_tab), meta->max_blocks, (int)kc.bs, 0, 1, NULL,
+			 nrows < qh.t ? (const int32_t *)(dev + o_rows) : NULL,
+			 (const int32_t *)(dev + o_tiles) };
+	TRY(launch_flash<true>(c, &a, ntiles));
+	if (nrows == 0)
+		return op_done(c, "paged_attention");
+	return run_attention<true>(c, &a, kc.dt, nrows * qh.h, max_ctx, "paged_attention");
 }
 
 /* One block per token: its K and V rows (all kv heads) into their slots. */
@@ -1649,7 +1925,8 @@ static vd_status cu_attention_segments(vd_backend *be, const vd_tensor *q, const
 {
 	hv qh, kh, vh, oh;
 	int64_t max_len = 0;
-	size_t o_st;
+	int ntiles = 0;
+	size_t o_st, o_tiles;
 	char *blob = NULL;
 	const char *dev;
 	attn_args a;
@@ -1668,7 +1945,8 @@ static vd_status cu_attention_segments(vd_backend *be, const vd_tensor *q, const
 				 (long long)qh.t);
 	ENTER(be);
 	o_st = align_up(sizeof(int32_t) * (size_t)qh.t, 16);
-	TRY(blob_get(c, o_st + sizeof(int32_t) * (size_t)(nseg + 1), &blob));
+	o_tiles = align_up(o_st + sizeof(int32_t) * (size_t)(nseg + 1), 16);
+	TRY(blob_get(c, o_tiles + 2 * sizeof(int32_t) * (size_t)(qh.t / FL_M + nseg + 1), &blob));
 	for (int g = 0; g < nseg; g++) {
 		if (cu[g + 1] < cu[g])
 			return vd_errorf(VD_ERR_INVALID_ARG,
@@ -1681,11 +1959,29 @@ static vd_status cu_attention_segments(vd_backend *be, const vd_tensor *q, const
 	if (qh.t == 0 || qh.h == 0)
 		return VD_OK;
 	memcpy(blob + o_st, cu, sizeof(int32_t) * (size_t)(nseg + 1));
-	TRY(put_index(c, IDX_SEGS, o_st + sizeof(int32_t) * (size_t)(nseg + 1), &dev));
+	{
+		int64_t strides[4] = { kh.st, kh.sh, vh.st, vh.sh };
+
+		if (flash_fits(&qh, &oh, kh.dt, kh.p, vh.p, strides, 4)) {
+			int32_t *tiles = (int32_t *)(blob + o_tiles);
+
+			for (int g = 0; g < nseg; g++)
+				for (int32_t j = 0; j < cu[g + 1] - cu[g]; j += FL_M) {
+					tiles[2 * ntiles] = g;
+					tiles[2 * ntiles + 1] = j;
+					ntiles++;
+				}
+		}
+	}
+	TRY(put_index(c, IDX_SEGS, o_tiles + 2 * sizeof(int32_t) * (size_t)ntiles, &dev));
 	a = (attn_args){ qh.p, qh.dt, qh.st, qh.sh, oh.p, oh.dt, oh.st, oh.sh, kh.p, vh.p,
 			 kh.st, 0, kh.sh, vh.st, 0, vh.sh, (int)qh.h, (int)(qh.h / kh.h),
 			 (int)qh.d, scale, (const int32_t *)dev, (const int32_t *)(dev + o_st),
-			 NULL, NULL, 0, 1, 0, 1, NULL };
+			 NULL, NULL, 0, 1, 0, 1, NULL, NULL, (const int32_t *)(dev + o_tiles) };
+	if (ntiles > 0) {
+		TRY(launch_flash<false>(c, &a, ntiles));
+		return op_done(c, "attention_segments");
+	}
 	return run_attention<false>(c, &a, kh.dt, qh.t * qh.h, max_len, "attention_segments");
 }
 
