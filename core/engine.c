@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/encoder_cache.h"
 #include "core/engine.h"
@@ -51,7 +52,25 @@ typedef struct group_node {
 	bool linked;
 } group_node;
 
+/* VLLMD_PROFILE=1: where engine steps spend their wall time, printed to
+ * stderr when the engine is destroyed. Encoder and decoder phases are
+ * synchronised with the backend so each is charged its own GPU time. */
+typedef struct step_prof {
+	bool on;
+	int64_t steps, decode_steps, tokens, enc_calls;
+	double sched, enc, build, fwd, post, decode_fwd;
+} step_prof;
+
+static double prof_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 struct vd_engine {
+	step_prof prof;
 	vd_engine_args args;
 	char *model_dir;
 	vd_backend *be;
@@ -292,6 +311,7 @@ vd_status vd_engine_create(const vd_engine_args *args, vd_engine **out)
 	if (!e)
 		return vd_errorf(VD_ERR_NOMEM, "out of memory");
 	e->args = *args;
+	e->prof.on = getenv("VLLMD_PROFILE") && strcmp(getenv("VLLMD_PROFILE"), "0");
 	e->model_dir = strdup(args->model);
 	if (!e->model_dir) {
 		st = vd_errorf(VD_ERR_NOMEM, "out of memory");
@@ -1151,6 +1171,8 @@ vd_status vd_engine_step(vd_engine *e, int *n_finished)
 	int orig = e->spec.original_max_position_embeddings;
 	vd_status st;
 
+	double t0 = e->prof.on ? prof_now() : 0.0, t1 = 0.0, t2 = 0.0, t3 = 0.0;
+
 	*n_finished = 0;
 	st = vd_scheduler_schedule(&e->sched, &so);
 	if (st != VD_OK)
@@ -1175,11 +1197,20 @@ vd_status vd_engine_step(vd_engine *e, int *n_finished)
 		if (q->group->params.prompt_logprobs >= 0 && q->index == 0)
 			n_logits += (int)so->n_tokens[i];
 	}
+	if (e->prof.on)
+		t1 = prof_now();
 	st = size_step_bufs(e, T, so->n, maxb, n_logits);
 	if (st == VD_OK)
 		st = run_encoders(e, so);
+	if (st == VD_OK && e->prof.on)
+		st = e->be->ops->sync(e->be);
 	if (st != VD_OK)
 		return st;
+	if (e->prof.on) {
+		t2 = prof_now();
+		e->prof.sched += t1 - t0;
+		e->prof.enc += t2 - t1;
+	}
 
 	n_logits = 0;
 	for (int i = 0; i < so->n; i++) {
@@ -1222,11 +1253,29 @@ vd_status vd_engine_step(vd_engine *e, int *n_finished)
 	for (int64_t t = 0; t < T; t++)
 		if (b->ids[t] < 0 || b->ids[t] >= e->spec.vocab_size)
 			b->ids[t] = 0;
+	if (e->prof.on) {
+		t3 = prof_now();
+		e->prof.build += t3 - t2;
+	}
 	st = run_decoder(e, T, so->n, maxb, n_logits, (const vd_seq *const *)so->seqs, so->n_tokens);
 	if (st != VD_OK)
 		return st;
+	if (e->prof.on) {
+		double t4 = prof_now();
+
+		e->prof.fwd += t4 - t3;
+		e->prof.steps++;
+		e->prof.tokens += T;
+		if (T == so->n) {
+			e->prof.decode_steps++;
+			e->prof.decode_fwd += t4 - t3;
+		}
+		t3 = t4;
+	}
 	vd_scheduler_advance(&e->sched);
 	st = postprocess(e, n_logits, n_finished);
+	if (e->prof.on)
+		e->prof.post += prof_now() - t3;
 	if (*n_finished)
 		free_finished_groups(e);
 	return st;
@@ -1237,6 +1286,18 @@ void vd_engine_destroy(vd_engine *e)
 	if (!e)
 		return;
 	vd_engine_abort_all(e);
+	if (e->prof.on && e->prof.steps > 0) {
+		const step_prof *p = &e->prof;
+
+		fprintf(stderr,
+			"vllmd profile: %lld steps (%lld decode-only), %.1f tokens/step; "
+			"schedule %.3f s, encoders %.3f s, batch build %.3f s, decoder %.3f s "
+			"(decode-only steps %.3f s, %.2f ms each), sample+output %.3f s\n",
+			(long long)p->steps, (long long)p->decode_steps,
+			(double)p->tokens / (double)p->steps, p->sched, p->enc, p->build, p->fwd,
+			p->decode_fwd, p->decode_steps ? 1e3 * p->decode_fwd / p->decode_steps : 0.0,
+			p->post);
+	}
 	if (e->be)
 		free_step_bufs(e->be, &e->b);
 	vd_scheduler_free(&e->sched);
