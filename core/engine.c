@@ -35,8 +35,10 @@ typedef struct step_bufs {
 	/* for each logit row: the sequence and what it is for */
 	vd_seq **lrow_seq;
 	int64_t *lrow_prompt_pos; /* prompt position whose logprob it gives; -1 = sample */
-	int32_t *picks;           /* greedy tokens picked on the backend (argmax op) */
-	bool use_picks;           /* this step's rows are all plain greedy */
+	int32_t *picks;           /* tokens picked on the backend (sample op) */
+	float *temps;             /* per logit row: temperature (0 = greedy) */
+	uint64_t *keys;           /* per logit row: noise key of the draw */
+	bool use_picks;           /* this step's rows all sample on the backend */
 	float *host_logits;
 	int64_t cap_host;
 	float *raw;               /* one row copy */
@@ -443,6 +445,8 @@ static void free_step_bufs(vd_backend *be, step_bufs *b)
 	free(b->lrow_seq);
 	free(b->lrow_prompt_pos);
 	free(b->picks);
+	free(b->temps);
+	free(b->keys);
 	free(b->host_logits);
 	free(b->raw);
 	free(b->scratch);
@@ -518,6 +522,12 @@ static vd_status size_step_bufs(vd_engine *e, int64_t T, int64_t n, int64_t maxb
 		c = b->cap_logits;
 		if (st == VD_OK)
 			st = need(&b->picks, &c, nl, sizeof(int32_t));
+		c = b->cap_logits;
+		if (st == VD_OK)
+			st = need(&b->temps, &c, nl, sizeof(float));
+		c = b->cap_logits;
+		if (st == VD_OK)
+			st = need(&b->keys, &c, nl, sizeof(uint64_t));
 		if (st != VD_OK)
 			return st;
 		b->cap_logits = nl;
@@ -603,23 +613,28 @@ static vd_status run_decoder(vd_engine *e, int64_t T, int n_seqs, int64_t maxb, 
 					&meta, e->kv.k, e->kv.v, b->logit_rows, n_logits, &logits);
 	}
 	if (st == VD_OK && b->use_picks)
-		st = o->argmax(e->be, &logits, b->picks);
+		st = o->sample(e->be, &logits, b->temps, b->keys, b->picks);
 	else if (st == VD_OK)
 		st = o->download(e->be, &logits, b->host_logits);
 	return st;
 }
 
-/* A row whose next token is the plain argmax of its logits: greedy, no
- * logprobs, no penalties, no tokens banned by min_tokens. Such rows need only
- * the index from the backend, not the logits on the host. */
-static bool plain_greedy(const vd_seq *q)
+/* A row the backend's sample op can serve: greedy, or a plain draw at a
+ * temperature (no top-k, top-p, min-p), with no logprobs, no penalties and
+ * no tokens banned by min_tokens. Such rows need only the picked index from
+ * the backend, not the logits on the host. */
+static bool backend_samples(const vd_seq *q, int32_t V)
 {
 	const vd_sampling_params *p = &q->group->params;
 
-	return vd_sampling_is_greedy(p) && p->logprobs < 0 && p->presence_penalty == 0.0f &&
-	       p->frequency_penalty == 0.0f &&
-	       (p->repetition_penalty == 1.0f || p->repetition_penalty <= 0.0f) &&
-	       (q->out->n_tokens >= p->min_tokens || (p->ignore_eos && p->n_stop_token_ids == 0));
+	if (p->logprobs >= 0 || p->presence_penalty != 0.0f || p->frequency_penalty != 0.0f ||
+	    !(p->repetition_penalty == 1.0f || p->repetition_penalty <= 0.0f))
+		return false;
+	if (q->out->n_tokens < p->min_tokens && !(p->ignore_eos && p->n_stop_token_ids == 0))
+		return false;
+	return vd_sampling_is_greedy(p) ||
+	       ((p->top_k <= 0 || p->top_k >= V) && (p->top_p <= 0.0f || p->top_p >= 1.0f) &&
+		p->min_p <= 0.0f);
 }
 
 /* A forward of the largest step the scheduler may build (the token budget,
@@ -1245,9 +1260,18 @@ vd_status vd_engine_step(vd_engine *e, int *n_finished)
 		off += k;
 	}
 	b->qsl[so->n] = (int32_t)T;
-	b->use_picks = e->be->ops->argmax != NULL;
+	b->use_picks = e->be->ops->sample != NULL;
 	for (int r = 0; r < n_logits && b->use_picks; r++)
-		b->use_picks = b->lrow_prompt_pos[r] < 0 && plain_greedy(b->lrow_seq[r]);
+		b->use_picks = b->lrow_prompt_pos[r] < 0 &&
+			       backend_samples(b->lrow_seq[r], e->spec.vocab_size);
+	for (int r = 0; r < n_logits && b->use_picks; r++) {
+		vd_seq *q = b->lrow_seq[r];
+		bool greedy = vd_sampling_is_greedy(&q->group->params);
+
+		/* one RNG word per drawn token, as vd_sample_token takes */
+		b->temps[r] = greedy ? 0.0f : q->group->params.temperature;
+		b->keys[r] = greedy ? 0 : vd_rng_next(&q->rng);
+	}
 	/* placeholder ids may lie outside the vocabulary; their rows are
 	 * overwritten by image embeddings */
 	for (int64_t t = 0; t < T; t++)

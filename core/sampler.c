@@ -1,12 +1,15 @@
 /* Sampling, following vLLM V1's order of operations so that the same
- * parameters mean the same thing here. Random draws use the exponential race
- * (argmax p_i / q_i with q_i ~ Exp(1)), which samples exactly from p. */
+ * parameters mean the same thing here. Random draws use the Gumbel-max trick
+ * (argmax of logit / T + Gumbel noise), which samples exactly from the
+ * softmax; the noise is a hash of one RNG word and the token id (ops.h), so a
+ * backend's sample op makes the same draw without the logits leaving it. */
 #include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/sampler.h"
+#include "vllmd/ops.h"
 
 static uint64_t rotl(uint64_t x, int k)
 {
@@ -145,8 +148,10 @@ int32_t vd_sample_token(float *logits, int32_t V, const vd_sampling_params *p,
 	float *probs = scratch;
 	float *tmp = probs + V;
 	int32_t *idx = (int32_t *)(tmp + V);
-	int32_t best = 0;
-	float best_score = -1.0f;
+	const float *raw = logits;
+	int32_t best = -1;
+	double best_score = -INFINITY, inv;
+	uint64_t key;
 
 	for (int i = 0; i < n_banned; i++)
 		if (banned[i] >= 0 && banned[i] < V)
@@ -155,8 +160,13 @@ int32_t vd_sample_token(float *logits, int32_t V, const vd_sampling_params *p,
 	if (vd_sampling_is_greedy(p))
 		return argmax(logits, V);
 
+	/* the filters work on a tempered copy; the draw reads the untempered
+	 * logits (raw) so that it scales them as the sample op does */
+	inv = 1.0 / (double)p->temperature;
 	for (int32_t i = 0; i < V; i++)
-		logits[i] /= p->temperature;
+		tmp[i] = logits[i] / p->temperature;
+	raw = logits;
+	logits = tmp;
 	if (p->min_p > 0.0f) {
 		float thresh = softmax(logits, V, probs) * p->min_p;
 
@@ -188,17 +198,22 @@ int32_t vd_sample_token(float *logits, int32_t V, const vd_sampling_params *p,
 		for (int32_t i = keep; i < V; i++)
 			logits[idx[i]] = -INFINITY;
 	}
-	softmax(logits, V, probs);
+	/* the draw: Gumbel-max over the survivors with noise keyed by one word
+	 * of the sequence's RNG, computed exactly as the backends' sample op
+	 * does (ops.h), so the host and a GPU pick the same token */
+	key = vd_rng_next(rng);
 	for (int32_t i = 0; i < V; i++) {
-		double q = -log(1.0 - vd_rng_uniform(rng)); /* Exp(1) */
-		float score = probs[i] > 0.0f ? (float)(probs[i] / q) : 0.0f;
+		double v;
 
-		if (score > best_score) {
-			best_score = score;
+		if (logits[i] == -INFINITY)
+			continue;
+		v = (double)raw[i] * inv + vd_gumbel(key, i);
+		if (best < 0 || v > best_score) {
+			best_score = v;
 			best = i;
 		}
 	}
-	return best;
+	return best < 0 ? 0 : best;
 }
 
 void vd_logprobs(const float *logits, int32_t V, int32_t chosen, int k, float *chosen_lp,

@@ -235,6 +235,13 @@ START_TEST(test_n_and_seed)
 	/* completion 0 of n=3 uses the same seed as the single request */
 	for (int t = 0; t < 10; t++)
 		ck_assert_int_eq(o[0].completions[0].token_ids[t], o2[0].completions[0].token_ids[t]);
+	vd_outputs_free(o2, 1);
+	/* asking for logprobs moves sampling from the backend's sample op to
+	 * the host sampler: the same seed still draws the same tokens */
+	r[1].params.logprobs = 2;
+	ck_assert_int_eq(vd_llm_generate(llm, &r[1], 1, &o2), VD_OK);
+	for (int t = 0; t < 10; t++)
+		ck_assert_int_eq(o[1].completions[0].token_ids[t], o2[0].completions[0].token_ids[t]);
 	vd_outputs_free(o, 2);
 	vd_outputs_free(o2, 1);
 	vd_llm_destroy(llm);

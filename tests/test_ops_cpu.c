@@ -804,14 +804,18 @@ START_TEST(test_rows)
 		ck_assert_mem_eq(f32(&g) + i * C, f32(&dst) + rows[i] * C, sizeof(float) * C);
 	rows[1] = -1;
 	ck_assert_int_eq(o->gather_rows(be, &dst, rows, 3, &g), VD_ERR_INVALID_ARG);
-	/* argmax: first maximum of each row */
+	/* sample: greedy = first maximum of each row; with a temperature, the
+	 * Gumbel-max draw of ops.h, never an -inf entry, and the same key draws
+	 * the same token */
 	{
-		int32_t am[V];
+		int32_t am[V], again[V];
+		float temps[V];
+		uint64_t keys[V];
 
 		f32(&dst)[0 * C + 4] = 50.0f;
 		f32(&dst)[0 * C + 2] = 50.0f;
 		f32(&dst)[1 * C + 5] = 60.0f;
-		ck_assert_int_eq(o->argmax(be, &dst, am), VD_OK);
+		ck_assert_int_eq(o->sample(be, &dst, NULL, NULL, am), VD_OK);
 		ck_assert_int_eq(am[0], 2);
 		ck_assert_int_eq(am[1], 5);
 		for (int r = 2; r < V; r++) {
@@ -822,6 +826,33 @@ START_TEST(test_rows)
 					best = j;
 			ck_assert_int_eq(am[r], best);
 		}
+		for (int r = 0; r < V; r++) {
+			temps[r] = r == 3 ? 0.0f : 1.0f;
+			keys[r] = 1000u + (uint64_t)r;
+		}
+		for (int j = 0; j < C; j++)
+			f32(&dst)[4 * C + j] = j == 1 ? 0.0f : -INFINITY;
+		ck_assert_int_eq(o->sample(be, &dst, temps, keys, am), VD_OK);
+		ck_assert_int_eq(o->sample(be, &dst, temps, keys, again), VD_OK);
+		ck_assert_mem_eq(am, again, sizeof(am));
+		ck_assert_int_eq(am[4], 1);
+		for (int r = 0; r < V; r++) {
+			double bs = -INFINITY;
+			int best = 0;
+
+			if (r == 3)
+				continue;
+			for (int j = 0; j < C; j++) {
+				double v = (double)f32(&dst)[r * C + j] + vd_gumbel(keys[r], j);
+
+				if (f32(&dst)[r * C + j] != -INFINITY && v > bs) {
+					bs = v;
+					best = j;
+				}
+			}
+			ck_assert_int_eq(am[r], best);
+		}
+		ck_assert_int_eq(o->sample(be, &dst, temps, NULL, am), VD_ERR_INVALID_ARG);
 	}
 	o->free(be, &table);
 	o->free(be, &out);

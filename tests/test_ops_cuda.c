@@ -975,10 +975,10 @@ END_TEST
 
 /* ------------------------------------------------------------ errors */
 
-/* Greedy picks: the same index as the CPU oracle on the same (rounded)
- * values, ties to the lowest index, at the vocabulary sizes of the three
- * families. */
-START_TEST(test_argmax)
+/* Picks: greedy rows the same index as the CPU oracle on the same (rounded)
+ * values, ties to the lowest index; sampled rows (temperature, key) the same
+ * Gumbel-max draw; at the vocabulary sizes of the three families. */
+START_TEST(test_sample)
 {
 	static const int64_t shapes[][2] = { { 1, 32064 }, { 7, 151936 }, { 256, 32064 },
 					     { 3, 5 }, { 2, 1 } };
@@ -990,25 +990,45 @@ START_TEST(test_argmax)
 			float *h = host_rand(n * v, 4.0f, dtypes[di]);
 			int32_t *a = malloc(sizeof(int32_t) * (size_t)n);
 			int32_t *b = malloc(sizeof(int32_t) * (size_t)n);
+			float *temps = malloc(sizeof(float) * (size_t)n);
+			uint64_t *keys = malloc(sizeof(uint64_t) * (size_t)n);
+			int64_t differ = 0;
 
 			ck_assert_ptr_nonnull(a);
 			ck_assert_ptr_nonnull(b);
+			ck_assert_ptr_nonnull(temps);
+			ck_assert_ptr_nonnull(keys);
 			/* row 0: a tie between two late columns; the lower must win */
 			if (v > 4) {
 				h[v - 3] = 100.0f;
 				h[v - 1] = 100.0f;
 			}
 			pair_set(&p, h);
-			ck_assert_int_eq(cpu->ops->argmax(cpu, &p.c, a), VD_OK);
-			ck_assert_int_eq(gpu->ops->argmax(gpu, &p.g, b), VD_OK);
+			ck_assert_int_eq(cpu->ops->sample(cpu, &p.c, NULL, NULL, a), VD_OK);
+			ck_assert_int_eq(gpu->ops->sample(gpu, &p.g, NULL, NULL, b), VD_OK);
 			for (int64_t m = 0; m < n; m++)
 				ck_assert_msg(a[m] == b[m], "argmax %s (%lld, %lld) row %lld: cpu %d gpu %d",
 					      vd_dtype_name(dtypes[di]), (long long)n, (long long)v,
 					      (long long)m, a[m], b[m]);
 			if (v > 4)
 				ck_assert_int_eq(b[0], (int32_t)(v - 3));
+			for (int64_t m = 0; m < n; m++) {
+				temps[m] = m % 3 == 2 ? 0.0f : 0.7f + 0.1f * (float)(m % 5);
+				keys[m] = 0x1234567ull * (uint64_t)(m + 1);
+			}
+			ck_assert_int_eq(cpu->ops->sample(cpu, &p.c, temps, keys, a), VD_OK);
+			ck_assert_int_eq(gpu->ops->sample(gpu, &p.g, temps, keys, b), VD_OK);
+			/* the same arithmetic in double on both sides: a different pick
+			 * needs two scores within a rounding error of each other */
+			for (int64_t m = 0; m < n; m++)
+				differ += a[m] != b[m];
+			ck_assert_msg(differ <= n / 100, "sample %s (%lld, %lld): %lld of %lld picks differ",
+				      vd_dtype_name(dtypes[di]), (long long)n, (long long)v,
+				      (long long)differ, (long long)n);
 			free(a);
 			free(b);
+			free(temps);
+			free(keys);
 			free(h);
 			pair_free(&p);
 		}
@@ -1087,7 +1107,7 @@ static Suite *suite(void)
 	tcase_add_test(attn, test_attention_segments);
 	tcase_add_test(rows, test_rows);
 	tcase_add_test(rows, test_im2patch);
-	tcase_add_test(rows, test_argmax);
+	tcase_add_test(rows, test_sample);
 	tcase_add_test(rows, test_errors);
 	suite_add_tcase(s, mem);
 	suite_add_tcase(s, dense);

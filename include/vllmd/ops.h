@@ -11,6 +11,7 @@
 #ifndef VLLMD_OPS_H
 #define VLLMD_OPS_H
 
+#include <math.h>
 #include <stdint.h>
 #include "vllmd/status.h"
 #include "vllmd/tensor.h"
@@ -161,11 +162,35 @@ typedef struct vd_ops {
 
 	/* --- sampling --- */
 	/* Optional (NULL: the caller downloads logits and samples on the host).
-	 * out[i] = index of the largest value of row i of x (M, N), the lowest
-	 * index among equal values (as the host sampler's greedy pick); out is
-	 * host memory (M int32), complete when the op returns. */
-	vd_status (*argmax)(vd_backend *be, const vd_tensor *x, int32_t *out);
+	 * out[i] (host, M int32, complete when the op returns) = the token for
+	 * row i of logits x (M, N):
+	 *   temps == NULL or temps[i] <= 0: the first maximum (greedy);
+	 *   else argmax_j of x[i][j] / temps[i] + g(keys[i], j), the Gumbel-max
+	 *   trick (an exact draw from softmax(x[i] / temps[i])); ties go to the
+	 *   lower j, -inf entries are never drawn. g(key, j) = -log(-log(u)) in
+	 *   double with u = ((h >> 11) + 0.5) * 2^-53, h = vd_mix64(key + (j + 1)
+	 *   * 0x9E3779B97F4A7C15), vd_mix64 the splitmix64 finaliser (below), so
+	 *   every backend and the host sampler draw the same token for a key. */
+	vd_status (*sample)(vd_backend *be, const vd_tensor *x, const float *temps,
+			    const uint64_t *keys, int32_t *out);
 } vd_ops;
+
+/* splitmix64's finaliser: the hash behind the sampling noise of `sample`. */
+static inline uint64_t vd_mix64(uint64_t z)
+{
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+/* Gumbel noise g(key, j) of the `sample` op. */
+static inline double vd_gumbel(uint64_t key, int64_t j)
+{
+	uint64_t h = vd_mix64(key + (uint64_t)(j + 1) * 0x9e3779b97f4a7c15ull);
+	double u = ((double)(h >> 11) + 0.5) * 0x1.0p-53;
+
+	return -log(-log(u));
+}
 
 /* A backend handle: the ops and the backend's private context. `dtype` is
  * the compute dtype model code keeps weights, activations and the KV cache

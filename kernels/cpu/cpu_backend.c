@@ -522,24 +522,46 @@ static vd_status cpu_zero(vd_backend *be, vd_tensor *t)
 	return VD_OK;
 }
 
-static vd_status cpu_argmax(vd_backend *be, const vd_tensor *x, int32_t *out)
+static vd_status cpu_sample(vd_backend *be, const vd_tensor *x, const float *temps,
+			    const uint64_t *keys, int32_t *out)
 {
 	rows r;
 	vd_status st;
 
 	(void)be;
-	if ((st = get_rows(x, "argmax", "x", &r)))
+	if ((st = get_rows(x, "sample", "x", &r)))
 		return st;
 	if (r.c < 1 || r.c > INT32_MAX)
-		return vd_errorf(VD_ERR_INVALID_ARG, "cpu argmax: rows of %lld elements",
+		return vd_errorf(VD_ERR_INVALID_ARG, "cpu sample: rows of %lld elements",
 				 (long long)r.c);
+	if (temps && !keys)
+		return vd_errorf(VD_ERR_INVALID_ARG, "cpu sample: temperatures need keys");
 	for (int64_t m = 0; m < r.n; m++) {
 		const float *row = (const float *)r.p + m * r.rs;
 		int64_t best = 0;
 
-		for (int64_t j = 1; j < r.c; j++)
-			if (row[j] > row[best])
-				best = j;
+		if (!temps || temps[m] <= 0.0f) {
+			for (int64_t j = 1; j < r.c; j++)
+				if (row[j] > row[best])
+					best = j;
+		} else {
+			double bs = -INFINITY, inv = 1.0 / (double)temps[m];
+
+			best = -1;
+			for (int64_t j = 0; j < r.c; j++) {
+				double v;
+
+				if (row[j] == -INFINITY)
+					continue;
+				v = (double)row[j] * inv + vd_gumbel(keys[m], j);
+				if (best < 0 || v > bs) {
+					bs = v;
+					best = j;
+				}
+			}
+			if (best < 0)
+				best = 0;
+		}
 		out[m] = (int32_t)best;
 	}
 	return VD_OK;
@@ -1402,7 +1424,7 @@ static const vd_ops cpu_ops = {
 	.gather_rows = cpu_gather_rows,
 	.im2patch = cpu_im2patch,
 	.zero = cpu_zero,
-	.argmax = cpu_argmax,
+	.sample = cpu_sample,
 };
 
 static void ctx_stop(cpu_ctx *c)

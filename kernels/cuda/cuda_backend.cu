@@ -67,7 +67,7 @@ static vd_status cuda_fail(cudaError_t e, const char *file, int line, const char
 
 /* Kinds of host index arrays; each keeps its own device copy so the copy is
  * skipped when an op gets the same bytes as last time. */
-enum { IDX_ROPE, IDX_ATTN, IDX_SLOTS, IDX_SEGS, IDX_ROWS, IDX_COUNT };
+enum { IDX_ROPE, IDX_ATTN, IDX_SLOTS, IDX_SEGS, IDX_ROWS, IDX_SAMPLE, IDX_COUNT };
 
 typedef struct idx_buf {
 	char *dev;     /* device copy of the last bytes sent */
@@ -2128,22 +2128,45 @@ static vd_status cu_zero(vd_backend *be, vd_tensor *t)
 
 /* ------------------------------------------------------------ sampling */
 
-/* One block per row: each thread scans a strided slice keeping its best
- * (value, index); a tree in shared memory keeps the larger value, and the
- * lower index among equals, so the pick matches the host's first maximum. */
-__global__ void __launch_bounds__(1024) k_argmax(rv x, int32_t *out)
+__device__ __forceinline__ uint64_t d_mix64(uint64_t z)
 {
-	__shared__ float sv[1024];
-	__shared__ int32_t si[1024];
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+/* One block per row: each thread scans a strided slice keeping its best
+ * (score, index); a tree in shared memory keeps the larger score, and the
+ * lower index among equals, so picks match the host's. Greedy rows score the
+ * logit; sampled rows logit / T + Gumbel noise from the row's key (ops.h). */
+__global__ void __launch_bounds__(512) k_sample(rv x, const float *temps, const uint64_t *keys,
+						int32_t *out)
+{
+	__shared__ double sv[512];
+	__shared__ int32_t si[512];
 	int64_t m = blockIdx.x;
-	float best = -INFINITY;
+	float t = temps ? temps[m] : 0.0f;
+	double best = -INFINITY, inv = t > 0.0f ? 1.0 / (double)t : 0.0;
 	int32_t bi = INT32_MAX;
 
 	for (int64_t j = threadIdx.x; j < x.c; j += blockDim.x) {
 		float v = ldf(x.p, x.dt, m * x.rs + j);
+		double sc;
 
-		if (v > best || bi == INT32_MAX) {
-			best = v;
+		if (t > 0.0f) {
+			uint64_t h;
+			double u;
+
+			if (v == -INFINITY)
+				continue;
+			h = d_mix64(keys[m] + (uint64_t)(j + 1) * 0x9e3779b97f4a7c15ull);
+			u = ((double)(h >> 11) + 0.5) * 0x1.0p-53;
+			sc = (double)v * inv - log(-log(u));
+		} else {
+			sc = (double)v;
+		}
+		if (bi == INT32_MAX || sc > best) {
+			best = sc;
 			bi = (int32_t)j;
 		}
 	}
@@ -2152,7 +2175,7 @@ __global__ void __launch_bounds__(1024) k_argmax(rv x, int32_t *out)
 	__syncthreads();
 	for (unsigned h = blockDim.x / 2; h > 0; h >>= 1) {
 		if (threadIdx.x < h) {
-			float ov = sv[threadIdx.x + h];
+			double ov = sv[threadIdx.x + h];
 			int32_t oi = si[threadIdx.x + h];
 
 			if (oi != INT32_MAX &&
@@ -2168,23 +2191,39 @@ __global__ void __launch_bounds__(1024) k_argmax(rv x, int32_t *out)
 		out[m] = si[0] == INT32_MAX ? 0 : si[0];
 }
 
-static vd_status cu_argmax(vd_backend *be, const vd_tensor *x, int32_t *out)
+static vd_status cu_sample(vd_backend *be, const vd_tensor *x, const float *temps,
+			   const uint64_t *keys, int32_t *out)
 {
 	rv xr;
-	void *d;
+	char *blob = NULL, *d;
+	const char *dev;
+	size_t o_keys, o_out, total;
 
-	TRY(get_rows(x, "argmax", "x", &xr));
+	TRY(get_rows(x, "sample", "x", &xr));
 	if (xr.c < 1 || xr.c > INT32_MAX - 1)
-		return vd_errorf(VD_ERR_INVALID_ARG, "cuda argmax: rows of %lld elements",
+		return vd_errorf(VD_ERR_INVALID_ARG, "cuda sample: rows of %lld elements",
 				 (long long)xr.c);
-	TRY(check_grid(xr.n, 0, "argmax"));
+	if (temps && !keys)
+		return vd_errorf(VD_ERR_INVALID_ARG, "cuda sample: temperatures need keys");
+	TRY(check_grid(xr.n, 0, "sample"));
 	ENTER(be);
 	if (xr.n == 0)
 		return VD_OK;
-	TRY(scratch(c, (size_t)xr.n * sizeof(int32_t), &d));
-	k_argmax<<<(unsigned)xr.n, 512, 0, c->stream>>>(xr, (int32_t *)d);
+	o_keys = align_up(sizeof(float) * (size_t)xr.n, 16);
+	o_out = align_up(o_keys + sizeof(uint64_t) * (size_t)xr.n, 16);
+	total = o_out;
+	if (temps) {
+		TRY(blob_get(c, total, &blob));
+		memcpy(blob, temps, sizeof(float) * (size_t)xr.n);
+		memcpy(blob + o_keys, keys, sizeof(uint64_t) * (size_t)xr.n);
+		TRY(put_index(c, IDX_SAMPLE, total, &dev));
+	}
+	TRY(scratch(c, sizeof(int32_t) * (size_t)xr.n, (void **)&d));
+	k_sample<<<(unsigned)xr.n, 512, 0, c->stream>>>(
+		xr, temps ? (const float *)dev : NULL,
+		temps ? (const uint64_t *)(dev + o_keys) : NULL, (int32_t *)d);
 	LAUNCHED();
-	CUDA_TRY(cudaMemcpyAsync(out, d, (size_t)xr.n * sizeof(int32_t), cudaMemcpyDeviceToHost,
+	CUDA_TRY(cudaMemcpyAsync(out, d, sizeof(int32_t) * (size_t)xr.n, cudaMemcpyDeviceToHost,
 				 c->stream));
 	CUDA_TRY(cudaStreamSynchronize(c->stream));
 	return VD_OK;
@@ -2219,7 +2258,7 @@ static const vd_ops cuda_ops = {
 	/* .gather_rows = */ cu_gather_rows,
 	/* .im2patch = */ cu_im2patch,
 	/* .zero = */ cu_zero,
-	/* .argmax = */ cu_argmax,
+	/* .sample = */ cu_sample,
 };
 
 int vd_cuda_device_count(void)
