@@ -73,6 +73,7 @@ typedef struct vd_config {
 	bool disable_log_requests;
 	int log_level;                   /* VD_CFG_LOG_* */
 	int64_t max_request_body_bytes;
+	int64_t timeout_keep_alive;      /* seconds */
 	/* media */
 	double image_fetch_timeout;      /* seconds */
 	char *allowed_local_media_path;

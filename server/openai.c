@@ -1025,7 +1025,8 @@ int vd_serve(vd_config *c)
 		goto out;
 	}
 	ho = (vd_http_opts){ .host = c->host, .port = (int)c->port,
-			     .max_body = (size_t)c->max_request_body_bytes, .handler = handle, .app = &a };
+			     .max_body = (size_t)c->max_request_body_bytes,
+			     .keep_alive_s = (unsigned)c->timeout_keep_alive, .handler = handle, .app = &a };
 	st = vd_http_start(&ho, &http);
 	if (st != VD_OK) {
 		fprintf(stderr, "vllmd: %s\n", vd_error_message());
