@@ -977,6 +977,41 @@ static void on_signal(int sig)
 	got_signal = sig;
 }
 
+/* What the serve loop saw last time it looked, for housekeeping. */
+typedef struct quiet_state {
+	uint64_t requests;           /* a->http_requests */
+	int connections;             /* open connections */
+	bool trimmed;                /* trimmed since the last change */
+} quiet_state;
+
+/* Once a second on the main thread. glibc keeps the memory a burst freed
+ * in its arenas; the engine's part is freed when the engine drains, the
+ * connection threads' part only when their keep-alive connections close,
+ * seconds later. So hand free pages back (malloc_trim) once nothing is in
+ * flight and neither the request count nor the open connections changed
+ * for a whole tick, and not again until they do. */
+static void housekeeping(app *a, vd_http_server *http, quiet_state *q)
+{
+	uint64_t requests;
+	int connections = vd_http_active(http);
+
+	pthread_mutex_lock(&a->mu);
+	requests = a->http_requests;
+	pthread_mutex_unlock(&a->mu);
+	if (requests != q->requests || connections != q->connections) {
+		q->requests = requests;
+		q->connections = connections;
+		q->trimmed = false;
+		return;
+	}
+	if (q->trimmed || vd_worker_in_flight(a->worker) > 0)
+		return;
+#ifdef __GLIBC__
+	malloc_trim(0);
+#endif
+	q->trimmed = true;
+}
+
 int vd_serve(vd_config *c)
 {
 	app a = { .cfg = c };
@@ -984,15 +1019,21 @@ int vd_serve(vd_config *c)
 	vd_http_server *http = NULL;
 	vd_http_opts ho;
 	struct sigaction sa = { .sa_handler = on_signal };
+	quiet_state hk = { 0 };
 	const vd_tokenizer *tok;
 	int rc = 1;
 	vd_status st;
 
 	pthread_mutex_init(&a.mu, NULL);
 #ifdef __GLIBC__
-	/* one connection thread per request: cap glibc's per-thread arenas so
-	 * a burst does not leave many half-empty heaps behind */
-	mallopt(M_ARENA_MAX, 4);
+	/* One connection thread per request, so a burst runs hundreds of
+	 * threads. With several arenas, what a burst freed stays in them: glibc
+	 * returns a non-main arena's free top only past its trim threshold,
+	 * which it raises to twice the largest mmap'ed block freed so far, and
+	 * malloc_trim() does not touch that top at all. One arena (the main
+	 * heap) is trimmed whole by malloc_trim(); threads still allocate small
+	 * blocks from their own caches without the lock (docs/SERVER.md). */
+	mallopt(M_ARENA_MAX, 1);
 #endif
 	vd_config_to_engine_args(c, &ea);
 	st = vd_media_global_init();
@@ -1039,8 +1080,10 @@ int vd_serve(vd_config *c)
 	fprintf(stderr, "vllmd: serving %s (%s) on http://%s:%d\n", a.model_name, c->model, c->host,
 		vd_http_port(http));
 	fflush(stderr);
-	while (!got_signal)
-		pause();
+	while (!got_signal) {
+		sleep(1); /* a signal cuts it short */
+		housekeeping(&a, http, &hk);
+	}
 	/* drain: stop accepting, let in-flight requests finish */
 	fprintf(stderr, "vllmd: signal %d: draining %d request(s)\n", (int)got_signal,
 		vd_worker_in_flight(a.worker));

@@ -8,10 +8,6 @@
 #include <string.h>
 #include <time.h>
 
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
-
 #include "server/http.h"
 #include "server/worker.h"
 
@@ -163,15 +159,6 @@ static void *engine_main(void *arg)
 		vd_status st = VD_OK;
 
 		pthread_mutex_lock(&w->mu);
-		if (!w->n_sub && !w->n_ab && !vd_engine_has_unfinished(w->e) && !w->stop) {
-			/* going idle: hand the memory of the last burst back to the
-			 * system (glibc keeps freed pages in its per-thread arenas) */
-			pthread_mutex_unlock(&w->mu);
-#ifdef __GLIBC__
-			malloc_trim(0);
-#endif
-			pthread_mutex_lock(&w->mu);
-		}
 		while (!w->n_sub && !w->n_ab && !vd_engine_has_unfinished(w->e) && !w->stop)
 			pthread_cond_wait(&w->cv, &w->mu);
 		if (w->stop && !w->n_sub && !w->n_ab && !vd_engine_has_unfinished(w->e)) {
