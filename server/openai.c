@@ -3,6 +3,7 @@
  * vd_srv_req, submit it to the engine thread, then either wait for the whole
  * answer or stream chunks as the engine produces them. A client that goes
  * away aborts its request, which frees its KV blocks. */
+#include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -40,7 +41,7 @@ typedef struct app {
 	vd_media_opts media;
 	const char *model_name;      /* first served name */
 	int max_model_len;
-	int max_queue;
+	int max_in_flight;           /* more get 503 */
 	atomic_bool draining;
 	pthread_mutex_t mu;          /* metrics below */
 	histo ttft, itl, e2e, fetch, decode;
@@ -738,7 +739,7 @@ static void handle_generate(app *a, const vd_http_req *rq, vd_http_resp *rs, boo
 		set_error(rs, 503, "The server is shutting down.");
 		goto out;
 	}
-	st = vd_worker_submit(a->worker, r, a->max_queue);
+	st = vd_worker_submit(a->worker, r, a->max_in_flight);
 	if (st != VD_OK) {
 		set_error(rs, st == VD_ERR_LIMIT ? 503 : 500, vd_error_message());
 		goto out;
@@ -1045,7 +1046,12 @@ int vd_serve(vd_config *c)
 	}
 	a.model_name = c->served_model_name.n ? c->served_model_name.items[0] : c->model;
 	a.max_model_len = vd_engine_max_model_len(a.engine);
-	a.max_queue = (int)(c->max_num_seqs > 0 ? c->max_num_seqs : 256) * 16;
+	{
+		int64_t seqs = vd_engine_max_num_seqs(a.engine);
+		int64_t waiting = c->max_waiting_requests > 0 ? c->max_waiting_requests : 16 * seqs;
+
+		a.max_in_flight = seqs + waiting < INT_MAX ? (int)(seqs + waiting) : INT_MAX;
+	}
 	vd_media_opts_from_config(c, &a.media);
 	tok = vd_engine_tokenizer(a.engine);
 	{

@@ -225,7 +225,6 @@ static void *engine_main(void *arg)
 		}
 		pthread_mutex_lock(&w->mu);
 		vd_engine_get_stats(w->e, &w->stats.engine);
-		w->stats.queue_len = w->stats.engine.waiting;
 		pthread_mutex_unlock(&w->mu);
 	}
 	free(sub);
@@ -267,15 +266,15 @@ static vd_status push(vd_srv_req ***q, int *n, int *cap, vd_srv_req *r)
 	return VD_OK;
 }
 
-vd_status vd_worker_submit(vd_worker *w, vd_srv_req *r, int max_queue)
+vd_status vd_worker_submit(vd_worker *w, vd_srv_req *r, int max_in_flight)
 {
 	vd_status st;
 
 	pthread_mutex_lock(&w->mu);
-	if (max_queue > 0 && w->stats.queue_len + w->n_sub >= max_queue) {
+	if (max_in_flight > 0 && w->in_flight >= max_in_flight) {
 		pthread_mutex_unlock(&w->mu);
-		return vd_errorf(VD_ERR_LIMIT, "The server is overloaded (%d requests waiting); "
-				 "try again later.", max_queue);
+		return vd_errorf(VD_ERR_LIMIT, "The server is overloaded (%d requests in flight); "
+				 "try again later.", max_in_flight);
 	}
 	pthread_mutex_lock(&r->mu);
 	r->refs++;

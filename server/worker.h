@@ -51,14 +51,14 @@ typedef struct vd_worker vd_worker;
 typedef struct vd_worker_stats {
 	vd_engine_stats engine;
 	int64_t requests_total, requests_failed, requests_aborted;
-	int queue_len;
 } vd_worker_stats;
 
 /* Start the engine thread (the worker does not own e). */
 vd_status vd_worker_start(vd_engine *e, vd_worker **out);
-/* Queue r for admission (takes a reference). VD_ERR_LIMIT when more than
- * max_queue requests are waiting. */
-vd_status vd_worker_submit(vd_worker *w, vd_srv_req *r, int max_queue);
+/* Queue r for admission (takes a reference). VD_ERR_LIMIT, and r is not
+ * queued, when max_in_flight requests (submitted and not finished) are
+ * already in flight; max_in_flight <= 0 = no cap. */
+vd_status vd_worker_submit(vd_worker *w, vd_srv_req *r, int max_in_flight);
 /* Ask the engine to stop r (client gone); safe at any time. */
 void vd_worker_abort(vd_worker *w, vd_srv_req *r);
 /* Wait until r is done or the client went away (fd polled); returns

@@ -269,6 +269,72 @@ test('conf/phi35.yaml serves the seed\'s two-image chat request (tiny Phi-3.5-V)
   }
 });
 
+test('an overloaded server answers 503 in OpenAI error JSON, then recovers', async () => {
+  // one sequence runs and one may wait: of 24 requests of 400 tokens sent at
+  // once (about 10 s of work one after another) nearly all find the queue full
+  const D = await startDaemon(['--max-num-seqs', '1', '--max-waiting-requests', '1']);
+  try {
+    const body = (i) => ({ model: 'llava-tiny', messages: [{ role: 'user', content: `Story ${i}` }],
+      max_tokens: 400, ignore_eos: true, temperature: 0, stream: i % 4 === 1 });
+    const viaClient = async (i) => {
+      const r = await D.client.chat.completions.create(body(i));
+      if (!body(i).stream) return { status: 200, tokens: r.usage.completion_tokens };
+      let finish = null;
+      for await (const c of r) for (const ch of c.choices) if (ch.finish_reason) finish = ch.finish_reason;
+      return { status: 200, tokens: finish === 'length' ? 400 : -1 };
+    };
+    const viaFetch = async (i) => {
+      const r = await fetch(D.base + '/v1/chat/completions', {
+        method: 'POST', body: JSON.stringify({ ...body(i), stream: false }),
+        headers: { 'Content-Type': 'application/json', Authorization: 'Bearer ' + KEY },
+      });
+      const j = await r.json();
+      return r.status === 200 ? { status: 200, tokens: j.usage.completion_tokens } : { status: r.status, json: j };
+    };
+    const settled = await Promise.allSettled(Array.from({ length: 24 }, (_, i) => (i % 2 ? viaClient(i) : viaFetch(i))));
+    let ok = 0, busy = 0;
+    for (const s of settled) {
+      if (s.status === 'fulfilled' && s.value.status === 200) {
+        assert.equal(s.value.tokens, 400);
+        ok++;
+      } else if (s.status === 'fulfilled') {
+        assert.equal(s.value.status, 503);
+        assert.deepEqual(Object.keys(s.value.json.error).sort(), ['code', 'message', 'param', 'type']);
+        assert.equal(s.value.json.error.code, 503);
+        assert.equal(s.value.json.error.type, 'ServiceUnavailableError');
+        assert.equal(s.value.json.error.param, null);
+        assert.match(s.value.json.error.message, /overloaded/);
+        busy++;
+      } else {
+        assert.equal(s.reason.status, 503, String(s.reason));
+        assert.equal(s.reason.type, 'ServiceUnavailableError');
+        assert.match(s.reason.message, /overloaded/);
+        busy++;
+      }
+    }
+    console.log(`# overload: ${ok} served, ${busy} refused with 503`);
+    assert.ok(ok >= 1, 'the first request is served');
+    assert.ok(busy >= 1, 'some requests found the queue full');
+    // recovered: nothing left in the engine, healthy, serving again
+    let m;
+    for (let i = 0; i < 100; i++) {
+      m = await metrics(D.base);
+      if (m.running === 0 && m.usage === 0) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(m.running, 0);
+    assert.equal(m.usage, 0);
+    assert.match(m.text, /^vllm:num_requests_waiting 0$/m);
+    assert.equal((await fetch(D.base + '/health')).status, 200);
+    const rs = await Promise.all([0, 1].map((i) => D.client.chat.completions.create({
+      model: 'llava-tiny', messages: userImage([imgBase + '/small.png'], `Again ${i}`), max_tokens: 4,
+    })));
+    for (const r of rs) assert.equal(r.usage.completion_tokens, 4);
+  } finally {
+    D.proc.kill('SIGTERM');
+  }
+});
+
 test('200 concurrent streams complete; then KV is free and RSS is back within 10% of the fresh server', async () => {
   // timeout_keep_alive 2: the server closes connections idle for 2 s, even
   // from a client that would keep them open forever, as this one does
