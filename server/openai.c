@@ -1,7 +1,7 @@
 /* OpenAI API over the engine. Each HTTP request runs on its connection's
- * thread: parse and validate the JSON, fetch and decode images, build a
- * vd_srv_req, submit it to the engine thread, then either wait for the whole
- * answer or stream chunks as the engine produces them. A client that goes
+ * thread: parse and validate the JSON, fetch, decode and process images,
+ * build a vd_srv_req, submit it to the engine thread, then either wait for
+ * the whole answer or stream chunks as the engine produces them. A client that goes
  * away aborts its request, which frees its KV blocks. */
 #include <limits.h>
 #include <math.h>
@@ -44,7 +44,7 @@ typedef struct app {
 	int max_in_flight;           /* more get 503 */
 	atomic_bool draining;
 	pthread_mutex_t mu;          /* metrics below */
-	histo ttft, itl, e2e, fetch, decode;
+	histo ttft, itl, e2e, fetch, decode, process;
 	uint64_t http_requests, prompt_tokens, gen_tokens;
 	uint64_t status_count[6];    /* 1xx..5xx */
 	int64_t id_counter;
@@ -278,20 +278,22 @@ static bool parse_sampling(app *a, vd_srv_req *r, const cJSON *b, parsed *p, cha
 	return true;
 }
 
-/* Fetch every image URL of the request at once, then decode them (all off
- * the engine thread). */
+/* Fetch every image URL of the request at once, then decode and process
+ * them (the family's resize/normalize), all on this connection's thread,
+ * so the engine thread only admits the request. */
 static vd_status load_images(app *a, vd_srv_req *r, const char **urls, int n)
 {
-	vd_image_input *in;
+	vd_mm_kwargs kw = { .struct_size = sizeof(kw), .min_pixels = r->req.min_pixels,
+			    .max_pixels = r->req.max_pixels, .num_crops = r->req.num_crops };
 	vd_media_result *res;
 	double t0 = mono(), t1;
 	vd_status st;
 
 	if (n == 0)
 		return VD_OK;
-	in = vd_srv_req_own(r, calloc((size_t)n, sizeof(*in)));
+	r->items = calloc((size_t)n, sizeof(*r->items));
 	res = calloc((size_t)n, sizeof(*res));
-	if (!in || !res) {
+	if (!r->items || !res) {
 		free(res);
 		return vd_errorf(VD_ERR_NOMEM, "out of memory");
 	}
@@ -300,25 +302,27 @@ static vd_status load_images(app *a, vd_srv_req *r, const char **urls, int n)
 	observe(a, &a->fetch, t1 - t0);
 	for (int i = 0; st == VD_OK && i < n; i++) {
 		vd_image img = { 0 };
-		double td = mono();
+		vd_image_input in;
+		double td = mono(), tp;
 
 		st = vd_image_decode(res[i].data, res[i].len, a->cfg->max_image_pixels, &img);
-		observe(a, &a->decode, mono() - td);
-		if (st != VD_OK) {
-			st = vd_errorf(st, "image %d: %s", i, vd_error_message());
-			break;
+		tp = mono();
+		observe(a, &a->decode, tp - td);
+		if (st == VD_OK) {
+			in = (vd_image_input){ .kind = VD_IMAGE_RGB, .rgb = img.data,
+					       .width = img.width, .height = img.height };
+			st = vd_engine_prepare_image(a->engine, &in, &kw, &r->items[i]);
+			observe(a, &a->process, mono() - tp);
+			if (st == VD_OK)
+				r->n_items = i + 1;
 		}
-		vd_srv_req_own(r, img.data);
-		in[i] = (vd_image_input){ .kind = VD_IMAGE_RGB, .rgb = img.data, .width = img.width,
-					  .height = img.height };
+		vd_image_free(&img);
+		if (st != VD_OK)
+			st = vd_errorf(st, "image %d: %s", i, vd_error_message());
 	}
 	vd_media_results_free(res, n);
 	free(res);
-	if (st != VD_OK)
-		return st;
-	r->req.images = in;
-	r->req.n_images = n;
-	return VD_OK;
+	return st;
 }
 
 /* ------------------------------------------------------------ output JSON */
@@ -898,6 +902,8 @@ static void handle_metrics(app *a, vd_http_resp *rs)
 	put_histo(&p, &len, &cap, "vllmd:image_fetch_seconds",
 		  "Time to fetch a request's images (concurrently).", &snap.fetch);
 	put_histo(&p, &len, &cap, "vllmd:image_decode_seconds", "Image decode time.", &snap.decode);
+	put_histo(&p, &len, &cap, "vllmd:image_process_seconds",
+		  "Image preprocessing time (the family's resize/normalize, hashing).", &snap.process);
 	rs->status = 200;
 	rs->content_type = "text/plain; version=0.0.4";
 	rs->body = p;

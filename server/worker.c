@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/mm.h"
 #include "server/http.h"
 #include "server/worker.h"
 
@@ -80,6 +81,9 @@ void vd_srv_req_release(vd_srv_req *r)
 	free(r->chan);
 	for (int i = 0; i < r->n_owned; i++)
 		free(r->owned[i]);
+	for (int i = 0; i < r->n_items; i++)
+		vd_mm_item_free(&r->items[i]);
+	free(r->items);
 	vd_output_clear(&r->out);
 	pthread_mutex_destroy(&r->mu);
 	pthread_cond_destroy(&r->cv);
@@ -199,7 +203,8 @@ static void *engine_main(void *arg)
 				finish_req(w, r);
 				continue;
 			}
-			st = vd_engine_add_request(w->e, &r->req, 0, &r->out, r, &admitted);
+			st = vd_engine_add_prepared(w->e, &r->req, r->items, r->n_items, 0, &r->out, r,
+						   &admitted);
 			if (!admitted) {
 				pthread_mutex_lock(&w->mu);
 				w->stats.requests_failed++;

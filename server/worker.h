@@ -1,6 +1,7 @@
 /* The engine thread of the daemon and the requests it serves. HTTP threads
- * build a vd_srv_req, submit it and then wait on it (whole answer) or read
- * it as it grows (streaming); the engine thread alone touches the engine.
+ * build a vd_srv_req (images already decoded and processed), submit it and
+ * then wait on it (whole answer) or read it as it grows (streaming); the
+ * engine thread alone touches the engine's state.
  * A request is freed when both sides let go of it (vd_srv_req_release). */
 #ifndef VD_SERVER_WORKER_H
 #define VD_SERVER_WORKER_H
@@ -25,6 +26,9 @@ typedef struct vd_srv_req {
 	vd_request req;
 	void *owned[64];
 	int n_owned;
+	vd_mm_item *items;       /* req's images, processed (vd_engine_prepare_image);
+				  * the engine takes them at admission */
+	int n_items;
 	vd_output out;
 	/* progress, under mu */
 	pthread_mutex_t mu;

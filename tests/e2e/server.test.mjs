@@ -5,9 +5,10 @@
 //   VLLMD=build/vllmd PLUGINS=build/build-plugins node --test tests/e2e/
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import http from 'node:http';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
@@ -124,6 +125,40 @@ test('a data URL gives the same answer as the same image by http', async () => {
     model: 'llava-tiny', messages: userImage([dataUrl(IMG)]), max_tokens: 6, temperature: 0,
   });
   assert.equal(b.choices[0].message.content, a.choices[0].message.content);
+});
+
+test('images processed on the connection thread give the offline answer (vllmd generate)', async () => {
+  // the server decodes and processes images before the engine sees the
+  // request; `vllmd generate` does both inside the engine at admission. A
+  // template that writes BOS + the content makes both prompts tokenize alike.
+  const tpl = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'vllmd-e2e-')), 'bos_content.jinja');
+  fs.writeFileSync(tpl, '{{ bos_token + messages[0]["content"] }}');
+  const D = await startDaemon(['--chat-template', tpl]);
+  try {
+    const r = await D.client.chat.completions.create({
+      model: 'llava-tiny', messages: userImage([imgBase + '/wide.png']), max_tokens: 8, temperature: 0, logprobs: true,
+    });
+    const line = JSON.stringify({
+      prompt: '<image>\nWhat is in the picture?',
+      multi_modal_data: { image: path.join(root, 'tests', 'data', 'models', 'images', 'wide.png') },
+      sampling_params: { temperature: 0, max_tokens: 8, logprobs: 0 },
+    });
+    const g = spawnSync(VLLMD, ['generate', '--model', MODEL, '--plugin-dir', PLUGINS, '--max-model-len', '512',
+      '--device', 'cpu'], { input: line + '\n', cwd: root, encoding: 'utf8', timeout: 60000 });
+    assert.equal(g.status, 0, g.stderr);
+    const off = JSON.parse(g.stdout);
+    assert.equal(r.usage.prompt_tokens, off.prompt_token_ids.length);
+    assert.equal(r.choices[0].message.content, off.outputs[0].text);
+    const lp = r.choices[0].logprobs.content.map((c) => c.logprob);
+    const offLp = off.outputs[0].logprobs.map((o) => Object.values(o)[0].logprob);
+    assert.equal(lp.length, offLp.length);
+    for (let i = 0; i < lp.length; i++) assert.ok(Math.abs(lp[i] - offLp[i]) < 1e-4, `token ${i}: ${lp[i]} vs ${offLp[i]}`);
+    const m = await metrics(D.base);
+    assert.match(m.text, /^vllmd:image_process_seconds_count 1$/m);
+  } finally {
+    D.proc.kill('SIGTERM');
+    fs.rmSync(path.dirname(tpl), { recursive: true, force: true });
+  }
 });
 
 test('two images with limit 2, refused with limit 1', async () => {
