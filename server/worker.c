@@ -185,8 +185,10 @@ static void *engine_main(void *arg)
 			pthread_mutex_unlock(&w->mu);
 			continue; /* out of memory: try again next round */
 		}
-		memcpy(sub, w->subq, (size_t)n_sub * sizeof(*sub));
-		memcpy(ab, w->abq, (size_t)n_ab * sizeof(*ab));
+		if (n_sub)
+			memcpy(sub, w->subq, (size_t)n_sub * sizeof(*sub));
+		if (n_ab)
+			memcpy(ab, w->abq, (size_t)n_ab * sizeof(*ab));
 		w->n_sub = w->n_ab = 0;
 		pthread_mutex_unlock(&w->mu);
 
