@@ -206,8 +206,12 @@ vd_status vd_http_start(const vd_http_opts *o, vd_http_server **out)
 	struct addrinfo *ai = NULL;
 	char port[16];
 	const union MHD_DaemonInfo *di;
+	/* poll(), not select(): with select() libmicrohttpd refuses any
+	 * connection whose socket is numbered FD_SETSIZE (1024) or more, however
+	 * few connections are open. Its connection limit stays at its default,
+	 * FD_SETSIZE - 4. */
 	unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-			 MHD_USE_ITC | MHD_USE_ERROR_LOG;
+			 MHD_USE_POLL | MHD_USE_ITC | MHD_USE_ERROR_LOG;
 	int rc;
 
 	*out = NULL;
