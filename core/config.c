@@ -145,6 +145,17 @@ static const vd_config_option options[] = {
 	  AT_LEAST(1),
 	  .help = "Largest HTTP request body accepted (base64 images included); larger "
 		  "requests get HTTP 413." },
+	{ .key = "timeout_keep_alive", .flag = "--timeout-keep-alive", .type = VD_CONFIG_INT,
+	  .def = "5", .env = "VLLM_HTTP_TIMEOUT_KEEP_ALIVE", .offset = OFF(timeout_keep_alive),
+	  RANGE(1, 86400),
+	  .help = "Seconds an idle keep-alive connection stays open waiting for its next "
+		  "request (uvicorn's timeout_keep_alive); each open connection holds a "
+		  "thread." },
+	{ .key = "max_waiting_requests", .flag = "--max-waiting-requests", .type = VD_CONFIG_INT,
+	  .def = "0", .offset = OFF(max_waiting_requests), RANGE(0, 1073741824),
+	  .help = "Most requests that may wait beyond the max_num_seqs the engine runs at "
+		  "once; a request arriving with max_num_seqs + max_waiting_requests in "
+		  "flight gets HTTP 503 (server overloaded). 0 = 16 x max_num_seqs." },
 	/* media */
 	{ .key = "image_fetch_timeout", .flag = "--image-fetch-timeout", .type = VD_CONFIG_FLOAT,
 	  .def = "5", .env = "VLLM_IMAGE_FETCH_TIMEOUT", .offset = OFF(image_fetch_timeout),

@@ -73,6 +73,8 @@ typedef struct vd_config {
 	bool disable_log_requests;
 	int log_level;                   /* VD_CFG_LOG_* */
 	int64_t max_request_body_bytes;
+	int64_t timeout_keep_alive;      /* seconds */
+	int64_t max_waiting_requests;    /* beyond max_num_seqs; 0 = 16 x that */
 	/* media */
 	double image_fetch_timeout;      /* seconds */
 	char *allowed_local_media_path;

@@ -800,21 +800,24 @@ static vd_status fail_request(vd_output *out, vd_status st)
 	return st == VD_ERR_NOMEM ? st : VD_OK;
 }
 
-/* Decode/process images, expand the prompt, check the limits. */
+/* Decode/process images (unless g->items came prepared), expand the
+ * prompt, check the limits. */
 static vd_status prepare_group(vd_engine *e, vd_group *g)
 {
 	const vd_request *q = &g->req;
 	vd_mm_kwargs kw = { .struct_size = sizeof(kw), .min_pixels = q->min_pixels,
 			    .max_pixels = q->max_pixels, .num_crops = q->num_crops };
 	const vd_mm_item **ptrs = NULL;
+	bool prepared = g->items != NULL;
+	int n_images = prepared ? g->n_items : q->n_images;
 	vd_prompt_in in;
 	vd_status st;
 
 	if (!q->prompt && (!q->prompt_token_ids || q->n_prompt_token_ids <= 0))
 		return vd_errorf(VD_ERR_INVALID_ARG, "the request has neither a prompt nor prompt_token_ids");
-	if (q->n_images < 0 || (q->n_images > 0 && !q->images))
+	if (!prepared && (q->n_images < 0 || (q->n_images > 0 && !q->images)))
 		return vd_errorf(VD_ERR_INVALID_ARG, "bad image list");
-	if (q->n_images > e->limit_images)
+	if (n_images > e->limit_images)
 		return vd_errorf(VD_ERR_INVALID_ARG, "At most %d image(s) may be provided in one prompt.",
 				 e->limit_images);
 	if (g->params.n < 1 || g->params.max_tokens < 1 || g->params.temperature < 0 ||
@@ -823,15 +826,18 @@ static vd_status prepare_group(vd_engine *e, vd_group *g)
 		return vd_errorf(VD_ERR_INVALID_ARG,
 				 "sampling parameters out of range (n >= 1, max_tokens >= 1, "
 				 "temperature >= 0, 0 < top_p <= 1, min_tokens >= 0, logprobs <= 64)");
-	if (q->n_images > 0) {
-		g->items = calloc((size_t)q->n_images, sizeof(*g->items));
-		ptrs = calloc((size_t)q->n_images, sizeof(*ptrs));
+	if (n_images > 0) {
+		if (!prepared)
+			g->items = calloc((size_t)n_images, sizeof(*g->items));
+		ptrs = calloc((size_t)n_images, sizeof(*ptrs));
 		if (!g->items || !ptrs) {
 			free(ptrs);
 			return vd_errorf(VD_ERR_NOMEM, "out of memory");
 		}
 	}
-	for (int i = 0; i < q->n_images; i++) {
+	for (int i = 0; prepared && i < n_images; i++)
+		ptrs[i] = &g->items[i];
+	for (int i = 0; !prepared && i < n_images; i++) {
 		st = vd_mm_prepare(e->fam, e->fam_state, &q->images[i], &kw, e->args.max_image_pixels,
 				   &g->items[i]);
 		if (st != VD_OK) {
@@ -895,8 +901,26 @@ static vd_status init_seq(vd_engine *e, vd_group *g, int i)
 	return vd_output_start(&e->octx, q);
 }
 
+vd_status vd_engine_prepare_image(const vd_engine *e, const vd_image_input *in,
+				  const vd_mm_kwargs *kw, vd_mm_item *out)
+{
+	if (in->kind == VD_IMAGE_EMBEDS) {
+		memset(out, 0, sizeof(*out));
+		return vd_errorf(VD_ERR_INVALID_ARG, "precomputed image embeddings are checked at "
+				 "admission: pass them in vd_request.images");
+	}
+	return vd_mm_prepare(e->fam, e->fam_state, in, kw, e->args.max_image_pixels, out);
+}
+
 vd_status vd_engine_add_request(vd_engine *e, const vd_request *r, int index, vd_output *out,
 				void *user, bool *admitted)
+{
+	return vd_engine_add_prepared(e, r, NULL, 0, index, out, user, admitted);
+}
+
+vd_status vd_engine_add_prepared(vd_engine *e, const vd_request *r, vd_mm_item *items,
+				 int n_items, int index, vd_output *out, void *user,
+				 bool *admitted)
 {
 	group_node *gn;
 	vd_group *g;
@@ -910,8 +934,21 @@ vd_status vd_engine_add_request(vd_engine *e, const vd_request *r, int index, vd
 	if (r->prompt)
 		out->prompt = strdup(r->prompt);
 	gn = calloc(1, sizeof(*gn));
-	if (!gn || !out->request_id || (r->prompt && !out->prompt)) {
-		free(gn);
+	if (gn && n_items > 0) {
+		/* take the items now: from here free_group frees them */
+		gn->g.items = malloc((size_t)n_items * sizeof(*items));
+		if (gn->g.items) {
+			memcpy(gn->g.items, items, (size_t)n_items * sizeof(*items));
+			memset(items, 0, (size_t)n_items * sizeof(*items));
+			gn->g.n_items = n_items;
+		}
+	}
+	if (!gn || !out->request_id || (r->prompt && !out->prompt) ||
+	    (n_items > 0 && !gn->g.items)) {
+		for (int i = 0; i < n_items; i++)
+			vd_mm_item_free(&items[i]);
+		if (gn)
+			free_group(e, gn);
 		return fail_request(out, vd_errorf(VD_ERR_NOMEM, "out of memory"));
 	}
 	g = &gn->g;

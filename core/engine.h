@@ -36,6 +36,24 @@ void vd_engine_destroy(vd_engine *e);
 vd_status vd_engine_add_request(vd_engine *e, const vd_request *r, int index, vd_output *out,
 				void *user, bool *admitted);
 
+/* Process one image for this engine's family (decode if it is a path or
+ * bytes, the family's process_image, the content hash): the work
+ * vd_engine_add_request does per image, done now on the calling thread.
+ * Safe from any thread: families' process_image is thread-safe by the
+ * plugin contract. kw: the request's mm_processor_kwargs (NULL = none).
+ * Precomputed embeddings are refused (VD_ERR_INVALID_ARG): they are checked
+ * at admission. On success *out owns its buffers (vd_mm_item_free); on
+ * error it is zeroed. */
+vd_status vd_engine_prepare_image(const vd_engine *e, const vd_image_input *in,
+				  const vd_mm_kwargs *kw, vd_mm_item *out);
+/* vd_engine_add_request for a request whose n_items images (in prompt
+ * order) came from vd_engine_prepare_image; r->images is not used. The
+ * engine takes items[0..n_items) whatever happens: on return each one is
+ * zeroed. n_items 0 (items may be NULL) = vd_engine_add_request. */
+vd_status vd_engine_add_prepared(vd_engine *e, const vd_request *r, vd_mm_item *items,
+				 int n_items, int index, vd_output *out, void *user,
+				 bool *admitted);
+
 /* Streaming. After each step the listener hears, per completion that made
  * progress, the new tokens and the new text. Text that could still turn
  * out to be the start of a stop string is held back, so a stop string is

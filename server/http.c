@@ -1,7 +1,10 @@
 /* libmicrohttpd glue: collects bodies, calls the handler once per request,
  * turns its response into an MHD response (buffer or blocking callback).
  * Invariant: each connection's state lives from the first access-handler
- * call until the completion notification, which frees it. */
+ * call until the completion notification, which frees it. A connection's
+ * inactivity timeout is REQUEST_TIMEOUT_S while a request is in progress
+ * and keep_alive_s otherwise (before its first request and between
+ * requests), as uvicorn's timeout_keep_alive. */
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <poll.h>
@@ -15,6 +18,9 @@
 #include <microhttpd.h>
 
 #include "server/http.h"
+
+/* Inactivity allowed while a request is being received or answered. */
+#define REQUEST_TIMEOUT_S 600u
 
 struct vd_http_server {
 	struct MHD_Daemon *d;
@@ -111,6 +117,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		if (!k)
 			return MHD_NO;
 		*con_cls = k;
+		MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, REQUEST_TIMEOUT_S);
 		if (cl && strtoull(cl, NULL, 10) > s->o.max_body)
 			k->too_big = true;
 		return MHD_YES;
@@ -165,11 +172,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 			 enum MHD_RequestTerminationCode toe)
 {
+	vd_http_server *s = cls;
 	conn *k = *con_cls;
 
-	(void)cls;
-	(void)c;
 	(void)toe;
+	/* idle now: a keep-alive connection waits keep_alive_s for the next
+	 * request, then closes and its thread ends */
+	MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, s->o.keep_alive_s);
 	if (k) {
 		free(k->body);
 		free(k);
@@ -197,11 +206,17 @@ vd_status vd_http_start(const vd_http_opts *o, vd_http_server **out)
 	struct addrinfo *ai = NULL;
 	char port[16];
 	const union MHD_DaemonInfo *di;
+	/* poll(), not select(): with select() libmicrohttpd refuses any
+	 * connection whose socket is numbered FD_SETSIZE (1024) or more, however
+	 * few connections are open. Its connection limit stays at its default,
+	 * FD_SETSIZE - 4. */
 	unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-			 MHD_USE_ITC | MHD_USE_ERROR_LOG;
+			 MHD_USE_POLL | MHD_USE_ITC | MHD_USE_ERROR_LOG;
 	int rc;
 
 	*out = NULL;
+	if (o->keep_alive_s == 0)
+		return vd_errorf(VD_ERR_INVALID_ARG, "the keep-alive timeout must be at least 1 s");
 	snprintf(port, sizeof(port), "%d", o->port);
 	rc = getaddrinfo(o->host && *o->host ? o->host : "0.0.0.0", port, &hints, &ai);
 	if (rc)
@@ -219,7 +234,7 @@ vd_status vd_http_start(const vd_http_opts *o, vd_http_server **out)
 				MHD_OPTION_SOCK_ADDR, ai->ai_addr,
 				MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
 				MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
-				MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)600,
+				MHD_OPTION_CONNECTION_TIMEOUT, o->keep_alive_s,
 				MHD_OPTION_END);
 	freeaddrinfo(ai);
 	if (!s->d) {

@@ -1,7 +1,9 @@
 /* A minimal HTTP/1.1 server for the daemon, on libmicrohttpd (the only
  * module that includes it). One thread per connection, so handlers may block
- * while the engine works; request bodies are collected up to a cap (413
- * beyond it); responses are a whole body or a blocking stream (SSE). */
+ * while the engine works; an idle keep-alive connection is closed after
+ * keep_alive_s, so its thread does not outlive the load that opened it.
+ * Request bodies are collected up to a cap (413 beyond it); responses are a
+ * whole body or a blocking stream (SSE). */
 #ifndef VD_SERVER_HTTP_H
 #define VD_SERVER_HTTP_H
 
@@ -48,6 +50,9 @@ typedef struct vd_http_opts {
 	const char *host;           /* "0.0.0.0", "127.0.0.1", "::" ... */
 	int port;                   /* 0 = any free port */
 	size_t max_body;            /* bigger bodies get 413 */
+	unsigned keep_alive_s;      /* an idle keep-alive connection (no
+				     * request in progress) is closed after
+				     * this many seconds; > 0 */
 	vd_http_handler handler;
 	void *app;
 } vd_http_opts;

@@ -1,8 +1,9 @@
 /* OpenAI API over the engine. Each HTTP request runs on its connection's
- * thread: parse and validate the JSON, fetch and decode images, build a
- * vd_srv_req, submit it to the engine thread, then either wait for the whole
- * answer or stream chunks as the engine produces them. A client that goes
+ * thread: parse and validate the JSON, fetch, decode and process images,
+ * build a vd_srv_req, submit it to the engine thread, then either wait for
+ * the whole answer or stream chunks as the engine produces them. A client that goes
  * away aborts its request, which frees its KV blocks. */
+#include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -40,10 +41,10 @@ typedef struct app {
 	vd_media_opts media;
 	const char *model_name;      /* first served name */
 	int max_model_len;
-	int max_queue;
+	int max_in_flight;           /* more get 503 */
 	atomic_bool draining;
 	pthread_mutex_t mu;          /* metrics below */
-	histo ttft, itl, e2e, fetch, decode;
+	histo ttft, itl, e2e, fetch, decode, process;
 	uint64_t http_requests, prompt_tokens, gen_tokens;
 	uint64_t status_count[6];    /* 1xx..5xx */
 	int64_t id_counter;
@@ -277,20 +278,22 @@ static bool parse_sampling(app *a, vd_srv_req *r, const cJSON *b, parsed *p, cha
 	return true;
 }
 
-/* Fetch every image URL of the request at once, then decode them (all off
- * the engine thread). */
+/* Fetch every image URL of the request at once, then decode and process
+ * them (the family's resize/normalize), all on this connection's thread,
+ * so the engine thread only admits the request. */
 static vd_status load_images(app *a, vd_srv_req *r, const char **urls, int n)
 {
-	vd_image_input *in;
+	vd_mm_kwargs kw = { .struct_size = sizeof(kw), .min_pixels = r->req.min_pixels,
+			    .max_pixels = r->req.max_pixels, .num_crops = r->req.num_crops };
 	vd_media_result *res;
 	double t0 = mono(), t1;
 	vd_status st;
 
 	if (n == 0)
 		return VD_OK;
-	in = vd_srv_req_own(r, calloc((size_t)n, sizeof(*in)));
+	r->items = calloc((size_t)n, sizeof(*r->items));
 	res = calloc((size_t)n, sizeof(*res));
-	if (!in || !res) {
+	if (!r->items || !res) {
 		free(res);
 		return vd_errorf(VD_ERR_NOMEM, "out of memory");
 	}
@@ -299,25 +302,27 @@ static vd_status load_images(app *a, vd_srv_req *r, const char **urls, int n)
 	observe(a, &a->fetch, t1 - t0);
 	for (int i = 0; st == VD_OK && i < n; i++) {
 		vd_image img = { 0 };
-		double td = mono();
+		vd_image_input in;
+		double td = mono(), tp;
 
 		st = vd_image_decode(res[i].data, res[i].len, a->cfg->max_image_pixels, &img);
-		observe(a, &a->decode, mono() - td);
-		if (st != VD_OK) {
-			st = vd_errorf(st, "image %d: %s", i, vd_error_message());
-			break;
+		tp = mono();
+		observe(a, &a->decode, tp - td);
+		if (st == VD_OK) {
+			in = (vd_image_input){ .kind = VD_IMAGE_RGB, .rgb = img.data,
+					       .width = img.width, .height = img.height };
+			st = vd_engine_prepare_image(a->engine, &in, &kw, &r->items[i]);
+			observe(a, &a->process, mono() - tp);
+			if (st == VD_OK)
+				r->n_items = i + 1;
 		}
-		vd_srv_req_own(r, img.data);
-		in[i] = (vd_image_input){ .kind = VD_IMAGE_RGB, .rgb = img.data, .width = img.width,
-					  .height = img.height };
+		vd_image_free(&img);
+		if (st != VD_OK)
+			st = vd_errorf(st, "image %d: %s", i, vd_error_message());
 	}
 	vd_media_results_free(res, n);
 	free(res);
-	if (st != VD_OK)
-		return st;
-	r->req.images = in;
-	r->req.n_images = n;
-	return VD_OK;
+	return st;
 }
 
 /* ------------------------------------------------------------ output JSON */
@@ -738,7 +743,7 @@ static void handle_generate(app *a, const vd_http_req *rq, vd_http_resp *rs, boo
 		set_error(rs, 503, "The server is shutting down.");
 		goto out;
 	}
-	st = vd_worker_submit(a->worker, r, a->max_queue);
+	st = vd_worker_submit(a->worker, r, a->max_in_flight);
 	if (st != VD_OK) {
 		set_error(rs, st == VD_ERR_LIMIT ? 503 : 500, vd_error_message());
 		goto out;
@@ -897,6 +902,8 @@ static void handle_metrics(app *a, vd_http_resp *rs)
 	put_histo(&p, &len, &cap, "vllmd:image_fetch_seconds",
 		  "Time to fetch a request's images (concurrently).", &snap.fetch);
 	put_histo(&p, &len, &cap, "vllmd:image_decode_seconds", "Image decode time.", &snap.decode);
+	put_histo(&p, &len, &cap, "vllmd:image_process_seconds",
+		  "Image preprocessing time (the family's resize/normalize, hashing).", &snap.process);
 	rs->status = 200;
 	rs->content_type = "text/plain; version=0.0.4";
 	rs->body = p;
@@ -977,6 +984,41 @@ static void on_signal(int sig)
 	got_signal = sig;
 }
 
+/* What the serve loop saw last time it looked, for housekeeping. */
+typedef struct quiet_state {
+	uint64_t requests;           /* a->http_requests */
+	int connections;             /* open connections */
+	bool trimmed;                /* trimmed since the last change */
+} quiet_state;
+
+/* Once a second on the main thread. glibc keeps the memory a burst freed
+ * in its arenas; the engine's part is freed when the engine drains, the
+ * connection threads' part only when their keep-alive connections close,
+ * seconds later. So hand free pages back (malloc_trim) once nothing is in
+ * flight and neither the request count nor the open connections changed
+ * for a whole tick, and not again until they do. */
+static void housekeeping(app *a, vd_http_server *http, quiet_state *q)
+{
+	uint64_t requests;
+	int connections = vd_http_active(http);
+
+	pthread_mutex_lock(&a->mu);
+	requests = a->http_requests;
+	pthread_mutex_unlock(&a->mu);
+	if (requests != q->requests || connections != q->connections) {
+		q->requests = requests;
+		q->connections = connections;
+		q->trimmed = false;
+		return;
+	}
+	if (q->trimmed || vd_worker_in_flight(a->worker) > 0)
+		return;
+#ifdef __GLIBC__
+	malloc_trim(0);
+#endif
+	q->trimmed = true;
+}
+
 int vd_serve(vd_config *c)
 {
 	app a = { .cfg = c };
@@ -984,15 +1026,21 @@ int vd_serve(vd_config *c)
 	vd_http_server *http = NULL;
 	vd_http_opts ho;
 	struct sigaction sa = { .sa_handler = on_signal };
+	quiet_state hk = { 0 };
 	const vd_tokenizer *tok;
 	int rc = 1;
 	vd_status st;
 
 	pthread_mutex_init(&a.mu, NULL);
 #ifdef __GLIBC__
-	/* one connection thread per request: cap glibc's per-thread arenas so
-	 * a burst does not leave many half-empty heaps behind */
-	mallopt(M_ARENA_MAX, 4);
+	/* One connection thread per request, so a burst runs hundreds of
+	 * threads. With several arenas, what a burst freed stays in them: glibc
+	 * returns a non-main arena's free top only past its trim threshold,
+	 * which it raises to twice the largest mmap'ed block freed so far, and
+	 * malloc_trim() does not touch that top at all. One arena (the main
+	 * heap) is trimmed whole by malloc_trim(); threads still allocate small
+	 * blocks from their own caches without the lock (docs/SERVER.md). */
+	mallopt(M_ARENA_MAX, 1);
 #endif
 	vd_config_to_engine_args(c, &ea);
 	st = vd_media_global_init();
@@ -1004,7 +1052,12 @@ int vd_serve(vd_config *c)
 	}
 	a.model_name = c->served_model_name.n ? c->served_model_name.items[0] : c->model;
 	a.max_model_len = vd_engine_max_model_len(a.engine);
-	a.max_queue = (int)(c->max_num_seqs > 0 ? c->max_num_seqs : 256) * 16;
+	{
+		int64_t seqs = vd_engine_max_num_seqs(a.engine);
+		int64_t waiting = c->max_waiting_requests > 0 ? c->max_waiting_requests : 16 * seqs;
+
+		a.max_in_flight = seqs + waiting < INT_MAX ? (int)(seqs + waiting) : INT_MAX;
+	}
 	vd_media_opts_from_config(c, &a.media);
 	tok = vd_engine_tokenizer(a.engine);
 	{
@@ -1025,7 +1078,8 @@ int vd_serve(vd_config *c)
 		goto out;
 	}
 	ho = (vd_http_opts){ .host = c->host, .port = (int)c->port,
-			     .max_body = (size_t)c->max_request_body_bytes, .handler = handle, .app = &a };
+			     .max_body = (size_t)c->max_request_body_bytes,
+			     .keep_alive_s = (unsigned)c->timeout_keep_alive, .handler = handle, .app = &a };
 	st = vd_http_start(&ho, &http);
 	if (st != VD_OK) {
 		fprintf(stderr, "vllmd: %s\n", vd_error_message());
@@ -1038,8 +1092,10 @@ int vd_serve(vd_config *c)
 	fprintf(stderr, "vllmd: serving %s (%s) on http://%s:%d\n", a.model_name, c->model, c->host,
 		vd_http_port(http));
 	fflush(stderr);
-	while (!got_signal)
-		pause();
+	while (!got_signal) {
+		sleep(1); /* a signal cuts it short */
+		housekeeping(&a, http, &hk);
+	}
 	/* drain: stop accepting, let in-flight requests finish */
 	fprintf(stderr, "vllmd: signal %d: draining %d request(s)\n", (int)got_signal,
 		vd_worker_in_flight(a.worker));

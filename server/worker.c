@@ -8,10 +8,7 @@
 #include <string.h>
 #include <time.h>
 
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
-
+#include "core/mm.h"
 #include "server/http.h"
 #include "server/worker.h"
 
@@ -84,6 +81,9 @@ void vd_srv_req_release(vd_srv_req *r)
 	free(r->chan);
 	for (int i = 0; i < r->n_owned; i++)
 		free(r->owned[i]);
+	for (int i = 0; i < r->n_items; i++)
+		vd_mm_item_free(&r->items[i]);
+	free(r->items);
 	vd_output_clear(&r->out);
 	pthread_mutex_destroy(&r->mu);
 	pthread_cond_destroy(&r->cv);
@@ -163,15 +163,6 @@ static void *engine_main(void *arg)
 		vd_status st = VD_OK;
 
 		pthread_mutex_lock(&w->mu);
-		if (!w->n_sub && !w->n_ab && !vd_engine_has_unfinished(w->e) && !w->stop) {
-			/* going idle: hand the memory of the last burst back to the
-			 * system (glibc keeps freed pages in its per-thread arenas) */
-			pthread_mutex_unlock(&w->mu);
-#ifdef __GLIBC__
-			malloc_trim(0);
-#endif
-			pthread_mutex_lock(&w->mu);
-		}
 		while (!w->n_sub && !w->n_ab && !vd_engine_has_unfinished(w->e) && !w->stop)
 			pthread_cond_wait(&w->cv, &w->mu);
 		if (w->stop && !w->n_sub && !w->n_ab && !vd_engine_has_unfinished(w->e)) {
@@ -214,7 +205,8 @@ static void *engine_main(void *arg)
 				finish_req(w, r);
 				continue;
 			}
-			st = vd_engine_add_request(w->e, &r->req, 0, &r->out, r, &admitted);
+			st = vd_engine_add_prepared(w->e, &r->req, r->items, r->n_items, 0, &r->out, r,
+						   &admitted);
 			if (!admitted) {
 				pthread_mutex_lock(&w->mu);
 				w->stats.requests_failed++;
@@ -240,7 +232,6 @@ static void *engine_main(void *arg)
 		}
 		pthread_mutex_lock(&w->mu);
 		vd_engine_get_stats(w->e, &w->stats.engine);
-		w->stats.queue_len = w->stats.engine.waiting;
 		pthread_mutex_unlock(&w->mu);
 	}
 	free(sub);
@@ -282,15 +273,15 @@ static vd_status push(vd_srv_req ***q, int *n, int *cap, vd_srv_req *r)
 	return VD_OK;
 }
 
-vd_status vd_worker_submit(vd_worker *w, vd_srv_req *r, int max_queue)
+vd_status vd_worker_submit(vd_worker *w, vd_srv_req *r, int max_in_flight)
 {
 	vd_status st;
 
 	pthread_mutex_lock(&w->mu);
-	if (max_queue > 0 && w->stats.queue_len + w->n_sub >= max_queue) {
+	if (max_in_flight > 0 && w->in_flight >= max_in_flight) {
 		pthread_mutex_unlock(&w->mu);
-		return vd_errorf(VD_ERR_LIMIT, "The server is overloaded (%d requests waiting); "
-				 "try again later.", max_queue);
+		return vd_errorf(VD_ERR_LIMIT, "The server is overloaded (%d requests in flight); "
+				 "try again later.", max_in_flight);
 	}
 	pthread_mutex_lock(&r->mu);
 	r->refs++;

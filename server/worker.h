@@ -1,6 +1,7 @@
 /* The engine thread of the daemon and the requests it serves. HTTP threads
- * build a vd_srv_req, submit it and then wait on it (whole answer) or read
- * it as it grows (streaming); the engine thread alone touches the engine.
+ * build a vd_srv_req (images already decoded and processed), submit it and
+ * then wait on it (whole answer) or read it as it grows (streaming); the
+ * engine thread alone touches the engine's state.
  * A request is freed when both sides let go of it (vd_srv_req_release). */
 #ifndef VD_SERVER_WORKER_H
 #define VD_SERVER_WORKER_H
@@ -25,6 +26,9 @@ typedef struct vd_srv_req {
 	vd_request req;
 	void *owned[64];
 	int n_owned;
+	vd_mm_item *items;       /* req's images, processed (vd_engine_prepare_image);
+				  * the engine takes them at admission */
+	int n_items;
 	vd_output out;
 	/* progress, under mu */
 	pthread_mutex_t mu;
@@ -51,14 +55,14 @@ typedef struct vd_worker vd_worker;
 typedef struct vd_worker_stats {
 	vd_engine_stats engine;
 	int64_t requests_total, requests_failed, requests_aborted;
-	int queue_len;
 } vd_worker_stats;
 
 /* Start the engine thread (the worker does not own e). */
 vd_status vd_worker_start(vd_engine *e, vd_worker **out);
-/* Queue r for admission (takes a reference). VD_ERR_LIMIT when more than
- * max_queue requests are waiting. */
-vd_status vd_worker_submit(vd_worker *w, vd_srv_req *r, int max_queue);
+/* Queue r for admission (takes a reference). VD_ERR_LIMIT, and r is not
+ * queued, when max_in_flight requests (submitted and not finished) are
+ * already in flight; max_in_flight <= 0 = no cap. */
+vd_status vd_worker_submit(vd_worker *w, vd_srv_req *r, int max_in_flight);
 /* Ask the engine to stop r (client gone); safe at any time. */
 void vd_worker_abort(vd_worker *w, vd_srv_req *r);
 /* Wait until r is done or the client went away (fd polled); returns
