@@ -60,3 +60,17 @@ bench_serving() {
 	kill -TERM "$pid" 2>/dev/null
 	wait "$pid" 2>/dev/null
 }
+
+# bench_profile ARCH FAMILY: where the GPU time of the vision tower and of a
+# batch-1 generation goes, op by op (VD_CUDA_PROFILE=1 synchronises every op,
+# so the totals are slower than the benchmarks; the shares are what counts).
+bench_profile() {
+	local arch=$1 fam=$2 m="$CKPT_DIR/$1"
+	[ -d "$m" ] || run "ckpt_$fam" 300 python3 bench/make_checkpoint.py --arch "$arch" --out "$m"
+	VD_CUDA_PROFILE=1 run "profile_vision_${fam}" 300 "$BIN/vision" --model "$m" \
+		--batch-size 64 --num-iters 3 --num-iters-warmup 1
+	grep -h "cuda profile" "$OUT/profile_vision_${fam}.log" | tee -a "$SUMMARY"
+	VD_CUDA_PROFILE=1 run "profile_latency_${fam}" 300 "$BIN/latency" --model "$m" \
+		--batch-size 1 --output-len 64 --num-iters 1 --num-iters-warmup 1 --max-model-len 4096
+	grep -h "cuda profile" "$OUT/profile_latency_${fam}.log" | tee -a "$SUMMARY"
+}

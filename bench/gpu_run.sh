@@ -13,6 +13,8 @@
 #           bench/latency, bench/vision, bench/throughput, and the same
 #           workloads through transformers (bench/hf_throughput.py)
 #   serving vllmd serve on the LLaVA checkpoint + bench/serving (Poisson)
+#   profile per-op GPU time (VD_CUDA_PROFILE=1) of LLaVA's vision tower and
+#           decode
 #
 # Environment: OUT (where summary.txt, results.tgz and logs.tgz go,
 # default /tmp/vllmd-gpu), PACK (default .devpack.tar.xz), CKPT_DIR (where
@@ -30,7 +32,7 @@ NUM_PROMPTS=${NUM_PROMPTS:-1000}
 PHASES=("$@")
 [ ${#PHASES[@]} -gt 0 ] || PHASES=(tests llava)
 rm -rf "$OUT" && mkdir -p "$OUT" "$RESULTS"
-SUMMARY="$OUT/summary.txt"
+SUMMARY="$RESULTS/summary.txt" # written as it goes: a run cut short still returns it
 : >"$SUMMARY"
 say() { echo "$*" | tee -a "$SUMMARY"; }
 has_phase() { local p; for p in "${PHASES[@]}"; do [ "$p" = "$1" ] && return 0; done; return 1; }
@@ -82,12 +84,12 @@ fi
 source bench/gpu_bench.sh
 has_phase llava && bench_family llava-1.5-7b llava
 has_phase serving && bench_serving llava-1.5-7b llava
-has_phase llava && rm -rf "$CKPT_DIR/llava-1.5-7b"
+has_phase profile && bench_profile llava-1.5-7b llava
+rm -rf "$CKPT_DIR/llava-1.5-7b"
 has_phase qwen2vl2b && bench_family qwen2-vl-2b qwen2vl2b && rm -rf "$CKPT_DIR/qwen2-vl-2b"
 has_phase qwen2vl7b && bench_family qwen2-vl-7b qwen2vl7b && rm -rf "$CKPT_DIR/qwen2-vl-7b"
 has_phase phi35 && bench_family phi-3.5-vision phi35 && rm -rf "$CKPT_DIR/phi-3.5-vision"
 say "done"
 # everything back as few files: the summary, results JSON, and the logs
-cp "$SUMMARY" "$RESULTS/"
 ls "$OUT"/*.json >/dev/null 2>&1 && tar -C "$OUT" -czf "$RESULTS/results.tgz" $(cd "$OUT" && ls *.json)
 tar -C "$OUT" -czf "$RESULTS/logs.tgz" .

@@ -16,7 +16,9 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "kernels/cuda/cuda_backend.h"
 
@@ -102,7 +104,26 @@ typedef struct cu_ctx {
 	idx_buf idx[IDX_COUNT];
 	char *blob; /* host buffer where ops assemble index arrays */
 	size_t blob_cap;
+
+	/* VD_CUDA_PROFILE=1: every op synchronises before and after, and its
+	 * wall time is added up by op name; printed when the backend goes */
+	bool prof;
+	double prof_t0;
+	int prof_n;
+	struct {
+		const char *op;
+		double sec;
+		long calls;
+	} prof_tab[32];
 } cu_ctx;
+
+static double host_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 static cu_ctx *ctx_of(vd_backend *be)
 {
@@ -113,7 +134,14 @@ static cu_ctx *ctx_of(vd_backend *be)
  * calling thread (ops may come from a thread other than the creator's). */
 struct op_scope {
 	cu_ctx *c;
-	explicit op_scope(cu_ctx *ctx) : c(ctx) { pthread_mutex_lock(&c->mu); }
+	explicit op_scope(cu_ctx *ctx) : c(ctx)
+	{
+		pthread_mutex_lock(&c->mu);
+		if (c->prof) {
+			cudaStreamSynchronize(c->stream);
+			c->prof_t0 = host_now();
+		}
+	}
 	~op_scope() { pthread_mutex_unlock(&c->mu); }
 };
 
@@ -126,6 +154,21 @@ struct op_scope {
  * the op that queued it. */
 static vd_status op_done(cu_ctx *c, const char *op)
 {
+	if (c->prof) {
+		int i = 0;
+
+		cudaStreamSynchronize(c->stream);
+		while (i < c->prof_n && strcmp(c->prof_tab[i].op, op))
+			i++;
+		if (i < 32) {
+			if (i == c->prof_n) {
+				c->prof_tab[i].op = op;
+				c->prof_n++;
+			}
+			c->prof_tab[i].sec += host_now() - c->prof_t0;
+			c->prof_tab[i].calls++;
+		}
+	}
 	if (c->debug_sync) {
 		cudaError_t e = cudaStreamSynchronize(c->stream);
 
@@ -2282,6 +2325,17 @@ static bool env_on(const char *name)
 /* Best-effort teardown of whatever part of c exists (create failures too). */
 static void ctx_release(cu_ctx *c)
 {
+	if (c->prof && c->prof_n > 0) {
+		double total = 0.0;
+
+		for (int i = 0; i < c->prof_n; i++)
+			total += c->prof_tab[i].sec;
+		fprintf(stderr, "vllmd cuda profile (%.3f s in ops):", total);
+		for (int i = 0; i < c->prof_n; i++)
+			fprintf(stderr, " %s %.3f s/%ld", c->prof_tab[i].op, c->prof_tab[i].sec,
+				c->prof_tab[i].calls);
+		fputc('\n', stderr);
+	}
 	if (c->stream) {
 		cudaSetDevice(c->device);
 		cudaStreamSynchronize(c->stream);
@@ -2321,6 +2375,7 @@ static vd_status ctx_init(cu_ctx *c, int device)
 	c->device = device;
 	c->tf32 = env_on("VD_CUDA_TF32");
 	c->debug_sync = env_on("VD_CUDA_SYNC");
+	c->prof = env_on("VD_CUDA_PROFILE");
 	CUDA_TRY(cudaSetDevice(device));
 	CUDA_TRY(cudaDeviceGetAttribute(&c->num_sms, cudaDevAttrMultiProcessorCount, device));
 	CUDA_TRY(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
