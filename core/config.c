@@ -62,8 +62,9 @@ static const vd_config_option options[] = {
 		  "plugin directory." },
 	{ .key = "dtype", .flag = "--dtype", .type = VD_CONFIG_CHOICE, .def = "auto",
 	  .offset = OFF(dtype), .choices = dtype_choices,
-	  .help = "Weight and activation dtype; auto picks from the checkpoint's "
-		  "torch_dtype and the device." },
+	  .help = "Weight, activation and KV-cache dtype; auto = bfloat16 on a GPU "
+		  "(float16 for float16 checkpoints) and float32 on the CPU, which "
+		  "computes in float32 only." },
 	{ .key = "device", .flag = "--device", .type = VD_CONFIG_CHOICE, .def = "auto",
 	  .offset = OFF(device), .choices = device_choices,
 	  .help = "Compute backend; auto = cuda when a usable GPU is found, else cpu." },
