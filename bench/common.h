@@ -1,96 +1,104 @@
-/* Shared by the benchmark programs: wall-clock time, the family's prompt
- * for an image + text workload, and synthetic test images. Header-only;
- * bench programs are single files. */
+/* Shared by the benchmark programs that drive the engine (throughput,
+ * latency, vision): the family's prompt for an image + text workload and
+ * synthetic images. Header-only; include bench/util.h first. */
 #ifndef VLLMD_BENCH_COMMON_H
 #define VLLMD_BENCH_COMMON_H
 
+#include <cjson/cJSON.h>
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#include "vllmd/json.h"
+#ifndef VLLMD_BENCH_UTIL_H
+#error "include bench/util.h before bench/common.h"
+#endif
 
-static inline double bench_now(void)
+/* The chat prompt of the model's family with n_img placeholders and a {text}
+ * slot; NULL (message printed) for an architecture we have no format for. */
+static inline char *bench_family_template(const char *model, int n_img, char *arch, size_t arch_cap)
 {
-	struct timespec ts;
+	char path[4096], *json;
+	cJSON *cfg, *a;
+	sbuf b = { 0 };
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+	snprintf(path, sizeof(path), "%s/config.json", model);
+	if (!(json = read_file(path))) {
+		fprintf(stderr, ME ": cannot read %s: %s\n", path, strerror(errno));
+		return NULL;
+	}
+	cfg = cJSON_Parse(json);
+	free(json);
+	if (!cfg) {
+		fprintf(stderr, ME ": %s is not valid JSON\n", path);
+		return NULL;
+	}
+	a = cJSON_GetObjectItemCaseSensitive(cfg, "architectures");
+	a = cJSON_IsArray(a) ? cJSON_GetArrayItem(a, 0) : NULL;
+	snprintf(arch, arch_cap, "%s", cJSON_IsString(a) ? a->valuestring : "");
+	cJSON_Delete(cfg);
+	if (strcmp(arch, "LlavaForConditionalGeneration") == 0) {
+		sb_puts(&b, "USER: ");
+		for (int i = 0; i < n_img; i++)
+			sb_puts(&b, "<image>\n");
+		sb_puts(&b, "{text}\nASSISTANT:");
+	} else if (strcmp(arch, "Phi3VForCausalLM") == 0) {
+		sb_puts(&b, "<|user|>\n");
+		for (int i = 0; i < n_img; i++) {
+			char ph[32];
+
+			snprintf(ph, sizeof(ph), "<|image_%d|>\n", i + 1);
+			sb_puts(&b, ph);
+		}
+		sb_puts(&b, "{text}<|end|>\n<|assistant|>\n");
+	} else if (strcmp(arch, "Qwen2VLForConditionalGeneration") == 0) {
+		sb_puts(&b, "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+			    "<|im_start|>user\n");
+		for (int i = 0; i < n_img; i++)
+			sb_puts(&b, "<|vision_start|><|image_pad|><|vision_end|>");
+		sb_puts(&b, "{text}<|im_end|>\n<|im_start|>assistant\n");
+	} else {
+		fprintf(stderr, ME ": %s/config.json: no prompt format for architecture "
+				"'%s'; pass --prompt-template with {text} and the image placeholders\n",
+			model, arch);
+		return NULL;
+	}
+	return b.s;
 }
 
-/* The architecture of the checkpoint in dir ("LlavaForConditionalGeneration"
- * ...) copied into buf; "" when config.json cannot be read. */
-static inline void bench_architecture(const char *dir, char *buf, size_t cap)
+/* Template with {text} replaced by `words` repetitions of "hi". */
+static inline char *bench_fill(const char *tmpl, long words)
 {
-	char path[4200];
-	vd_json *cfg = NULL;
-	const char *a;
+	const char *slot = strstr(tmpl, "{text}");
+	sbuf b = { 0 };
 
-	buf[0] = '\0';
-	snprintf(path, sizeof(path), "%s/config.json", dir);
-	if (vd_json_load_file(path, &cfg) != VD_OK)
-		return;
-	a = vd_json_string_value(vd_json_at(vd_json_get(cfg, "architectures"), 0));
-	if (a)
-		snprintf(buf, cap, "%s", a);
-	vd_json_free(cfg);
+	sb_put(&b, tmpl, (size_t)(slot - tmpl));
+	for (long i = 0; i < words; i++)
+		sb_puts(&b, i ? " hi" : "hi");
+	sb_puts(&b, slot + 6);
+	return b.s;
 }
 
-/* A prompt in the family's chat format with n_images image placeholders and
- * `words` repetitions of " hi" as the text (about one token each). Returns a
- * malloc'd string, or NULL for an unknown architecture. */
-static inline char *bench_prompt(const char *arch, int n_images, int words)
+/* Pixels for `count` distinct images of w x h: image k is the window that
+ * starts k pixels into one pseudo-random RGB stream seeded by seed, so no two
+ * images are equal (each has its own content hash for the encoder and prefix
+ * caches) while memory stays one image plus `count` pixels. (bytes) */
+static inline uint8_t *bench_image_pool(long w, long h, long count, uint64_t seed)
 {
-	size_t cap = 256 + (size_t)n_images * 64 + (size_t)words * 3;
-	char *p = malloc(cap);
-	size_t n = 0;
-	int phi = strstr(arch, "Phi3V") != NULL, qwen = strstr(arch, "Qwen2VL") != NULL;
+	size_t n = (size_t)(w * h + count) * 3, i = 0;
+	uint8_t *p = malloc(n + 8);
+	uint64_t s = seed ^ 0x5eed1234abcdull;
 
 	if (!p)
 		return NULL;
-	if (!phi && !qwen && !strstr(arch, "Llava")) {
-		free(p);
-		return NULL;
+	while (i < n) {
+		uint64_t r = splitmix64(&s);
+
+		memcpy(p + i, &r, 8);
+		i += 8;
 	}
-	n += (size_t)snprintf(p + n, cap - n, "%s",
-			      qwen  ? "<|im_start|>user\n"
-			      : phi ? "<|user|>\n"
-				    : "USER: ");
-	for (int i = 0; i < n_images; i++) {
-		if (qwen)
-			n += (size_t)snprintf(p + n, cap - n,
-					      "<|vision_start|><|image_pad|><|vision_end|>");
-		else if (phi)
-			n += (size_t)snprintf(p + n, cap - n, "<|image_%d|>\n", i + 1);
-		else
-			n += (size_t)snprintf(p + n, cap - n, "<image>\n");
-	}
-	for (int i = 0; i < words; i++)
-		n += (size_t)snprintf(p + n, cap - n, " hi");
-	snprintf(p + n, cap - n, "%s",
-		 qwen  ? "<|im_end|>\n<|im_start|>assistant\n"
-		 : phi ? "<|end|>\n<|assistant|>\n"
-		       : "\nASSISTANT:");
 	return p;
-}
-
-/* Deterministic pseudo-random RGB pixels (h, w, 3), different per seed. */
-static inline uint8_t *bench_image(int w, int h, uint64_t seed)
-{
-	uint8_t *px = malloc((size_t)w * (size_t)h * 3);
-	uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
-
-	if (!px)
-		return NULL;
-	for (size_t i = 0; i < (size_t)w * (size_t)h * 3; i++) {
-		s ^= s << 13;
-		s ^= s >> 7;
-		s ^= s << 17;
-		px[i] = (uint8_t)(s >> 24);
-	}
-	return px;
 }
 
 #endif

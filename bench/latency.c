@@ -11,10 +11,13 @@
  * --batch-size requests, each with its own synthetic image. The same batch is
  * also run with one output token (prefill only): the decode step time is
  * (latency(L) - latency(1)) / (L - 1). */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#define ME "bench/latency"
+#include "bench/util.h"
 #include "bench/common.h"
 #include "vllmd/llm.h"
 
@@ -40,6 +43,21 @@ static int parse(int argc, char **argv, opts *o)
 		     .output_len = 128, .size = 336, .iters = 5, .warmup = 2 };
 	for (int i = 1; i < argc; i++) {
 		const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+		static const struct {
+			const char *name;
+			size_t off;
+			long lo, hi;
+		} ints[] = {
+			{ "--batch-size", offsetof(opts, batch), 1, 1 << 20 },
+			{ "--input-len", offsetof(opts, input_len), 0, 1 << 20 },
+			{ "--output-len", offsetof(opts, output_len), 2, 1 << 20 },
+			{ "--image-size", offsetof(opts, size), 0, 16384 },
+			{ "--num-iters", offsetof(opts, iters), 1, 1 << 20 },
+			{ "--num-iters-warmup", offsetof(opts, warmup), 0, 1 << 20 },
+			{ "--max-num-batched-tokens", offsetof(opts, mnbt), 0, 1 << 30 },
+			{ "--max-model-len", offsetof(opts, max_len), 0, 1 << 30 },
+		};
+		size_t j;
 
 		if (!strcmp(k, "-h") || !strcmp(k, "--help"))
 			return usage(NULL);
@@ -56,30 +74,20 @@ static int parse(int argc, char **argv, opts *o)
 			o->plugin_dir = v;
 		else if (!strcmp(k, "--output-json"))
 			o->json = v;
-		else if (!strcmp(k, "--batch-size"))
-			o->batch = atoi(v);
-		else if (!strcmp(k, "--input-len"))
-			o->input_len = atoi(v);
-		else if (!strcmp(k, "--output-len"))
-			o->output_len = atoi(v);
-		else if (!strcmp(k, "--image-size"))
-			o->size = atoi(v);
-		else if (!strcmp(k, "--num-iters"))
-			o->iters = atoi(v);
-		else if (!strcmp(k, "--num-iters-warmup"))
-			o->warmup = atoi(v);
-		else if (!strcmp(k, "--max-num-batched-tokens"))
-			o->mnbt = atoi(v);
-		else if (!strcmp(k, "--max-model-len"))
-			o->max_len = atoi(v);
-		else
-			return usage("unknown option");
+		else {
+			long n;
+
+			for (j = 0; j < sizeof(ints) / sizeof(ints[0]) && strcmp(k, ints[j].name); j++)
+				;
+			if (j == sizeof(ints) / sizeof(ints[0]))
+				return usage("unknown option");
+			if (parse_long(k + 2, v, ints[j].lo, ints[j].hi, &n))
+				return 2;
+			*(int *)((char *)o + ints[j].off) = (int)n;
+		}
 	}
 	if (!o->model)
 		return usage("--model is required");
-	if (o->batch < 1 || o->input_len < 0 || o->output_len < 2 || o->size < 0 ||
-	    o->iters < 1 || o->warmup < 0)
-		return usage("--batch-size, --num-iters >= 1, --output-len >= 2, sizes >= 0");
 	return 0;
 }
 
@@ -93,13 +101,13 @@ static int time_batch(vd_llm *llm, vd_request *reqs, const opts *o, int L, int i
 		reqs[b].params.max_tokens = L;
 	for (int it = 0; it < iters; it++) {
 		vd_output *outs = NULL;
-		double t0 = bench_now();
+		double t0 = now();
 
 		if (vd_llm_generate(llm, reqs, o->batch, &outs) != VD_OK) {
 			fprintf(stderr, "bench/latency: generate: %s\n", vd_error_message());
 			return 1;
 		}
-		sum += bench_now() - t0;
+		sum += now() - t0;
 		for (int b = 0; b < o->batch; b++) {
 			if (outs[b].status != VD_OK || outs[b].completions[0].n_tokens != L) {
 				fprintf(stderr, "bench/latency: request %d: %s\n", b,
@@ -121,19 +129,18 @@ int main(int argc, char **argv)
 	vd_llm *llm = NULL;
 	vd_request *reqs;
 	vd_image_input *imgs;
-	uint8_t **pix;
-	char arch[128], *prompt;
+	uint8_t *pool;
+	char arch[128], *tmpl, *prompt;
 	double lat = 0.0, lat1 = 0.0, warm;
 	int rc = parse(argc, argv, &o);
 
 	if (rc)
 		return rc;
-	bench_architecture(o.model, arch, sizeof(arch));
-	prompt = bench_prompt(arch, o.size > 0 ? 1 : 0, o.input_len);
-	if (!prompt) {
-		fprintf(stderr, "bench/latency: %s: unknown architecture '%s'\n", o.model, arch);
+	tmpl = bench_family_template(o.model, o.size > 0 ? 1 : 0, arch, sizeof(arch));
+	if (!tmpl)
 		return 1;
-	}
+	prompt = bench_fill(tmpl, o.input_len);
+	free(tmpl);
 	vd_engine_args_init(&a);
 	a.model = o.model;
 	a.plugin_dir = o.plugin_dir;
@@ -149,8 +156,8 @@ int main(int argc, char **argv)
 	}
 	reqs = calloc((size_t)o.batch, sizeof(*reqs));
 	imgs = calloc((size_t)o.batch, sizeof(*imgs));
-	pix = calloc((size_t)o.batch, sizeof(*pix));
-	if (!reqs || !imgs || !pix)
+	pool = o.size > 0 ? bench_image_pool(o.size, o.size, o.batch, 1) : NULL;
+	if (!reqs || !imgs || (o.size > 0 && !pool))
 		return 1;
 	for (int b = 0; b < o.batch; b++) {
 		vd_request_init(&reqs[b]);
@@ -158,10 +165,8 @@ int main(int argc, char **argv)
 		reqs[b].params.temperature = 0.0f;
 		reqs[b].params.ignore_eos = true;
 		if (o.size > 0) {
-			pix[b] = bench_image(o.size, o.size, (uint64_t)b + 1);
-			if (!pix[b])
-				return 1;
-			imgs[b] = (vd_image_input){ .kind = VD_IMAGE_RGB, .rgb = pix[b],
+			/* image b: the window b pixels into the pool, all different */
+			imgs[b] = (vd_image_input){ .kind = VD_IMAGE_RGB, .rgb = pool + 3 * (size_t)b,
 						    .width = o.size, .height = o.size };
 			reqs[b].images = &imgs[b];
 			reqs[b].n_images = 1;
@@ -198,9 +203,7 @@ int main(int argc, char **argv)
 			}
 		}
 	}
-	for (int b = 0; b < o.batch; b++)
-		free(pix[b]);
-	free(pix);
+	free(pool);
 	free(imgs);
 	free(reqs);
 	free(prompt);

@@ -30,6 +30,7 @@
 #pragma GCC diagnostic pop
 
 #define ME "bench/serving"
+#include "bench/util.h"
 
 typedef struct opts {
 	const char *host, *base_url, *endpoint, *model, *api_key, *result_file;
@@ -71,52 +72,6 @@ static void usage(FILE *f)
 }
 
 /* ------------------------------------------------------------ option parsing */
-
-static int bad(const char *opt, const char *val, const char *want)
-{
-	fprintf(stderr, ME ": --%s '%s': %s\n", opt, val, want);
-	return -1;
-}
-
-static int parse_long(const char *opt, const char *s, long lo, long hi, long *out)
-{
-	char *end;
-	long v;
-
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno || end == s || *end || v < lo || v > hi) {
-		char want[96];
-
-		snprintf(want, sizeof(want), "want an integer in [%ld, %ld]", lo, hi);
-		return bad(opt, s, want);
-	}
-	*out = v;
-	return 0;
-}
-
-static int parse_image_size(const char *s, long *w, long *h)
-{
-	char *end;
-	long a, b;
-
-	errno = 0;
-	a = strtol(s, &end, 10);
-	if (errno || end == s || a < 0 || a > 16384)
-		return bad("image-size", s, "want S or WxH, sizes in [0, 16384]");
-	if (!*end) {
-		*w = *h = a;
-		return 0;
-	}
-	if (*end != 'x' && *end != 'X')
-		return bad("image-size", s, "want S or WxH, sizes in [0, 16384]");
-	b = strtol(end + 1, &end, 10);
-	if (errno || *end || b < 1 || b > 16384 || a < 1)
-		return bad("image-size", s, "want S or WxH, sizes in [1, 16384] (or 0)");
-	*w = a;
-	*h = b;
-	return 0;
-}
 
 enum {
 	O_HOST = 256, O_PORT, O_BASE_URL, O_ENDPOINT, O_MODEL, O_API_KEY, O_NUM_PROMPTS,
@@ -185,15 +140,7 @@ static int parse_args(int argc, char **argv, opts *o)
 		case O_OUTPUT_LEN: rc = parse_long("output-len", optarg, 1, 10000000, &o->output_len); break;
 		case O_IMAGE_SIZE: rc = parse_image_size(optarg, &o->width, &o->height); break;
 		case O_NUM_IMAGES: rc = parse_long("num-images", optarg, 0, 64, &o->num_images); break;
-		case O_SEED: {
-			char *end;
-
-			errno = 0;
-			o->seed = strtoull(optarg, &end, 10);
-			if (errno || end == optarg || *end || optarg[0] == '-')
-				rc = bad("seed", optarg, "want a non-negative integer");
-			break;
-		}
+		case O_SEED: rc = parse_u64("seed", optarg, &o->seed); break;
 		case O_RESULT: o->result_file = optarg; break;
 		case 'h': usage(stdout); return 1;
 		default:
@@ -217,50 +164,6 @@ static int parse_args(int argc, char **argv, opts *o)
 /* ------------------------------------------------------------ helpers */
 
 /* Growable byte string; out-of-memory is fatal (a benchmark has nothing to save). */
-typedef struct sbuf {
-	char *s;
-	size_t len, cap;
-} sbuf;
-
-static void *xrealloc(void *p, size_t n)
-{
-	if (!(p = realloc(p, n ? n : 1))) {
-		fprintf(stderr, ME ": out of memory\n");
-		exit(1);
-	}
-	return p;
-}
-
-static void sb_put(sbuf *b, const void *s, size_t n)
-{
-	if (b->len + n + 1 > b->cap) {
-		b->cap = (b->len + n + 1) * 2;
-		b->s = xrealloc(b->s, b->cap);
-	}
-	memcpy(b->s + b->len, s, n);
-	b->len += n;
-	b->s[b->len] = '\0';
-}
-
-static void sb_puts(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static uint64_t splitmix64(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
 /* Uniform in (0, 1]. */
 static double uniform01(uint64_t *s)
 {
@@ -269,7 +172,8 @@ static double uniform01(uint64_t *s)
 
 static void png_sink(void *ctx, void *data, int size)
 {
-	sb_put(ctx, data, (size_t)size);
+	if (size > 0)
+		sb_put(ctx, data, (size_t)size);
 }
 
 static void base64(sbuf *out, const unsigned char *p, size_t n)

@@ -61,7 +61,7 @@ for m in llava-tiny-a phi3v-tiny-a qwen2vl-tiny-a; do
 	fi
 done
 "$B/bench/latency" --model "$M" --output-len 1 >/dev/null 2>"$tmp/err"
-[ $? -eq 2 ] && grep -q "output-len >= 2" "$tmp/err" && ok "bench/latency refuses --output-len 1" ||
+[ $? -eq 2 ] && grep -q "output-len '1': want an integer in \[2," "$tmp/err" && ok "bench/latency refuses --output-len 1" ||
 	no "bench/latency --output-len 1: $(cat "$tmp/err")"
 
 # 4. serving against a live vllmd

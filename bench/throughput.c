@@ -13,6 +13,9 @@
 #include <string.h>
 #include <time.h>
 
+#define ME "bench/throughput"
+#include "bench/util.h"
+#include "bench/common.h"
 #include "vllmd/llm.h"
 #include "vllmd/tokenizer.h"
 
@@ -63,53 +66,6 @@ static void usage(FILE *f)
 }
 
 /* ------------------------------------------------------------ option parsing */
-
-static int bad(const char *opt, const char *val, const char *want)
-{
-	fprintf(stderr, "bench/throughput: --%s '%s': %s\n", opt, val, want);
-	return -1;
-}
-
-static int parse_long(const char *opt, const char *s, long lo, long hi, long *out)
-{
-	char *end;
-	long v;
-
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno || end == s || *end || v < lo || v > hi) {
-		char want[96];
-
-		snprintf(want, sizeof(want), "want an integer in [%ld, %ld]", lo, hi);
-		return bad(opt, s, want);
-	}
-	*out = v;
-	return 0;
-}
-
-/* "336" (square) or "640x480" (width x height); "0" = no image. */
-static int parse_image_size(const char *s, long *w, long *h)
-{
-	char *end;
-	long a, b;
-
-	errno = 0;
-	a = strtol(s, &end, 10);
-	if (errno || end == s || a < 0 || a > 16384)
-		return bad("image-size", s, "want S or WxH, sizes in [0, 16384]");
-	if (!*end) {
-		*w = *h = a;
-		return 0;
-	}
-	if (*end != 'x' && *end != 'X')
-		return bad("image-size", s, "want S or WxH, sizes in [0, 16384]");
-	b = strtol(end + 1, &end, 10);
-	if (errno || *end || b < 1 || b > 16384 || a < 1)
-		return bad("image-size", s, "want S or WxH, sizes in [1, 16384] (or 0)");
-	*w = a;
-	*h = b;
-	return 0;
-}
 
 /* Bytes from "8589934592", "8G", "512MiB", "1.5GB" with vllmd's (and vLLM's)
  * convention: K/M/G/T and KiB.. are powers of 1024, k/m/g/t and kB.. of 1000. */
@@ -228,30 +184,22 @@ static int parse_args(int argc, char **argv, opts *o)
 		case O_PREFIX: o->enable_prefix_caching = 1; break;
 		case O_NO_PREFIX: o->enable_prefix_caching = 0; break;
 		case O_THREADS: rc = parse_long("num-threads", optarg, 0, 4096, &o->num_threads); break;
-		case O_SEED: {
-			char *end;
-
-			errno = 0;
-			o->seed = strtoull(optarg, &end, 10);
-			if (errno || end == optarg || *end || optarg[0] == '-')
-				rc = bad("seed", optarg, "want a non-negative integer");
-			break;
-		}
+		case O_SEED: rc = parse_u64("seed", optarg, &o->seed); break;
 		case O_OUTPUT_JSON: o->output_json = optarg; break;
 		case 'h': usage(stdout); return 1;
 		default:
-			fprintf(stderr, "bench/throughput: see --help for the options\n");
+			fprintf(stderr, ME ": see --help for the options\n");
 			return -1;
 		}
 		if (rc)
 			return -1;
 	}
 	if (optind < argc) {
-		fprintf(stderr, "bench/throughput: unexpected argument '%s' (see --help)\n", argv[optind]);
+		fprintf(stderr, ME ": unexpected argument '%s' (see --help)\n", argv[optind]);
 		return -1;
 	}
 	if (!o->model) {
-		fprintf(stderr, "bench/throughput: --model DIR is required (see --help)\n");
+		fprintf(stderr, ME ": --model DIR is required (see --help)\n");
 		return -1;
 	}
 	if (o->width == 0)
@@ -262,105 +210,6 @@ static int parse_args(int argc, char **argv, opts *o)
 }
 
 /* ------------------------------------------------------------ prompts */
-
-static char *read_file(const char *path)
-{
-	FILE *f = fopen(path, "rb");
-	char *buf = NULL;
-	long n;
-
-	if (!f)
-		return NULL;
-	if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 &&
-	    (buf = malloc((size_t)n + 1))) {
-		if (fread(buf, 1, (size_t)n, f) != (size_t)n) {
-			free(buf);
-			buf = NULL;
-		} else {
-			buf[n] = '\0';
-		}
-	}
-	fclose(f);
-	return buf;
-}
-
-/* Growable string; out-of-memory is fatal (a benchmark has nothing to save). */
-typedef struct sbuf {
-	char *s;
-	size_t len, cap;
-} sbuf;
-
-static void sb_put(sbuf *b, const char *s, size_t n)
-{
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = (b->len + n + 1) * 2;
-		char *p = realloc(b->s, cap);
-
-		if (!p) {
-			fprintf(stderr, "bench/throughput: out of memory\n");
-			exit(1);
-		}
-		b->s = p;
-		b->cap = cap;
-	}
-	memcpy(b->s + b->len, s, n);
-	b->len += n;
-	b->s[b->len] = '\0';
-}
-
-static void sb_puts(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
-
-/* The chat prompt of the model's family with n_img placeholders and a {text}
- * slot; NULL (message printed) for an architecture we have no format for. */
-static char *family_template(const char *model, int n_img, char *arch, size_t arch_cap)
-{
-	char path[4096], *json;
-	cJSON *cfg, *a;
-	sbuf b = { 0 };
-
-	snprintf(path, sizeof(path), "%s/config.json", model);
-	if (!(json = read_file(path))) {
-		fprintf(stderr, "bench/throughput: cannot read %s: %s\n", path, strerror(errno));
-		return NULL;
-	}
-	cfg = cJSON_Parse(json);
-	free(json);
-	if (!cfg) {
-		fprintf(stderr, "bench/throughput: %s is not valid JSON\n", path);
-		return NULL;
-	}
-	a = cJSON_GetObjectItemCaseSensitive(cfg, "architectures");
-	a = cJSON_IsArray(a) ? cJSON_GetArrayItem(a, 0) : NULL;
-	snprintf(arch, arch_cap, "%s", cJSON_IsString(a) ? a->valuestring : "");
-	cJSON_Delete(cfg);
-	if (strcmp(arch, "LlavaForConditionalGeneration") == 0) {
-		sb_puts(&b, "USER: ");
-		for (int i = 0; i < n_img; i++)
-			sb_puts(&b, "<image>\n");
-		sb_puts(&b, "{text}\nASSISTANT:");
-	} else if (strcmp(arch, "Phi3VForCausalLM") == 0) {
-		sb_puts(&b, "<|user|>\n");
-		for (int i = 0; i < n_img; i++) {
-			char ph[32];
-
-			snprintf(ph, sizeof(ph), "<|image_%d|>\n", i + 1);
-			sb_puts(&b, ph);
-		}
-		sb_puts(&b, "{text}<|end|>\n<|assistant|>\n");
-	} else if (strcmp(arch, "Qwen2VLForConditionalGeneration") == 0) {
-		sb_puts(&b, "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
-			    "<|im_start|>user\n");
-		for (int i = 0; i < n_img; i++)
-			sb_puts(&b, "<|vision_start|><|image_pad|><|vision_end|>");
-		sb_puts(&b, "{text}<|im_end|>\n<|im_start|>assistant\n");
-	} else {
-		fprintf(stderr, "bench/throughput: %s/config.json: no prompt format for architecture "
-				"'%s'; pass --prompt-template with {text} and the image placeholders\n",
-			model, arch);
-		return NULL;
-	}
-	return b.s;
-}
 
 /* The user's template with "\n" escapes turned into newlines. */
 static char *user_template(const char *t)
@@ -379,19 +228,6 @@ static char *user_template(const char *t)
 	return b.s;
 }
 
-/* Template with {text} replaced by `words` repetitions of "hi". */
-static char *fill(const char *tmpl, long words)
-{
-	const char *slot = strstr(tmpl, "{text}");
-	sbuf b = { 0 };
-
-	sb_put(&b, tmpl, (size_t)(slot - tmpl));
-	for (long i = 0; i < words; i++)
-		sb_puts(&b, i ? " hi" : "hi");
-	sb_puts(&b, slot + 6);
-	return b.s;
-}
-
 /* Tokens of the prompt, or -1 (message printed). */
 static long count_tokens(const vd_tokenizer *tok, const char *prompt)
 {
@@ -399,7 +235,7 @@ static long count_tokens(const vd_tokenizer *tok, const char *prompt)
 	size_t n = 0;
 
 	if (vd_tokenizer_encode(tok, prompt, strlen(prompt), true, &ids, &n) != VD_OK) {
-		fprintf(stderr, "bench/throughput: tokenize: %s\n", vd_error_message());
+		fprintf(stderr, ME ": tokenize: %s\n", vd_error_message());
 		return -1;
 	}
 	free(ids);
@@ -421,19 +257,19 @@ static long calibrate_words(const char *dir, const char *tmpl, long k, long *tex
 	snprintf(tc, sizeof(tc), "%s/tokenizer_config.json", dir);
 	if (vd_tokenizer_load(tj, tc, &tok) != VD_OK &&
 	    vd_tokenizer_load(tj, NULL, &tok) != VD_OK) {
-		fprintf(stderr, "bench/throughput: warning: no tokenizer in %s (%s); using %ld words "
+		fprintf(stderr, ME ": warning: no tokenizer in %s (%s); using %ld words "
 				"of text, the measured prompt length is reported\n",
 			dir, vd_error_message(), k);
 		return k;
 	}
 	{
-		char *p = fill(tmpl, 0);
+		char *p = bench_fill(tmpl, 0);
 
 		base = count_tokens(tok, p);
 		free(p);
 	}
 	for (int iter = 0; base >= 0 && iter < 16 && w >= 0; iter++) {
-		char *p = fill(tmpl, w);
+		char *p = bench_fill(tmpl, w);
 		long n = count_tokens(tok, p);
 
 		free(p);
@@ -456,45 +292,7 @@ static long calibrate_words(const char *dir, const char *tmpl, long k, long *tex
 
 /* ------------------------------------------------------------ images */
 
-static uint64_t splitmix64(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
-/* Pixels for `count` distinct images of w x h: image k is the window that
- * starts k pixels into one pseudo-random RGB stream seeded by seed, so no two
- * images are equal (each has its own content hash for the encoder and prefix
- * caches) while memory stays one image plus `count` pixels. (bytes) */
-static uint8_t *image_pool(long w, long h, long count, uint64_t seed)
-{
-	size_t n = (size_t)(w * h + count) * 3, i = 0;
-	uint8_t *p = malloc(n + 8);
-	uint64_t s = seed ^ 0x5eed1234abcdull;
-
-	if (!p)
-		return NULL;
-	while (i < n) {
-		uint64_t r = splitmix64(&s);
-
-		memcpy(p + i, &r, 8);
-		i += 8;
-	}
-	return p;
-}
-
 /* ------------------------------------------------------------ running */
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 typedef struct totals {
 	long long prompt_tokens, output_tokens;
@@ -516,10 +314,10 @@ static long check_outputs(const vd_output *outs, long n, long want, totals *t)
 			continue;
 		if (failed++ < 5) {
 			if (o->status != VD_OK)
-				fprintf(stderr, "bench/throughput: request %ld failed: %s: %s\n", i,
+				fprintf(stderr, ME ": request %ld failed: %s: %s\n", i,
 					vd_status_str(o->status), o->error ? o->error : "");
 			else
-				fprintf(stderr, "bench/throughput: request %ld made %d tokens, not %ld "
+				fprintf(stderr, ME ": request %ld made %d tokens, not %ld "
 						"(finish %s; prompt %d tokens: does --max-model-len "
 						"leave room?)\n",
 					i, got, want,
@@ -599,7 +397,7 @@ static int write_json(const opts *o, const char *arch, const char *tmpl, long te
 	txt = cJSON_Print(j);
 	cJSON_Delete(j);
 	if (!txt || !(f = fopen(o->output_json, "w"))) {
-		fprintf(stderr, "bench/throughput: cannot write %s: %s\n", o->output_json,
+		fprintf(stderr, ME ": cannot write %s: %s\n", o->output_json,
 			txt ? strerror(errno) : "out of memory");
 		free(txt);
 		return -1;
@@ -609,7 +407,7 @@ static int write_json(const opts *o, const char *arch, const char *tmpl, long te
 	if (fclose(f) != 0)
 		rc = -1;
 	if (rc)
-		fprintf(stderr, "bench/throughput: writing %s: %s\n", o->output_json, strerror(errno));
+		fprintf(stderr, ME ": writing %s: %s\n", o->output_json, strerror(errno));
 	free(txt);
 	return rc;
 }
@@ -635,21 +433,21 @@ int main(int argc, char **argv)
 	if (o.prompt_template) {
 		tmpl = user_template(o.prompt_template);
 		if (!strstr(tmpl, "{text}") || strstr(strstr(tmpl, "{text}") + 1, "{text}")) {
-			fprintf(stderr, "bench/throughput: --prompt-template needs {text} exactly once\n");
+			fprintf(stderr, ME ": --prompt-template needs {text} exactly once\n");
 			free(tmpl);
 			return 2;
 		}
 		snprintf(arch, sizeof(arch), "--prompt-template");
-	} else if (!(tmpl = family_template(o.model, (int)o.num_images, arch, sizeof(arch)))) {
+	} else if (!(tmpl = bench_family_template(o.model, (int)o.num_images, arch, sizeof(arch)))) {
 		return 2;
 	}
 	words = calibrate_words(o.tokenizer ? o.tokenizer : o.model, tmpl, o.input_len,
 				&text_tokens, &exact);
 	if (text_tokens >= 0 && !exact)
-		fprintf(stderr, "bench/throughput: warning: no word count gives exactly %ld text "
+		fprintf(stderr, ME ": warning: no word count gives exactly %ld text "
 				"tokens; using %ld words = %ld tokens\n",
 			o.input_len, words, text_tokens);
-	prompt = fill(tmpl, words);
+	prompt = bench_fill(tmpl, words);
 
 	vd_engine_args_init(&ea);
 	ea.model = o.model;
@@ -671,18 +469,18 @@ int main(int argc, char **argv)
 
 	n_req = o.num_prompts > o.warmup ? o.num_prompts : o.warmup;
 	if (o.num_images > 0 &&
-	    !(pool = image_pool(o.width, o.height, (o.num_prompts + o.warmup) * o.num_images, o.seed))) {
-		fprintf(stderr, "bench/throughput: out of memory for the images\n");
+	    !(pool = bench_image_pool(o.width, o.height, (o.num_prompts + o.warmup) * o.num_images, o.seed))) {
+		fprintf(stderr, ME ": out of memory for the images\n");
 		goto out;
 	}
 	reqs = calloc((size_t)n_req, sizeof(*reqs));
 	imgs = calloc((size_t)(n_req * o.num_images) + 1, sizeof(*imgs));
 	if (!reqs || !imgs) {
-		fprintf(stderr, "bench/throughput: out of memory for %ld requests\n", n_req);
+		fprintf(stderr, ME ": out of memory for %ld requests\n", n_req);
 		goto out;
 	}
 	if (vd_llm_create(&ea, &llm) != VD_OK) {
-		fprintf(stderr, "bench/throughput: cannot load %s: %s\n", o.model, vd_error_message());
+		fprintf(stderr, ME ": cannot load %s: %s\n", o.model, vd_error_message());
 		goto out;
 	}
 
@@ -690,14 +488,14 @@ int main(int argc, char **argv)
 	if (o.warmup > 0) {
 		make_requests(&o, prompt, pool, imgs, reqs, o.num_prompts, o.warmup);
 		if (vd_llm_generate(llm, reqs, (int)o.warmup, &outs) != VD_OK) {
-			fprintf(stderr, "bench/throughput: warmup: %s\n", vd_error_message());
+			fprintf(stderr, ME ": warmup: %s\n", vd_error_message());
 			goto out;
 		}
 		failed = check_outputs(outs, o.warmup, o.output_len, &tw);
 		vd_outputs_free(outs, (int)o.warmup);
 		outs = NULL;
 		if (failed) {
-			fprintf(stderr, "bench/throughput: %ld of %ld warmup requests failed\n", failed,
+			fprintf(stderr, ME ": %ld of %ld warmup requests failed\n", failed,
 				o.warmup);
 			goto out;
 		}
@@ -706,13 +504,13 @@ int main(int argc, char **argv)
 	make_requests(&o, prompt, pool, imgs, reqs, 0, o.num_prompts);
 	t0 = now();
 	if (vd_llm_generate(llm, reqs, (int)o.num_prompts, &outs) != VD_OK) {
-		fprintf(stderr, "bench/throughput: generate: %s\n", vd_error_message());
+		fprintf(stderr, ME ": generate: %s\n", vd_error_message());
 		goto out;
 	}
 	elapsed = now() - t0;
 	failed = check_outputs(outs, o.num_prompts, o.output_len, &t);
 	if (failed) {
-		fprintf(stderr, "bench/throughput: %ld of %ld requests failed or made the wrong number "
+		fprintf(stderr, ME ": %ld of %ld requests failed or made the wrong number "
 				"of tokens\n",
 			failed, o.num_prompts);
 		goto out;

@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define ME "bench/vision"
+#include "bench/util.h"
 #include "bench/common.h"
 #include "core/mm.h"
 #include "core/registry.h"
@@ -41,6 +43,7 @@ static int parse(int argc, char **argv, opts *o)
 		     .warmup = 3 };
 	for (int i = 1; i < argc; i++) {
 		const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+		long n = 0;
 
 		if (!strcmp(k, "-h") || !strcmp(k, "--help"))
 			return usage(NULL);
@@ -57,21 +60,19 @@ static int parse(int argc, char **argv, opts *o)
 			o->plugin_dir = v;
 		else if (!strcmp(k, "--output-json"))
 			o->json = v;
-		else if (!strcmp(k, "--batch-size"))
-			o->batch = atoi(v);
-		else if (!strcmp(k, "--image-size"))
-			o->size = atoi(v);
-		else if (!strcmp(k, "--num-iters"))
-			o->iters = atoi(v);
-		else if (!strcmp(k, "--num-iters-warmup"))
-			o->warmup = atoi(v);
+		else if (!strcmp(k, "--batch-size") && !parse_long(k + 2, v, 1, 1 << 16, &n))
+			o->batch = (int)n;
+		else if (!strcmp(k, "--image-size") && !parse_long(k + 2, v, 1, 16384, &n))
+			o->size = (int)n;
+		else if (!strcmp(k, "--num-iters") && !parse_long(k + 2, v, 1, 1 << 20, &n))
+			o->iters = (int)n;
+		else if (!strcmp(k, "--num-iters-warmup") && !parse_long(k + 2, v, 0, 1 << 20, &n))
+			o->warmup = (int)n;
 		else
-			return usage("unknown option");
+			return n ? 2 : usage("unknown option or bad value");
 	}
 	if (!o->model)
 		return usage("--model is required");
-	if (o->batch < 1 || o->size < 1 || o->iters < 1 || o->warmup < 0)
-		return usage("--batch-size, --image-size and --num-iters must be positive");
 	return 0;
 }
 
@@ -97,6 +98,7 @@ int main(int argc, char **argv)
 	vd_model_ctx ctx;
 	vd_mm_item *items = NULL;
 	const vd_mm_item **ptrs = NULL;
+	uint8_t *pool;
 	int64_t rows = 0;
 	double t0, dt = 0.0;
 	int rc = parse(argc, argv, &o);
@@ -131,27 +133,29 @@ int main(int argc, char **argv)
 	ptrs = calloc((size_t)o.batch, sizeof(*ptrs));
 	if (!items || !ptrs)
 		return fail("memory");
+	pool = bench_image_pool(o.size, o.size, o.batch, 1);
+	if (!pool)
+		return fail("memory");
 	for (int i = 0; i < o.batch; i++) {
-		uint8_t *px = bench_image(o.size, o.size, (uint64_t)i + 1);
-		vd_image_input in = { .kind = VD_IMAGE_RGB, .rgb = px, .width = o.size,
-				      .height = o.size };
+		vd_image_input in = { .kind = VD_IMAGE_RGB, .rgb = pool + 3 * (size_t)i,
+				      .width = o.size, .height = o.size };
 
-		if (!px || vd_mm_prepare(fam, state, &in, NULL, 0, &items[i]) != VD_OK)
+		if (vd_mm_prepare(fam, state, &in, NULL, 0, &items[i]) != VD_OK)
 			return fail("image processor");
-		free(px);
 		ptrs[i] = &items[i];
 		rows += items[i].num_tokens;
 	}
+	free(pool);
 	for (int it = 0; it < o.warmup + o.iters; it++) {
 		vd_tensor feats = { 0 }, emb = { 0 };
 
-		t0 = bench_now();
+		t0 = now();
 		if (fam->vision_tower(state, ptrs, o.batch, &feats) != VD_OK ||
 		    fam->projector(state, ptrs, o.batch, &feats, &emb) != VD_OK ||
 		    be->ops->sync(be) != VD_OK)
 			return fail("vision tower");
 		if (it >= o.warmup)
-			dt += bench_now() - t0;
+			dt += now() - t0;
 		be->ops->free(be, &feats);
 		be->ops->free(be, &emb);
 	}

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "vllmd/plugin.h"
+#include "vllmd/plugin_util.h"
 
 static const vd_host_api *H;
 
@@ -37,15 +38,7 @@ typedef struct llava {
 
 static vd_status upload_weight(llava *m, const vd_weights *w, const char *name, vd_tensor *out)
 {
-	vd_tensor host;
-	vd_status st = H->weights_get(w, name, &host);
-
-	if (st != VD_OK)
-		return st;
-	st = m->be->ops->alloc(m->be, out, m->be->dtype, host.ndim, host.shape);
-	if (st != VD_OK)
-		return st;
-	return m->be->ops->upload(m->be, out, host.data, host.dtype, vd_tensor_numel(&host));
+	return vd_plugin_upload_weight(H, m->be, w, name, out);
 }
 
 static vd_status parse_act(const char *name, vd_act *out)
@@ -597,25 +590,5 @@ static const vd_family llava_family = {
 	.expand = llava_expand,
 };
 
-static const vd_family *const llava_families[] = { &llava_family };
-
-static const vd_plugin_desc llava_desc = {
-	.struct_size = sizeof(vd_plugin_desc),
-	.magic = VD_PLUGIN_MAGIC,
-	.abi_major = VD_PLUGIN_ABI_MAJOR,
-	.abi_minor = VD_PLUGIN_ABI_MINOR,
-	.name = "llava",
-	.version = "0.1.0",
-	.n_families = 1,
-	.families = llava_families,
-};
-
-static const vd_plugin_desc *llava_entry(const vd_host_api *host)
-{
-	if (host->abi_major != VD_PLUGIN_ABI_MAJOR || host->struct_size < sizeof(vd_host_api))
-		return NULL;
-	H = host;
-	return &llava_desc;
-}
-
-VD_PLUGIN_DEFINE(llava_entry)
+VD_PLUGIN_SINGLE_FAMILY(llava_family, "llava", 0,
+			sizeof(vd_host_api), H)

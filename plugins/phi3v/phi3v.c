@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "vllmd/plugin.h"
+#include "vllmd/plugin_util.h"
 
 static const vd_host_api *H;
 
@@ -45,15 +46,7 @@ typedef struct phi3v {
 
 static vd_status upload_weight(phi3v *m, const vd_weights *w, const char *name, vd_tensor *out)
 {
-	vd_tensor host;
-	vd_status st = H->weights_get(w, name, &host);
-
-	if (st != VD_OK)
-		return st;
-	st = m->be->ops->alloc(m->be, out, m->be->dtype, host.ndim, host.shape);
-	if (st != VD_OK)
-		return st;
-	return m->be->ops->upload(m->be, out, host.data, host.dtype, vd_tensor_numel(&host));
+	return vd_plugin_upload_weight(H, m->be, w, name, out);
 }
 
 /* models.md §2.2 step 11, with 144 = (G/2)^2 and 12 = G/2 in general. */
@@ -847,25 +840,5 @@ static const vd_family phi3v_family = {
 	.expand = phi3v_expand,
 };
 
-static const vd_family *const phi3v_families[] = { &phi3v_family };
-
-static const vd_plugin_desc phi3v_desc = {
-	.struct_size = sizeof(vd_plugin_desc),
-	.magic = VD_PLUGIN_MAGIC,
-	.abi_major = VD_PLUGIN_ABI_MAJOR,
-	.abi_minor = VD_PLUGIN_ABI_MINOR,
-	.name = "phi3v",
-	.version = "0.1.0",
-	.n_families = 1,
-	.families = phi3v_families,
-};
-
-static const vd_plugin_desc *phi3v_entry(const vd_host_api *host)
-{
-	if (host->abi_major != VD_PLUGIN_ABI_MAJOR || host->struct_size < sizeof(vd_host_api))
-		return NULL;
-	H = host;
-	return &phi3v_desc;
-}
-
-VD_PLUGIN_DEFINE(phi3v_entry)
+VD_PLUGIN_SINGLE_FAMILY(phi3v_family, "phi3v", 0,
+			sizeof(vd_host_api), H)

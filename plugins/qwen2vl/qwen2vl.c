@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "vllmd/plugin.h"
+#include "vllmd/plugin_util.h"
 
 static const vd_host_api *H;
 
@@ -595,27 +596,5 @@ static const vd_family qwen2vl_family = {
 	.expand = qwen2vl_expand,
 };
 
-static const vd_family *const qwen2vl_families[] = { &qwen2vl_family };
-
-static const vd_plugin_desc qwen2vl_desc = {
-	.struct_size = sizeof(vd_plugin_desc),
-	.magic = VD_PLUGIN_MAGIC,
-	.abi_major = VD_PLUGIN_ABI_MAJOR,
-	.abi_minor = VD_PLUGIN_ABI_MINOR,
-	.name = "qwen2vl",
-	.version = "0.1.0",
-	.n_families = 1,
-	.families = qwen2vl_families,
-};
-
-/* The ViT entries appeared in host ABI minor 2: refuse an older core. */
-static const vd_plugin_desc *qwen2vl_entry(const vd_host_api *host)
-{
-	if (host->abi_major != VD_PLUGIN_ABI_MAJOR || host->abi_minor < 2 ||
-	    host->struct_size < offsetof(vd_host_api, qwen2_vit_merge) + sizeof(host->qwen2_vit_merge))
-		return NULL;
-	H = host;
-	return &qwen2vl_desc;
-}
-
-VD_PLUGIN_DEFINE(qwen2vl_entry)
+VD_PLUGIN_SINGLE_FAMILY(qwen2vl_family, "qwen2vl", 2,
+			offsetof(vd_host_api, qwen2_vit_merge) + sizeof(((vd_host_api *)0)->qwen2_vit_merge), H)

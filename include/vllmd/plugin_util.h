@@ -1,0 +1,69 @@
+/* Conveniences for family plugins, built only on the public headers: the
+ * boilerplate every single-family plugin needs (descriptor, entry point with
+ * its host-ABI check) and uploading a checkpoint tensor in the backend's
+ * compute dtype. Header-only: nothing here is part of the ABI. */
+#ifndef VLLMD_PLUGIN_UTIL_H
+#define VLLMD_PLUGIN_UTIL_H
+
+#include "vllmd/ops.h"
+#include "vllmd/plugin.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Allocate *out on be in be->dtype with the shape of checkpoint tensor name
+ * and upload it (converted from its stored dtype). The caller frees *out. */
+static inline vd_status vd_plugin_upload_weight(const vd_host_api *host, vd_backend *be,
+						const vd_weights *w, const char *name,
+						vd_tensor *out)
+{
+	vd_tensor t;
+	vd_status st = host->weights_get(w, name, &t);
+
+	if (st != VD_OK)
+		return st;
+	st = be->ops->alloc(be, out, be->dtype, t.ndim, t.shape);
+	if (st != VD_OK)
+		return st;
+	return be->ops->upload(be, out, t.data, t.dtype, vd_tensor_numel(&t));
+}
+
+/* Whether the core's host table serves a plugin that needs host ABI minor
+ * min_minor and min_size bytes of the table. */
+static inline int vd_plugin_host_ok(const vd_host_api *host, uint32_t min_minor, size_t min_size)
+{
+	return host->abi_major == VD_PLUGIN_ABI_MAJOR && host->abi_minor >= min_minor &&
+	       host->struct_size >= min_size;
+}
+
+/* The descriptor and entry point of a plugin serving one family `fam` (a
+ * vd_family object). The entry refuses a core whose host ABI has another
+ * major version, a minor below min_minor, or a host table smaller than
+ * min_host_size bytes (the end of the last host entry the plugin calls);
+ * otherwise it stores the host table in host_var and returns the descriptor. */
+#define VD_PLUGIN_SINGLE_FAMILY(fam, plugin_name, min_minor, min_host_size, host_var)       \
+	static const vd_family *const vd_plugin_families_[] = { &(fam) };                    \
+	static const vd_plugin_desc vd_plugin_desc_ = {                                      \
+		.struct_size = sizeof(vd_plugin_desc),                                       \
+		.magic = VD_PLUGIN_MAGIC,                                                    \
+		.abi_major = VD_PLUGIN_ABI_MAJOR,                                            \
+		.abi_minor = VD_PLUGIN_ABI_MINOR,                                            \
+		.name = (plugin_name),                                                       \
+		.version = "0.1.0",                                                          \
+		.n_families = 1,                                                             \
+		.families = vd_plugin_families_,                                             \
+	};                                                                                   \
+	static const vd_plugin_desc *vd_plugin_entry_(const vd_host_api *host)               \
+	{                                                                                    \
+		if (!vd_plugin_host_ok(host, (min_minor), (min_host_size)))                  \
+			return NULL;                                                         \
+		host_var = host;                                                             \
+		return &vd_plugin_desc_;                                                     \
+	}                                                                                    \
+	VD_PLUGIN_DEFINE(vd_plugin_entry_)
+
+#ifdef __cplusplus
+}
+#endif
+#endif
