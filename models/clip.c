@@ -9,16 +9,10 @@
 #include <string.h>
 
 #include "kernels/backend.h"
+#include "models/vit_block.h"
 #include "vllmd/models.h"
 
-typedef struct clip_layer {
-	vd_tensor ln1_w, ln1_b, ln2_w, ln2_b; /* (hidden) */
-	vd_tensor qkv_w;                      /* (3 hidden, hidden): rows q | k | v */
-	vd_tensor qkv_b;                      /* (3 hidden) */
-	vd_tensor out_w, out_b;               /* (hidden, hidden), (hidden) */
-	vd_tensor fc1_w, fc1_b;               /* (inter, hidden), (inter) */
-	vd_tensor fc2_w, fc2_b;               /* (hidden, inter), (hidden) */
-} clip_layer;
+typedef vd_vit_block clip_layer;
 
 struct vd_clip {
 	vd_backend *be;
@@ -218,15 +212,8 @@ void vd_clip_destroy(vd_clip *c)
 		return;
 	o = c->be->ops;
 	if (c->layers) {
-		for (int l = 0; l < c->run_layers; l++) {
-			clip_layer *L = &c->layers[l];
-			vd_tensor *ts[] = { &L->ln1_w, &L->ln1_b, &L->ln2_w, &L->ln2_b, &L->qkv_w,
-					    &L->qkv_b, &L->out_w, &L->out_b, &L->fc1_w, &L->fc1_b,
-					    &L->fc2_w, &L->fc2_b };
-
-			for (size_t i = 0; i < sizeof(ts) / sizeof(ts[0]); i++)
-				o->free(c->be, ts[i]);
-		}
+		for (int l = 0; l < c->run_layers; l++)
+			vd_vit_block_free(c->be, &c->layers[l]);
 		free(c->layers);
 	}
 	o->free(c->be, &c->patch_w);
@@ -245,7 +232,6 @@ typedef struct clip_scratch {
 	vd_tensor h;       /* (R, hidden) */
 	vd_tensor qkv;     /* (R, 3 hidden) */
 	vd_tensor attn;    /* (R, hidden) */
-	vd_tensor o;       /* (R, hidden) */
 	vd_tensor f;       /* (R, inter) */
 	int32_t *rows;     /* (n P) destination row of each patch embedding */
 	int32_t *cu;       /* (n + 1) image boundaries */
@@ -297,25 +283,13 @@ static vd_status embed_images(vd_clip *c, clip_scratch *s, const float *pixels, 
 
 static vd_status run_layer(vd_clip *c, const clip_layer *L, clip_scratch *s, int n, vd_tensor *x)
 {
-	vd_backend *be = c->be;
-	const vd_ops *o = be->ops;
-	int64_t hid = c->cfg.hidden_size, H = c->cfg.num_heads, D = hid / H;
-	float eps = c->cfg.layer_norm_eps, scale = (float)(1.0 / sqrt((double)D));
-	vd_tensor q = vd_tensor_heads(&s->qkv, 0, H, D), k = vd_tensor_heads(&s->qkv, hid, H, D);
-	vd_tensor v = vd_tensor_heads(&s->qkv, 2 * hid, H, D), a3 = vd_tensor_heads(&s->attn, 0, H, D);
-	vd_status st;
+	int64_t H = c->cfg.num_heads;
+	vd_vit_args a = { .heads = H, .head_dim = c->cfg.hidden_size / H,
+			  .eps = c->cfg.layer_norm_eps, .act = c->cfg.hidden_act, .cu = s->cu,
+			  .nseg = n };
+	vd_vit_bufs bufs = { .h = &s->h, .qkv = &s->qkv, .attn = &s->attn, .f = &s->f };
 
-	if ((st = o->layernorm(be, x, &L->ln1_w, &L->ln1_b, eps, &s->h)) ||
-	    (st = o->linear(be, &s->h, &L->qkv_w, &L->qkv_b, &s->qkv)) ||
-	    (st = o->attention_segments(be, &q, &k, &v, s->cu, n, scale, &a3)) ||
-	    (st = o->linear(be, &s->attn, &L->out_w, &L->out_b, &s->o)) ||
-	    (st = o->add(be, x, &s->o, x)) ||
-	    (st = o->layernorm(be, x, &L->ln2_w, &L->ln2_b, eps, &s->h)) ||
-	    (st = o->linear(be, &s->h, &L->fc1_w, &L->fc1_b, &s->f)) ||
-	    (st = o->act(be, c->cfg.hidden_act, &s->f, &s->f)) ||
-	    (st = o->linear(be, &s->f, &L->fc2_w, &L->fc2_b, &s->o)))
-		return st;
-	return o->add(be, x, &s->o, x);
+	return vd_vit_block_forward(c->be, L, &a, &bufs, x);
 }
 
 vd_status vd_clip_forward(vd_clip *c, const float *pixels, int n, vd_tensor *out)
@@ -349,7 +323,7 @@ vd_status vd_clip_forward(vd_clip *c, const float *pixels, int n, vd_tensor *out
 	shape[1] = hid;
 	if ((st = o->alloc(be, &x, c->dtype, 2, shape)) ||
 	    (st = alloc2(c, &s.h, R, hid)) || (st = alloc2(c, &s.qkv, R, 3 * hid)) ||
-	    (st = alloc2(c, &s.attn, R, hid)) || (st = alloc2(c, &s.o, R, hid)) ||
+	    (st = alloc2(c, &s.attn, R, hid)) ||
 	    (st = alloc2(c, &s.f, R, c->cfg.intermediate_size)) ||
 	    (st = embed_images(c, &s, pixels, n, &x)))
 		goto out;
@@ -366,7 +340,6 @@ out:
 	o->free(be, &s.h);
 	o->free(be, &s.qkv);
 	o->free(be, &s.attn);
-	o->free(be, &s.o);
 	o->free(be, &s.f);
 	free(s.rows);
 	free(s.cu);

@@ -10,15 +10,10 @@
 #include <string.h>
 
 #include "kernels/backend.h"
+#include "models/vit_block.h"
 #include "vllmd/models.h"
 
-typedef struct vit_block {
-	vd_tensor n1_w, n1_b, n2_w, n2_b; /* (embed) */
-	vd_tensor qkv_w, qkv_b;           /* (3 embed, embed), (3 embed): q | k | v */
-	vd_tensor proj_w, proj_b;         /* (embed, embed), (embed) */
-	vd_tensor fc1_w, fc1_b;           /* (mlp, embed), (mlp) */
-	vd_tensor fc2_w, fc2_b;           /* (embed, mlp), (embed) */
-} vit_block;
+typedef vd_vit_block vit_block;
 
 struct vd_qwen2_vit {
 	vd_backend *be;
@@ -133,14 +128,14 @@ static vd_status load_block(vd_qwen2_vit *v, const vd_weights *w, const char *pr
 	vd_status st;
 
 	snprintf(base, sizeof(base), "%sblocks.%d.", prefix, l);
-	if ((st = load_new(v, w, base, "norm1.weight", E, 0, &B->n1_w)) ||
-	    (st = load_new(v, w, base, "norm1.bias", E, 0, &B->n1_b)) ||
-	    (st = load_new(v, w, base, "norm2.weight", E, 0, &B->n2_w)) ||
-	    (st = load_new(v, w, base, "norm2.bias", E, 0, &B->n2_b)) ||
+	if ((st = load_new(v, w, base, "norm1.weight", E, 0, &B->ln1_w)) ||
+	    (st = load_new(v, w, base, "norm1.bias", E, 0, &B->ln1_b)) ||
+	    (st = load_new(v, w, base, "norm2.weight", E, 0, &B->ln2_w)) ||
+	    (st = load_new(v, w, base, "norm2.bias", E, 0, &B->ln2_b)) ||
 	    (st = load_new(v, w, base, "attn.qkv.weight", 3 * E, E, &B->qkv_w)) ||
 	    (st = load_new(v, w, base, "attn.qkv.bias", 3 * E, 0, &B->qkv_b)) ||
-	    (st = load_new(v, w, base, "attn.proj.weight", E, E, &B->proj_w)) ||
-	    (st = load_new(v, w, base, "attn.proj.bias", E, 0, &B->proj_b)) ||
+	    (st = load_new(v, w, base, "attn.proj.weight", E, E, &B->out_w)) ||
+	    (st = load_new(v, w, base, "attn.proj.bias", E, 0, &B->out_b)) ||
 	    (st = load_new(v, w, base, "mlp.fc1.weight", F, E, &B->fc1_w)) ||
 	    (st = load_new(v, w, base, "mlp.fc1.bias", F, 0, &B->fc1_b)) ||
 	    (st = load_new(v, w, base, "mlp.fc2.weight", E, F, &B->fc2_w)) ||
@@ -221,15 +216,8 @@ void vd_qwen2_vit_destroy(vd_qwen2_vit *v)
 		return;
 	o = v->be->ops;
 	if (v->blocks) {
-		for (int l = 0; l < v->cfg.depth; l++) {
-			vit_block *B = &v->blocks[l];
-			vd_tensor *ts[] = { &B->n1_w, &B->n1_b, &B->n2_w, &B->n2_b, &B->qkv_w,
-					    &B->qkv_b, &B->proj_w, &B->proj_b, &B->fc1_w, &B->fc1_b,
-					    &B->fc2_w, &B->fc2_b };
-
-			for (size_t i = 0; i < sizeof(ts) / sizeof(ts[0]); i++)
-				o->free(v->be, ts[i]);
-		}
+		for (int l = 0; l < v->cfg.depth; l++)
+			vd_vit_block_free(v->be, &v->blocks[l]);
 		free(v->blocks);
 	}
 	o->free(v->be, &v->patch_w);
@@ -325,28 +313,14 @@ vd_status vd_qwen2_vit_forward(vd_qwen2_vit *v, const float *pixels, const int64
 	    (st = o->linear(be, &px, &v->patch_w, NULL, &x)))
 		goto out;
 	{
-		float scale = (float)(1.0 / sqrt((double)D)), eps = v->cfg.layer_norm_eps;
-		vd_tensor q = vd_tensor_heads(&qkv, 0, H, D), k = vd_tensor_heads(&qkv, E, H, D);
-		vd_tensor vv = vd_tensor_heads(&qkv, 2 * E, H, D), a3 = vd_tensor_heads(&attn, 0, H, D);
+		vd_vit_args va = { .heads = H, .head_dim = D, .eps = v->cfg.layer_norm_eps,
+				   .act = v->cfg.hidden_act,
+				   .cu = cu, .nseg = nf, .rope_pos = pos, .rope = &v->rope };
+		vd_vit_bufs bufs = { .h = &h, .qkv = &qkv, .attn = &attn, .f = &f };
 
-		for (int l = 0; l < v->cfg.depth; l++) {
-			const vit_block *B = &v->blocks[l];
-
-			/* h reused as the attention / MLP output before the add */
-			if ((st = o->layernorm(be, &x, &B->n1_w, &B->n1_b, eps, &h)) ||
-			    (st = o->linear(be, &h, &B->qkv_w, &B->qkv_b, &qkv)) ||
-			    (st = o->rope(be, &q, pos, &v->rope)) ||
-			    (st = o->rope(be, &k, pos, &v->rope)) ||
-			    (st = o->attention_segments(be, &q, &k, &vv, cu, nf, scale, &a3)) ||
-			    (st = o->linear(be, &attn, &B->proj_w, &B->proj_b, &h)) ||
-			    (st = o->add(be, &x, &h, &x)) ||
-			    (st = o->layernorm(be, &x, &B->n2_w, &B->n2_b, eps, &h)) ||
-			    (st = o->linear(be, &h, &B->fc1_w, &B->fc1_b, &f)) ||
-			    (st = o->act(be, v->cfg.hidden_act, &f, &f)) ||
-			    (st = o->linear(be, &f, &B->fc2_w, &B->fc2_b, &h)) ||
-			    (st = o->add(be, &x, &h, &x)))
+		for (int l = 0; l < v->cfg.depth; l++)
+			if ((st = vd_vit_block_forward(be, &v->blocks[l], &va, &bufs, &x)))
 				goto out;
-		}
 	}
 	*out = x;
 	memset(&x, 0, sizeof(x));
