@@ -56,6 +56,15 @@ else
 	no "missing plugin: rc=$rc $(cat "$tmp/err")"
 fi
 
+# 3b. the CPU computes in float32 only: other dtypes are refused by name
+"$V" generate --model "$M" --plugin-dir "$P" --device cpu --dtype bfloat16 </dev/null >/dev/null 2>"$tmp/err"
+rc=$?
+if [ $rc -ne 0 ] && grep -q "dtype bfloat16: the CPU backend computes in float32 only" "$tmp/err"; then
+	ok "bfloat16 on the CPU is refused with the reason"
+else
+	no "dtype bfloat16 on cpu: rc=$rc $(cat "$tmp/err")"
+fi
+
 # 4. --help lists every option with its YAML key
 "$V" --help >"$tmp/help"
 missing=0
