@@ -61,10 +61,20 @@ vd_status vd_chat_create(const char *template_path, const char *tok_template, in
 
 	*out = NULL;
 	if (template_path) {
+		/* as vLLM: a readable file, else the value is the template itself
+		 * when it looks like one (has Jinja delimiters) */
 		src = slurp(template_path);
-		if (!src)
-			return vd_errorf(VD_ERR_NOT_FOUND, "cannot read chat template %s", template_path);
-		text = src;
+		if (src) {
+			text = src;
+		} else if (strstr(template_path, "{{") || strstr(template_path, "{%")) {
+			text = template_path;
+			template_path = "(given inline)";
+		} else {
+			return vd_errorf(VD_ERR_NOT_FOUND,
+					 "cannot read chat template file %s (a template given inline "
+					 "must contain {{ or {%%)",
+					 template_path);
+		}
 	}
 	c = calloc(1, sizeof(*c));
 	if (!c) {

@@ -65,6 +65,16 @@ else
 	no "dtype bfloat16 on cpu: rc=$rc $(cat "$tmp/err")"
 fi
 
+# 3c. a chat template that is neither a readable file nor template text
+timeout 20 "$V" serve "$M" --plugin-dir "$P" --port 0 --chat-template "$tmp/missing.jinja" \
+	</dev/null >/dev/null 2>"$tmp/err"
+rc=$?
+if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "cannot read chat template file $tmp/missing.jinja" "$tmp/err"; then
+	ok "an unreadable chat template file is refused at start-up"
+else
+	no "missing chat template: rc=$rc $(cat "$tmp/err")"
+fi
+
 # 4. --help lists every option with its YAML key
 "$V" --help >"$tmp/help"
 missing=0

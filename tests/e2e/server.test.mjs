@@ -8,7 +8,6 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import http from 'node:http';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
@@ -131,9 +130,8 @@ test('images processed on the connection thread give the offline answer (vllmd g
   // the server decodes and processes images before the engine sees the
   // request; `vllmd generate` does both inside the engine at admission. A
   // template that writes BOS + the content makes both prompts tokenize alike.
-  const tpl = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'vllmd-e2e-')), 'bos_content.jinja');
-  fs.writeFileSync(tpl, '{{ bos_token + messages[0]["content"] }}');
-  const D = await startDaemon(['--chat-template', tpl]);
+  // It is given inline: --chat-template takes a file or the template text.
+  const D = await startDaemon(['--chat-template', '{{ bos_token + messages[0]["content"] }}']);
   try {
     const r = await D.client.chat.completions.create({
       model: 'llava-tiny', messages: userImage([imgBase + '/wide.png']), max_tokens: 8, temperature: 0, logprobs: true,
@@ -157,7 +155,6 @@ test('images processed on the connection thread give the offline answer (vllmd g
     assert.match(m.text, /^vllmd:image_process_seconds_count 1$/m);
   } finally {
     D.proc.kill('SIGTERM');
-    fs.rmSync(path.dirname(tpl), { recursive: true, force: true });
   }
 });
 
