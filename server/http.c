@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -199,6 +200,26 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
 		atomic_fetch_sub(&s->active, 1);
 }
 
+/* Most open connections: the open-file limit (soft raised to hard) less 64
+ * for the engine's own files, within [64, 4096]. */
+static unsigned connection_limit(void)
+{
+	struct rlimit rl;
+	rlim_t n = 1024;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+		if (rl.rlim_cur < rl.rlim_max) {
+			rl.rlim_cur = rl.rlim_max;
+			setrlimit(RLIMIT_NOFILE, &rl);
+			getrlimit(RLIMIT_NOFILE, &rl);
+		}
+		n = rl.rlim_cur;
+	}
+	if (n > 4096 + 64)
+		n = 4096 + 64;
+	return n > 128 ? (unsigned)(n - 64) : 64;
+}
+
 vd_status vd_http_start(const vd_http_opts *o, vd_http_server **out)
 {
 	vd_http_server *s;
@@ -208,8 +229,9 @@ vd_status vd_http_start(const vd_http_opts *o, vd_http_server **out)
 	const union MHD_DaemonInfo *di;
 	/* poll(), not select(): with select() libmicrohttpd refuses any
 	 * connection whose socket is numbered FD_SETSIZE (1024) or more, however
-	 * few connections are open. Its connection limit stays at its default,
-	 * FD_SETSIZE - 4. */
+	 * few connections are open. The connection limit follows the open-file
+	 * limit (raised to its hard maximum), leaving room for the engine's own
+	 * files, up to 4096 connection threads. */
 	unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
 			 MHD_USE_POLL | MHD_USE_ITC | MHD_USE_ERROR_LOG;
 	int rc;
@@ -232,6 +254,7 @@ vd_status vd_http_start(const vd_http_opts *o, vd_http_server **out)
 		flags |= MHD_USE_IPv6;
 	s->d = MHD_start_daemon(flags, (uint16_t)o->port, NULL, NULL, on_request, s,
 				MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+				MHD_OPTION_CONNECTION_LIMIT, connection_limit(),
 				MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
 				MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
 				MHD_OPTION_CONNECTION_TIMEOUT, o->keep_alive_s,
