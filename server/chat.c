@@ -156,17 +156,23 @@ static vd_status add_message(const vd_chat *c, const cJSON *m, int mi, const vd_
 		cJSON_ArrayForEach(p, content) {
 			const cJSON *type = cJSON_GetObjectItemCaseSensitive(p, "type");
 
-			if (!cJSON_IsString(type))
+			if (!cJSON_IsString(type)) {
+				free(flat);
+				free(phs);
 				return vd_errorf(VD_ERR_INVALID_ARG, "messages[%d]: a content part has no 'type'",
 						 mi);
+			}
 			if (!strcmp(type->valuestring, "text")) {
 				const cJSON *t = cJSON_GetObjectItemCaseSensitive(p, "text");
 				size_t n;
 				char *nf;
 
-				if (!cJSON_IsString(t))
+				if (!cJSON_IsString(t)) {
+					free(flat);
+					free(phs);
 					return vd_errorf(VD_ERR_INVALID_ARG,
 							 "messages[%d]: a text part needs 'text'", mi);
+				}
 				if (parts) {
 					cJSON *q = cJSON_CreateObject();
 
