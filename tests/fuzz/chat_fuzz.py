@@ -23,7 +23,13 @@ def mutate(d):
         elif r < 0.6:
             m = d.get("messages")
             if isinstance(m, list) and m and isinstance(m[0], dict):
-                m[0][random.choice(["role","content","name"])] = random.choice(vals + [[{"type":"text"}], [{"type":"image_url"}], [{"type":"image_url","image_url":{"url":random.choice(vals)}}]])
+                good = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + img}}
+                m[0][random.choice(["role","content","name"])] = random.choice(vals + [
+                    [{"type":"text"}], [{"type":"image_url"}],
+                    [{"type":"image_url","image_url":{"url":random.choice(vals)}}],
+                    # a bad part after a good image: error paths with buffers held
+                    [good, {"type":"text"}], [good, {"text":"x"}], [good, {"type":"audio"}],
+                    [{"type":"text","text":"a"}, good, {"type":"image_url"}]])
         elif r < 0.7:
             d.pop(random.choice(list(d.keys())) if d else "x", None)
         else:
