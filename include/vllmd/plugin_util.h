@@ -29,6 +29,36 @@ static inline vd_status vd_plugin_upload_weight(const vd_host_api *host, vd_back
 	return be->ops->upload(be, out, t.data, t.dtype, vd_tensor_numel(&t));
 }
 
+/* OpenAI CLIP's normalisation, the default image_mean / image_std of the
+ * CLIP-style image processors (LLaVA, Phi-3.5-V, Qwen2-VL). */
+static const float vd_clip_mean[3] = { 0.48145466f, 0.4578275f, 0.40821073f };
+static const float vd_clip_std[3] = { 0.26862954f, 0.26130258f, 0.27577711f };
+
+/* out = the per-channel triplet pp[key] of a preprocessor config: three
+ * numbers, or one for all channels; def when the key is absent. Another
+ * length is VD_ERR_FORMAT naming the key. */
+static inline vd_status vd_plugin_read_triplet(const vd_host_api *host, const vd_json *pp,
+					       const char *key, const float def[3], float out[3])
+{
+	const vd_json *n = host->json_get(pp, key);
+
+	for (int i = 0; i < 3; i++)
+		out[i] = def[i];
+	if (!n)
+		return VD_OK;
+	if (host->json_len(n) == 1) {
+		out[0] = out[1] = out[2] =
+			(float)host->json_number_value(host->json_at(n, 0), def[0]);
+		return VD_OK;
+	}
+	if (host->json_len(n) != 3)
+		return host->errorf(VD_ERR_FORMAT,
+				    "preprocessor_config.json: '%s' must have 3 values", key);
+	for (int i = 0; i < 3; i++)
+		out[i] = (float)host->json_number_value(host->json_at(n, i), def[i]);
+	return VD_OK;
+}
+
 /* Whether the core's host table serves a plugin that needs host ABI minor
  * min_minor and min_size bytes of the table. */
 static inline int vd_plugin_host_ok(const vd_host_api *host, uint32_t min_minor, size_t min_size)

@@ -88,28 +88,8 @@ static vd_status read_size(const vd_json *pp, const char *key, int def, int *edg
 	return VD_OK;
 }
 
-static vd_status read_triplet(const vd_json *pp, const char *key, const float def[3], float out[3])
-{
-	const vd_json *n = H->json_get(pp, key);
-
-	memcpy(out, def, 3 * sizeof(float));
-	if (!n)
-		return VD_OK;
-	if (H->json_len(n) == 1) {
-		out[0] = out[1] = out[2] = (float)H->json_number_value(H->json_at(n, 0), def[0]);
-		return VD_OK;
-	}
-	if (H->json_len(n) != 3)
-		return H->errorf(VD_ERR_FORMAT, "preprocessor_config.json: '%s' must have 3 values", key);
-	for (int i = 0; i < 3; i++)
-		out[i] = (float)H->json_number_value(H->json_at(n, i), def[i]);
-	return VD_OK;
-}
-
 static vd_status read_preprocessor(llava *m, const vd_json *pp)
 {
-	static const float clip_mean[3] = { 0.48145466f, 0.4578275f, 0.40821073f };
-	static const float clip_std[3] = { 0.26862954f, 0.26130258f, 0.27577711f };
 	int dummy_h, dummy_w;
 	int64_t resample;
 	double rescale;
@@ -132,9 +112,9 @@ static vd_status read_preprocessor(llava *m, const vd_json *pp)
 	if (st == VD_OK)
 		st = H->json_num(pp, "rescale_factor", 1.0 / 255.0, &rescale);
 	if (st == VD_OK)
-		st = read_triplet(pp, "image_mean", clip_mean, m->mean);
+		st = vd_plugin_read_triplet(H, pp, "image_mean", vd_clip_mean, m->mean);
 	if (st == VD_OK)
-		st = read_triplet(pp, "image_std", clip_std, m->std);
+		st = vd_plugin_read_triplet(H, pp, "image_std", vd_clip_std, m->std);
 	if (st != VD_OK)
 		return st;
 	if (resample != VD_RESAMPLE_BICUBIC && resample != VD_RESAMPLE_BILINEAR &&

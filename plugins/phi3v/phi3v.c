@@ -57,20 +57,6 @@ static int32_t token_count(const phi3v *m, int hc, int wc)
 	return (int32_t)((hc * wc + 1) * g * g + 1 + (hc + 1) * g);
 }
 
-static vd_status read_triplet(const vd_json *pp, const char *key, const float def[3], float out[3])
-{
-	const vd_json *n = H->json_get(pp, key);
-
-	memcpy(out, def, 3 * sizeof(float));
-	if (!n)
-		return VD_OK;
-	if (H->json_len(n) != 3)
-		return H->errorf(VD_ERR_FORMAT, "preprocessor_config.json: '%s' must have 3 values", key);
-	for (int i = 0; i < 3; i++)
-		out[i] = (float)H->json_number_value(H->json_at(n, i), def[i]);
-	return VD_OK;
-}
-
 /* The CLIP shape: img_processor.vision_config when the checkpoint gives one
  * (tiny test models), else the ViT-L/14-336 that the remote code hard-codes. */
 static vd_status vision_config(const vd_json *cfg, vd_clip_config *out)
@@ -165,17 +151,15 @@ static vd_status upload_separators(phi3v *m, const vd_weights *w)
 
 static vd_status read_preprocessor(phi3v *m, const vd_json *pp)
 {
-	static const float clip_mean[3] = { 0.48145466f, 0.4578275f, 0.40821073f };
-	static const float clip_std[3] = { 0.26862954f, 0.26130258f, 0.27577711f };
 	int64_t nc;
 	vd_status st;
 
 	/* Phi3VImageProcessor's class default is one crop. */
 	st = H->json_int(pp, "num_crops", 1, &nc);
 	if (st == VD_OK)
-		st = read_triplet(pp, "image_mean", clip_mean, m->mean);
+		st = vd_plugin_read_triplet(H, pp, "image_mean", vd_clip_mean, m->mean);
 	if (st == VD_OK)
-		st = read_triplet(pp, "image_std", clip_std, m->std);
+		st = vd_plugin_read_triplet(H, pp, "image_std", vd_clip_std, m->std);
 	if (st != VD_OK)
 		return st;
 	if (nc < 1 || nc > PHI3V_MAX_CROPS)
