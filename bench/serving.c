@@ -601,8 +601,6 @@ static int write_result(const bench *b, const char *model, double duration, long
 	const opts *o = &b->o;
 	cJSON *j = cJSON_CreateObject();
 	char *txt;
-	FILE *f;
-	int rc = 0;
 
 	cJSON_AddStringToObject(j, "backend", "openai-chat");
 	cJSON_AddStringToObject(j, "base_url", b->url);
@@ -657,20 +655,7 @@ static int write_result(const bench *b, const char *model, double duration, long
 	}
 	txt = cJSON_Print(j);
 	cJSON_Delete(j);
-	if (!txt || !(f = fopen(o->result_file, "w"))) {
-		fprintf(stderr, ME ": cannot write %s: %s\n", o->result_file,
-			txt ? strerror(errno) : "out of memory");
-		free(txt);
-		return -1;
-	}
-	if (fprintf(f, "%s\n", txt) < 0)
-		rc = -1;
-	if (fclose(f) != 0)
-		rc = -1;
-	if (rc)
-		fprintf(stderr, ME ": writing %s: %s\n", o->result_file, strerror(errno));
-	free(txt);
-	return rc;
+	return write_text(o->result_file, txt);
 }
 
 static void raise_fd_limit(void)

@@ -358,8 +358,6 @@ static int write_json(const opts *o, const char *arch, const char *tmpl, long te
 	cJSON *j = cJSON_CreateObject(), *a = cJSON_CreateObject();
 	double n = (double)o->num_prompts;
 	char *txt;
-	FILE *f;
-	int rc = 0;
 
 	cJSON_AddNumberToObject(j, "elapsed_time", elapsed);
 	cJSON_AddNumberToObject(j, "num_requests", n);
@@ -396,20 +394,7 @@ static int write_json(const opts *o, const char *arch, const char *tmpl, long te
 	cJSON_AddItemToObject(j, "args", a);
 	txt = cJSON_Print(j);
 	cJSON_Delete(j);
-	if (!txt || !(f = fopen(o->output_json, "w"))) {
-		fprintf(stderr, ME ": cannot write %s: %s\n", o->output_json,
-			txt ? strerror(errno) : "out of memory");
-		free(txt);
-		return -1;
-	}
-	if (fprintf(f, "%s\n", txt) < 0)
-		rc = -1;
-	if (fclose(f) != 0)
-		rc = -1;
-	if (rc)
-		fprintf(stderr, ME ": writing %s: %s\n", o->output_json, strerror(errno));
-	free(txt);
-	return rc;
+	return write_text(o->output_json, txt);
 }
 
 int main(int argc, char **argv)

@@ -125,6 +125,29 @@ static inline uint64_t splitmix64(uint64_t *s)
 	return z ^ (z >> 31);
 }
 
+/* Write txt and a newline to path, then free txt; txt == NULL means the
+ * caller ran out of memory building it. Errors are printed; returns 0 or -1. */
+static inline int write_text(const char *path, char *txt)
+{
+	FILE *f;
+	int rc = 0;
+
+	if (!txt || !(f = fopen(path, "w"))) {
+		fprintf(stderr, ME ": cannot write %s: %s\n", path,
+			txt ? strerror(errno) : "out of memory");
+		free(txt);
+		return -1;
+	}
+	if (fprintf(f, "%s\n", txt) < 0)
+		rc = -1;
+	if (fclose(f) != 0)
+		rc = -1;
+	if (rc)
+		fprintf(stderr, ME ": writing %s: %s\n", path, strerror(errno));
+	free(txt);
+	return rc;
+}
+
 /* The whole file, NUL-terminated (malloc'd), or NULL with errno set. */
 static inline char *read_file(const char *path)
 {

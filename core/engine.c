@@ -189,8 +189,10 @@ static const char *checkpoint_dtype(const vd_json *config)
 static vd_status profile_step(vd_engine *e);
 
 /* KV cache of `blocks` usable blocks (+ the null block), the encoder cache
- * and the scheduler, then the profiling step. */
-static vd_status build_caches(vd_engine *e, int64_t blocks, int bs, int64_t max_seqs, int64_t mnbt)
+ * and the scheduler, then the profiling step unless it already ran (its
+ * step buffers are kept, and it touches only the null block). */
+static vd_status build_caches(vd_engine *e, int64_t blocks, int bs, int64_t max_seqs, int64_t mnbt,
+			      bool profile)
 {
 	int64_t enc_budget = mnbt > e->limits.max_tokens_per_image ? mnbt
 								   : e->limits.max_tokens_per_image;
@@ -218,7 +220,7 @@ static vd_status build_caches(vd_engine *e, int64_t blocks, int bs, int64_t max_
 				   .vocab_size = e->spec.vocab_size };
 	e->stats.kv_blocks = (int)blocks;
 	e->stats.block_size = bs;
-	return profile_step(e);
+	return profile ? profile_step(e) : VD_OK;
 }
 
 static void drop_caches(vd_engine *e)
@@ -241,6 +243,7 @@ static vd_status init_caches(vd_engine *e)
 	int64_t max_seqs = e->args.max_num_seqs > 0 ? e->args.max_num_seqs : 256;
 	int64_t mnbt = e->args.max_num_batched_tokens > 0 ? e->args.max_num_batched_tokens : 2048;
 	int64_t blocks;
+	bool profiled = false;
 	vd_status st;
 
 	if (e->args.kv_cache_memory > 0) {
@@ -257,7 +260,7 @@ static vd_status init_caches(vd_engine *e)
 		if (util > 1.0)
 			return vd_errorf(VD_ERR_INVALID_ARG,
 					 "gpu_memory_utilization %.3f is above 1.0", util);
-		st = build_caches(e, per_seq, bs, max_seqs, mnbt);
+		st = build_caches(e, per_seq, bs, max_seqs, mnbt, true);
 		if (st == VD_OK)
 			st = e->be->ops->sync(e->be);
 		if (st == VD_OK)
@@ -265,6 +268,7 @@ static vd_status init_caches(vd_engine *e)
 		if (st != VD_OK)
 			return st;
 		drop_caches(e);
+		profiled = true;
 		reserve = tot / 100 > (256LL << 20) ? tot / 100 : (256LL << 20);
 		avail = (int64_t)(util * (double)tot) - (tot - fr) + (per_seq + 1) * block_bytes -
 			reserve;
@@ -294,7 +298,7 @@ static vd_status init_caches(vd_engine *e)
 				 "kv_cache_memory or lower max_model_len",
 				 (long long)e->args.kv_cache_memory, (long long)blocks, bs,
 				 e->max_model_len, (long long)per_seq, (long long)(per_seq * block_bytes));
-	return build_caches(e, blocks, bs, max_seqs, mnbt);
+	return build_caches(e, blocks, bs, max_seqs, mnbt, !profiled);
 }
 
 vd_status vd_engine_create(const vd_engine_args *args, vd_engine **out)

@@ -2240,7 +2240,7 @@ static vd_status cu_sample(vd_backend *be, const vd_tensor *x, const float *temp
 	rv xr;
 	char *blob = NULL, *d;
 	const char *dev;
-	size_t o_keys, o_out, total;
+	size_t o_keys, total;
 
 	TRY(get_rows(x, "sample", "x", &xr));
 	if (xr.c < 1 || xr.c > INT32_MAX - 1)
@@ -2253,8 +2253,7 @@ static vd_status cu_sample(vd_backend *be, const vd_tensor *x, const float *temp
 	if (xr.n == 0)
 		return VD_OK;
 	o_keys = align_up(sizeof(float) * (size_t)xr.n, 16);
-	o_out = align_up(o_keys + sizeof(uint64_t) * (size_t)xr.n, 16);
-	total = o_out;
+	total = o_keys + sizeof(uint64_t) * (size_t)xr.n;
 	if (temps) {
 		TRY(blob_get(c, total, &blob));
 		memcpy(blob, temps, sizeof(float) * (size_t)xr.n);
