@@ -45,7 +45,7 @@ for m in llava-tiny-a phi3v-tiny-a qwen2vl-tiny-a; do
 		--output-json "$tmp/lat.json" >"$tmp/lat.out" 2>&1
 	rc=$?
 	if [ $rc -eq 0 ] && grep -q "^Decode step: " "$tmp/lat.out" &&
-		/usr/bin/python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); assert j["avg_latency"] > j["prefill_latency"] > 0, j' "$tmp/lat.json"; then
+		/usr/bin/python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); assert j["avg_latency"] > 0 and j["prefill_latency"] > 0 and j["output_len"] == 4 and isinstance(j["decode_step_ms"], float), j' "$tmp/lat.json"; then
 		ok "bench/latency on $m"
 	else
 		no "bench/latency on $m: rc=$rc $(cat "$tmp/lat.out")"
