@@ -7,6 +7,7 @@
  * in f32 whatever the storage dtype (f32, bf16, f16). Layouts accepted are
  * the CPU oracle's (kernels/cpu/cpu_backend.c): row views, (T, H, D) views
  * with a contiguous head dim, any strides for copy/download/im2patch. */
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -85,6 +86,9 @@ typedef struct cu_ctx {
 	bool debug_sync;
 	cudaStream_t stream;
 	cublasHandle_t blas;
+	cublasLtHandle_t lt;          /* NULL: linear never takes the cuBLASLt path */
+	void *lt_ws;                  /* LT_WORKSPACE bytes */
+	struct lt_plan *lt_tab;       /* (LT_SLOTS) */
 	cudaMemPool_t pool;
 	pthread_mutex_t mu; /* one op at a time: staging and scratch are shared */
 
@@ -350,6 +354,56 @@ __device__ __forceinline__ float warp_sum(float v)
 	for (int o = 16; o > 0; o >>= 1)
 		v += __shfl_xor_sync(0xffffffffu, v, o);
 	return v;
+}
+
+/* 16 bytes of 8 bf16/f16 elements to and from f32 (the dtype is picked by
+ * the type of the unused pointer argument). */
+__device__ __forceinline__ void unpack8(const uint4 &u, float *f, const __nv_bfloat16 *)
+{
+	const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
+
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		float2 t = __bfloat1622float2(h[i]);
+
+		f[2 * i] = t.x;
+		f[2 * i + 1] = t.y;
+	}
+}
+
+__device__ __forceinline__ void unpack8(const uint4 &u, float *f, const __half *)
+{
+	const __half2 *h = (const __half2 *)&u;
+
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		float2 t = __half22float2(h[i]);
+
+		f[2 * i] = t.x;
+		f[2 * i + 1] = t.y;
+	}
+}
+
+__device__ __forceinline__ uint4 pack8(const float *f, const __nv_bfloat16 *)
+{
+	uint4 u;
+	__nv_bfloat162 *h = (__nv_bfloat162 *)&u;
+
+#pragma unroll
+	for (int i = 0; i < 4; i++)
+		h[i] = __floats2bfloat162_rn(f[2 * i], f[2 * i + 1]);
+	return u;
+}
+
+__device__ __forceinline__ uint4 pack8(const float *f, const __half *)
+{
+	uint4 u;
+	__half2 *h = (__half2 *)&u;
+
+#pragma unroll
+	for (int i = 0; i < 4; i++)
+		h[i] = __floats2half2_rn(f[2 * i], f[2 * i + 1]);
+	return u;
 }
 
 /* Sum of v over the block (blockDim.x a multiple of 32); sh holds 32 floats. */
@@ -800,6 +854,157 @@ static cudaDataType_t blas_type(int dt)
 	return dt == VD_DTYPE_F32 ? CUDA_R_32F : dt == VD_DTYPE_BF16 ? CUDA_R_16BF : CUDA_R_16F;
 }
 
+/* cuBLASLt plans of linear with a bias (vision towers, Qwen2's qkv): the
+ * bias is added in the GEMM's epilogue instead of a fill pass and a beta = 1
+ * read of y. A plan (descriptors and the heuristic's algorithm) is kept per
+ * shape, strides, dtypes and pointer alignments, in a small hash table. */
+#define LT_SLOTS 256
+#define LT_WORKSPACE (32u << 20)
+
+typedef struct lt_key {
+	int32_t m, n, k, lda, ldb, ldc;
+	int32_t wdt, xdt, ydt, bdt;
+	int32_t align_w, align_x, align_y;
+} lt_key;
+
+typedef struct lt_plan {
+	lt_key key;
+	bool used, ok;
+	cublasLtMatmulDesc_t op;
+	cublasLtMatrixLayout_t la, lb, lc;
+	cublasLtMatmulAlgo_t algo;
+} lt_plan;
+
+static int ptr_align(const void *p)
+{
+	uintptr_t u = (uintptr_t)p;
+	int a = 256;
+
+	while (a > 1 && (u & (uintptr_t)(a - 1)))
+		a >>= 1;
+	return a;
+}
+
+static void lt_plan_drop(lt_plan *p)
+{
+	if (p->op)
+		cublasLtMatmulDescDestroy(p->op);
+	if (p->la)
+		cublasLtMatrixLayoutDestroy(p->la);
+	if (p->lb)
+		cublasLtMatrixLayoutDestroy(p->lb);
+	if (p->lc)
+		cublasLtMatrixLayoutDestroy(p->lc);
+	memset(p, 0, sizeof(*p));
+}
+
+/* Descriptors for y^T (N, M) = w (as A, read transposed) x^T, column-major
+ * as in cu_linear, with the bias epilogue; p->ok = false when cuBLASLt has
+ * no algorithm for it (the caller then takes the cublasGemmEx path). */
+static void lt_plan_make(cu_ctx *c, lt_plan *p, const lt_key *k)
+{
+	cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+	cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+	cudaDataType_t bt = blas_type(k->bdt);
+	cublasLtMatmulPreference_t pref = NULL;
+	cublasLtMatmulHeuristicResult_t res;
+	size_t ws = LT_WORKSPACE;
+	uint32_t aw = (uint32_t)k->align_w, ax = (uint32_t)k->align_x, ay = (uint32_t)k->align_y;
+	int nres = 0;
+
+	memset(p, 0, sizeof(*p));
+	p->key = *k;
+	p->used = true;
+	if (cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F) ||
+	    cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)) ||
+	    cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)) ||
+	    cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)) ||
+	    cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt,
+					   sizeof(bt)) ||
+	    cublasLtMatrixLayoutCreate(&p->la, blas_type(k->wdt), (uint64_t)k->k, (uint64_t)k->n,
+				       k->lda) ||
+	    cublasLtMatrixLayoutCreate(&p->lb, blas_type(k->xdt), (uint64_t)k->k, (uint64_t)k->m,
+				       k->ldb) ||
+	    cublasLtMatrixLayoutCreate(&p->lc, blas_type(k->ydt), (uint64_t)k->n, (uint64_t)k->m,
+				       k->ldc) ||
+	    cublasLtMatmulPreferenceCreate(&pref) ||
+	    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
+						 sizeof(ws)) ||
+	    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &aw,
+						 sizeof(aw)) ||
+	    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &ax,
+						 sizeof(ax)) ||
+	    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ay,
+						 sizeof(ay)) ||
+	    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ay,
+						 sizeof(ay)) ||
+	    cublasLtMatmulAlgoGetHeuristic(c->lt, p->op, p->la, p->lb, p->lc, p->lc, pref, 1, &res,
+					   &nres) ||
+	    nres < 1) {
+		if (pref)
+			cublasLtMatmulPreferenceDestroy(pref);
+		lt_plan_drop(p);
+		p->key = *k;
+		p->used = true;
+		return;
+	}
+	cublasLtMatmulPreferenceDestroy(pref);
+	p->algo = res.algo;
+	p->ok = true;
+}
+
+static lt_plan *lt_plan_get(cu_ctx *c, const lt_key *k)
+{
+	uint64_t h = 1469598103934665603ull;
+	const unsigned char *b = (const unsigned char *)k;
+	lt_plan *p;
+
+	for (size_t i = 0; i < sizeof(*k); i++)
+		h = (h ^ b[i]) * 1099511628211ull;
+	for (int probe = 0; probe < 8; probe++) {
+		p = &c->lt_tab[(h + (uint64_t)probe) % LT_SLOTS];
+		if (p->used && !memcmp(&p->key, k, sizeof(*k)))
+			return p;
+		if (!p->used) {
+			lt_plan_make(c, p, k);
+			return p;
+		}
+	}
+	p = &c->lt_tab[h % LT_SLOTS]; /* full run of probes: replace the home slot */
+	lt_plan_drop(p);
+	lt_plan_make(c, p, k);
+	return p;
+}
+
+/* y = x w^T + b through a cuBLASLt plan; *ran = false when there is none
+ * for these operands (then nothing was queued). */
+static vd_status lt_linear(cu_ctx *c, const rv *w, const rv *x, const rv *b, const rv *y, bool *ran)
+{
+	lt_key k;
+	lt_plan *p;
+	float alpha = 1.0f, beta = 0.0f;
+	const void *bias = b->p;
+
+	*ran = false;
+	if (!c->lt || !c->lt_tab || (uintptr_t)b->p & 15 || w->dt == VD_DTYPE_F32 || x->dt != w->dt ||
+	    y->dt != w->dt)
+		return VD_OK;
+	memset(&k, 0, sizeof(k));
+	k = (lt_key){ (int32_t)x->n, (int32_t)w->n, (int32_t)x->c, (int32_t)w->rs, (int32_t)x->rs,
+		      (int32_t)y->rs, w->dt, x->dt, y->dt, b->dt, ptr_align(w->p), ptr_align(x->p),
+		      ptr_align(y->p) };
+	p = lt_plan_get(c, &k);
+	if (!p->ok)
+		return VD_OK;
+	if (cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+					   sizeof(bias)))
+		return VD_OK;
+	CUBLAS_TRY(cublasLtMatmul(c->lt, p->op, &alpha, w->p, p->la, x->p, p->lb, &beta, y->p, p->lc,
+				  y->p, p->lc, &p->algo, c->lt_ws, LT_WORKSPACE, c->stream));
+	*ran = true;
+	return VD_OK;
+}
+
 /* y (M,N) = x (M,K) w (N,K)^T + b, f32 accumulation. cuBLAS is column-major,
  * so it computes y^T = w x^T: A = w read transposed (lda = w row stride),
  * B = x (ldb = x row stride), C = y (ldc = y row stride). Dtypes may mix:
@@ -847,6 +1052,13 @@ static vd_status cu_linear(vd_backend *be, const vd_tensor *x, const vd_tensor *
 		xa = (rv){ tmp, wr.dt, xr.n, xr.c, xr.c };
 	}
 	ya = direct ? yr : (rv){ tmp + xbytes, VD_DTYPE_F32, yr.n, yr.c, yr.c };
+	if (b && direct && xr.c > 0 && !xbytes) {
+		bool ran;
+
+		TRY(lt_linear(c, &wr, &xa, &br, &ya, &ran));
+		if (ran)
+			return op_done(c, "linear");
+	}
 	beta = 0.0f;
 	if (b || xr.c == 0) {
 		k_fill_rows<<<grid_rc(ya.n, ya.c), 256, 0, c->stream>>>(ya, br.p, br.dt);
@@ -880,6 +1092,43 @@ __global__ void k_add(rv a, rv b, rv y)
 		stf(y.p, y.dt, m * y.rs + j, ldf(a.p, a.dt, m * a.rs + j) + ldf(b.p, b.dt, m * b.rs + j));
 }
 
+/* Vectorised forms of the elementwise kernels: 8 elements (16 bytes) per
+ * thread, for views of one 16-bit dtype with 16-byte aligned rows whose
+ * lengths and strides are multiples of 8 (every activation of the models). */
+static bool vec8_ok(const rv *v, int dt)
+{
+	return v->dt == dt && dt != VD_DTYPE_F32 && !(v->c & 7) && !(v->rs & 7) &&
+	       !((uintptr_t)v->p & 15);
+}
+
+static unsigned vec8_blocks(const cu_ctx *c, int64_t total)
+{
+	int64_t b = (total + 255) / 256, cap = 16LL * c->num_sms;
+
+	return (unsigned)(b < 1 ? 1 : b > cap ? cap : b);
+}
+
+template <typename T>
+__global__ void k_add8(rv a, rv b, rv y)
+{
+	int64_t c8 = y.c / 8, total = y.n * c8;
+
+	for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
+	     i += (int64_t)gridDim.x * blockDim.x) {
+		int64_t m = i / c8, j = i % c8 * 8;
+		uint4 ua = *(const uint4 *)((const T *)a.p + m * a.rs + j);
+		uint4 ub = *(const uint4 *)((const T *)b.p + m * b.rs + j);
+		float fa[8], fb[8];
+
+		unpack8(ua, fa, (const T *)NULL);
+		unpack8(ub, fb, (const T *)NULL);
+#pragma unroll
+		for (int e = 0; e < 8; e++)
+			fa[e] += fb[e];
+		*(uint4 *)((T *)y.p + m * y.rs + j) = pack8(fa, (const T *)NULL);
+	}
+}
+
 static vd_status cu_add(vd_backend *be, const vd_tensor *a, const vd_tensor *b, vd_tensor *y)
 {
 	rv ar, br, yr;
@@ -893,7 +1142,16 @@ static vd_status cu_add(vd_backend *be, const vd_tensor *a, const vd_tensor *b, 
 	ENTER(be);
 	if (yr.n == 0 || yr.c == 0)
 		return VD_OK;
-	k_add<<<grid_rc(yr.n, yr.c), 256, 0, c->stream>>>(ar, br, yr);
+	if (vec8_ok(&ar, yr.dt) && vec8_ok(&br, yr.dt) && vec8_ok(&yr, yr.dt)) {
+		unsigned nb = vec8_blocks(c, yr.n * (yr.c / 8));
+
+		if (yr.dt == VD_DTYPE_BF16)
+			k_add8<__nv_bfloat16><<<nb, 256, 0, c->stream>>>(ar, br, yr);
+		else
+			k_add8<__half><<<nb, 256, 0, c->stream>>>(ar, br, yr);
+	} else {
+		k_add<<<grid_rc(yr.n, yr.c), 256, 0, c->stream>>>(ar, br, yr);
+	}
 	LAUNCHED();
 	return op_done(c, "add");
 }
@@ -1139,6 +1397,31 @@ __global__ void k_pointwise(rv x, rv y, int mode, int kind, float s)
 	}
 }
 
+/* k_pointwise on 8 elements per thread (see vec8_ok); silu_mul reads the
+ * gate at column j and the up projection at y.c + j. */
+template <typename T>
+__global__ void k_pointwise8(rv x, rv y, int mode, int kind, float s)
+{
+	int64_t c8 = y.c / 8, total = y.n * c8;
+
+	for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
+	     i += (int64_t)gridDim.x * blockDim.x) {
+		int64_t m = i / c8, j = i % c8 * 8;
+		float v[8], u[8];
+
+		unpack8(*(const uint4 *)((const T *)x.p + m * x.rs + j), v, (const T *)NULL);
+		if (mode == 1)
+			unpack8(*(const uint4 *)((const T *)x.p + m * x.rs + y.c + j), u,
+				(const T *)NULL);
+#pragma unroll
+		for (int e = 0; e < 8; e++)
+			v[e] = mode == 0 ? act_one(kind, v[e])
+			     : mode == 1 ? act_one(VD_ACT_SILU, v[e]) * u[e]
+					 : v[e] * s;
+		*(uint4 *)((T *)y.p + m * y.rs + j) = pack8(v, (const T *)NULL);
+	}
+}
+
 static vd_status pointwise(vd_backend *be, const vd_tensor *x, vd_tensor *y, int mode, int kind,
 			   float s, const char *op)
 {
@@ -1159,7 +1442,16 @@ static vd_status pointwise(vd_backend *be, const vd_tensor *x, vd_tensor *y, int
 	ENTER(be);
 	if (yr.n == 0 || yr.c == 0)
 		return VD_OK;
-	k_pointwise<<<grid_rc(yr.n, yr.c), 256, 0, c->stream>>>(xr, yr, mode, kind, s);
+	if (vec8_ok(&xr, yr.dt) && vec8_ok(&yr, yr.dt)) {
+		unsigned nb = vec8_blocks(c, yr.n * (yr.c / 8));
+
+		if (yr.dt == VD_DTYPE_BF16)
+			k_pointwise8<__nv_bfloat16><<<nb, 256, 0, c->stream>>>(xr, yr, mode, kind, s);
+		else
+			k_pointwise8<__half><<<nb, 256, 0, c->stream>>>(xr, yr, mode, kind, s);
+	} else {
+		k_pointwise<<<grid_rc(yr.n, yr.c), 256, 0, c->stream>>>(xr, yr, mode, kind, s);
+	}
 	LAUNCHED();
 	return op_done(c, op);
 }
@@ -1485,6 +1777,274 @@ static void launch_attn_t(cu_ctx *c, dim3 grid, const attn_args *a)
 		k_attention<TC, 8, PAGED><<<grid, th, 0, c->stream>>>(*a);
 }
 
+
+/* ------------------------------------------------ decode attention */
+
+/* Decode rows over the paged cache (bandwidth-bound). One block per (query
+ * row, kv head, split) serves the `group` query heads that share the kv
+ * head, so each K/V byte is read once per group. A thread loads 16 bytes
+ * (8 elements) of a key row: TPK threads per key (TPK * 8 >= d), 128 / TPK
+ * keys per pass, DEC_UNROLL passes of loads in flight before any is used.
+ *   1. scores q.k * scale of the split's keys into shared memory (G, chunk);
+ *   2. per head, a warp turns its scores into p = exp(s - max) and sums them;
+ *   3. P V accumulates in registers (G heads x 8 dims per thread), reduced
+ *      over the keys of a warp with shuffles, then over warps in shared
+ *      memory; one split writes out, several write k_attn_combine's partials.
+ * Splits without keys write max -inf and sum 0 (combine gives them weight 0). */
+#define DEC_THREADS 128
+#define DEC_WARPS (DEC_THREADS / 32)
+#define DEC_UNROLL 4
+
+__device__ __forceinline__ float warp_max(float v)
+{
+	for (int o = 16; o > 0; o >>= 1)
+		v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+	return v;
+}
+
+template <typename T, int TPK, int G>
+__global__ void __launch_bounds__(DEC_THREADS) k_decode(attn_args a, int kvh)
+{
+	constexpr int KL = DEC_THREADS / TPK; /* keys per pass */
+	extern __shared__ float dec_smem[];   /* scores (G, chunk) | warp sums (DEC_WARPS, G, TPK * 8) */
+	__shared__ float s_m[G], s_l[G];
+	int r = (int)(blockIdx.x / kvh), kh = (int)(blockIdx.x % kvh);
+	int64_t t = a.rows ? a.rows[r] : r;
+	int s = a.tok_seq[t], ng = a.group;
+	int tid = threadIdx.x, c8 = tid % TPK, kl = tid / TPK, lane = tid & 31, warp = tid >> 5;
+	int64_t q0 = a.starts[s], qlen = a.starts[s + 1] - q0;
+	/* causal: query row j of the chunk sits at seq_len - qlen + j */
+	int64_t n = a.seq_lens[s] - qlen + (t - q0) + 1;
+	int64_t k0 = blockIdx.y * a.chunk, k1 = n < k0 + a.chunk ? n : k0 + a.chunk;
+	int nk = k1 > k0 ? (int)(k1 - k0) : 0;
+	bool dim_ok = c8 * 8 < a.d;
+	float *sc = dec_smem, *wsum = dec_smem + G * a.chunk;
+	const int32_t *table = a.tables + (int64_t)s * a.max_blocks;
+	const T *K = (const T *)a.k + kh * a.k_sh + c8 * 8, *V = (const T *)a.v + kh * a.v_sh + c8 * 8;
+	float q[G][8], acc[G][8];
+
+#pragma unroll
+	for (int g = 0; g < G; g++) {
+#pragma unroll
+		for (int e = 0; e < 8; e++) {
+			q[g][e] = 0.0f;
+			acc[g][e] = 0.0f;
+		}
+		if (g < ng && dim_ok) {
+			const T *qp = (const T *)a.q + t * a.q_st + (int64_t)(kh * ng + g) * a.q_sh + c8 * 8;
+
+			unpack8(*(const uint4 *)qp, q[g], (const T *)NULL);
+#pragma unroll
+			for (int e = 0; e < 8; e++)
+				q[g][e] *= a.scale;
+		}
+	}
+	/* 1: scores; every lane of a warp runs the same passes (shuffles) */
+	for (int base = 0; base < nk; base += KL * DEC_UNROLL) {
+		uint4 u[DEC_UNROLL];
+
+#pragma unroll
+		for (int x = 0; x < DEC_UNROLL; x++) {
+			int i = base + x * KL + kl;
+
+			u[x] = make_uint4(0, 0, 0, 0);
+			if (i < nk && dim_ok) {
+				int64_t key = k0 + i, blk = table[key / a.bs];
+
+				u[x] = *(const uint4 *)(K + blk * a.k_s0 + (key % a.bs) * a.k_s1);
+			}
+		}
+#pragma unroll
+		for (int x = 0; x < DEC_UNROLL; x++) {
+			int i = base + x * KL + kl;
+			float kf[8];
+
+			unpack8(u[x], kf, (const T *)NULL);
+#pragma unroll
+			for (int g = 0; g < G; g++) {
+				float d = 0.0f;
+
+#pragma unroll
+				for (int e = 0; e < 8; e++)
+					d += q[g][e] * kf[e];
+#pragma unroll
+				for (int o = TPK / 2; o > 0; o >>= 1)
+					d += __shfl_xor_sync(0xffffffffu, d, o);
+				if (c8 == 0 && i < nk && g < ng)
+					sc[g * a.chunk + i] = d;
+			}
+		}
+	}
+	__syncthreads();
+	/* 2: softmax numerators, one warp per head */
+	for (int g = warp; g < ng; g += DEC_WARPS) {
+		float m = -INFINITY, l = 0.0f;
+
+		for (int i = lane; i < nk; i += 32)
+			m = fmaxf(m, sc[g * a.chunk + i]);
+		m = warp_max(m);
+		for (int i = lane; i < nk; i += 32) {
+			float p = __expf(sc[g * a.chunk + i] - m);
+
+			sc[g * a.chunk + i] = p;
+			l += p;
+		}
+		l = warp_sum(l);
+		if (lane == 0) {
+			s_m[g] = m;
+			s_l[g] = l;
+		}
+	}
+	__syncthreads();
+	/* 3: P V */
+	for (int base = 0; base < nk; base += KL * DEC_UNROLL) {
+		uint4 u[DEC_UNROLL];
+
+#pragma unroll
+		for (int x = 0; x < DEC_UNROLL; x++) {
+			int i = base + x * KL + kl;
+
+			u[x] = make_uint4(0, 0, 0, 0);
+			if (i < nk && dim_ok) {
+				int64_t key = k0 + i, blk = table[key / a.bs];
+
+				u[x] = *(const uint4 *)(V + blk * a.v_s0 + (key % a.bs) * a.v_s1);
+			}
+		}
+#pragma unroll
+		for (int x = 0; x < DEC_UNROLL; x++) {
+			int i = base + x * KL + kl;
+			float vf[8];
+
+			if (i >= nk)
+				continue;
+			unpack8(u[x], vf, (const T *)NULL);
+#pragma unroll
+			for (int g = 0; g < G; g++) {
+				float p = g < ng ? sc[g * a.chunk + i] : 0.0f;
+
+#pragma unroll
+				for (int e = 0; e < 8; e++)
+					acc[g][e] += p * vf[e];
+			}
+		}
+	}
+	/* lanes with the same dims (c8) hold different keys: fold them */
+#pragma unroll
+	for (int g = 0; g < G; g++)
+#pragma unroll
+		for (int e = 0; e < 8; e++)
+#pragma unroll
+			for (int o = 16; o >= TPK; o >>= 1)
+				acc[g][e] += __shfl_xor_sync(0xffffffffu, acc[g][e], o);
+	if (lane < TPK)
+#pragma unroll
+		for (int g = 0; g < G; g++)
+#pragma unroll
+			for (int e = 0; e < 8; e++)
+				wsum[(warp * G + g) * TPK * 8 + c8 * 8 + e] = acc[g][e];
+	__syncthreads();
+	for (int idx = tid; idx < ng * TPK * 8; idx += DEC_THREADS) {
+		int g = idx / (TPK * 8), dd = idx % (TPK * 8), h = kh * ng + g;
+		float o = 0.0f;
+
+		if (dd >= a.d)
+			continue;
+#pragma unroll
+		for (int w = 0; w < DEC_WARPS; w++)
+			o += wsum[(w * G + g) * TPK * 8 + dd];
+		if (a.nsplit == 1)
+			stf(a.out, a.o_dt, t * a.o_st + h * a.o_sh + dd, s_l[g] > 0.0f ? o / s_l[g] : 0.0f);
+		else
+			a.part[(((int64_t)r * a.heads + h) * a.nsplit + blockIdx.y) * (a.d + 2) + dd] = o;
+	}
+	if (a.nsplit > 1 && tid < ng) {
+		float *p = a.part + (((int64_t)r * a.heads + kh * ng + tid) * a.nsplit + blockIdx.y) *
+					    (a.d + 2);
+
+		p[a.d] = s_m[tid];
+		p[a.d + 1] = s_l[tid];
+	}
+}
+
+template <typename T, int TPK, int G>
+static void launch_decode_g(cu_ctx *c, dim3 grid, size_t smem, const attn_args *a, int kvh)
+{
+	k_decode<T, TPK, G><<<grid, DEC_THREADS, smem, c->stream>>>(*a, kvh);
+}
+
+template <typename T, int TPK>
+static void launch_decode_t(cu_ctx *c, dim3 grid, size_t smem, const attn_args *a, int kvh, int G)
+{
+	if (G == 1)
+		launch_decode_g<T, TPK, 1>(c, grid, smem, a, kvh);
+	else if (G == 2)
+		launch_decode_g<T, TPK, 2>(c, grid, smem, a, kvh);
+	else if (G == 4)
+		launch_decode_g<T, TPK, 4>(c, grid, smem, a, kvh);
+	else
+		launch_decode_g<T, TPK, 8>(c, grid, smem, a, kvh);
+}
+
+/* Paged attention of nrows decode rows (a->rows) on k_decode; *done = false
+ * when the shapes are not its (f32, head dim > 128 or not a multiple of 8,
+ * groups > 8, unaligned rows, contexts too long to split): the caller then
+ * uses k_attention. */
+static vd_status run_decode(cu_ctx *c, attn_args *a, int kv_dt, int64_t nrows, int64_t max_ctx,
+			    const int64_t *kv_strides, bool *done)
+{
+	static int off = -1;
+	int kvh = a->heads / a->group, G = a->group <= 1 ? 1 : a->group <= 2 ? 2 : a->group <= 4 ? 4 : 8;
+	int tpk = a->d <= 64 ? 8 : 16;
+	int64_t chunk_max = G <= 2 ? 1024 : 512, blocks = nrows * kvh, nsplit, want, by_len;
+	size_t smem;
+
+	*done = false;
+	if (off < 0) {
+		const char *e = getenv("VD_CUDA_DECODE");
+
+		off = e && !strcmp(e, "0");
+	}
+	if (off || kv_dt == VD_DTYPE_F32 || a->q_dt != kv_dt || a->d % 8 || a->d > 128 ||
+	    a->group > 8 || ((uintptr_t)a->q | (uintptr_t)a->k | (uintptr_t)a->v) & 15 ||
+	    (a->q_st | a->q_sh) & 7 || blocks > INT32_MAX)
+		return VD_OK;
+	for (int i = 0; i < 6; i++)
+		if (kv_strides[i] & 7)
+			return VD_OK;
+	nsplit = (max_ctx + chunk_max - 1) / chunk_max;
+	want = (8LL * c->num_sms + blocks - 1) / blocks;
+	by_len = (max_ctx + 63) / 64;
+	if (want > by_len)
+		want = by_len;
+	if (want > nsplit)
+		nsplit = want;
+	if (nsplit < 1)
+		nsplit = 1;
+	if (nsplit > ATT_MAX_SPLIT)
+		return VD_OK;
+	a->nsplit = (int)nsplit;
+	a->chunk = (max_ctx + nsplit - 1) / nsplit;
+	a->part = NULL;
+	if (nsplit > 1)
+		TRY(scratch(c, sizeof(float) * (size_t)(nrows * a->heads * nsplit * (a->d + 2)),
+			    (void **)&a->part));
+	smem = sizeof(float) * (size_t)(G * a->chunk + DEC_WARPS * G * tpk * 8);
+	dim3 grid((unsigned)blocks, (unsigned)nsplit);
+	if (kv_dt == VD_DTYPE_BF16)
+		tpk == 8 ? launch_decode_t<__nv_bfloat16, 8>(c, grid, smem, a, kvh, G)
+			 : launch_decode_t<__nv_bfloat16, 16>(c, grid, smem, a, kvh, G);
+	else
+		tpk == 8 ? launch_decode_t<__half, 8>(c, grid, smem, a, kvh, G)
+			 : launch_decode_t<__half, 16>(c, grid, smem, a, kvh, G);
+	LAUNCHED();
+	if (nsplit > 1) {
+		k_attn_combine<<<(unsigned)(nrows * a->heads), 128, 0, c->stream>>>(*a);
+		LAUNCHED();
+	}
+	*done = true;
+	return VD_OK;
+}
 
 /* ------------------------------------------------ tensor-core attention */
 
@@ -1899,6 +2459,14 @@ static vd_status cu_paged_attention(vd_backend *be, const vd_tensor *q, const vd
 	TRY(launch_flash<true>(c, &a, ntiles));
 	if (nrows == 0)
 		return op_done(c, "paged_attention");
+	{
+		int64_t strides[6] = { kc.sb, kc.ss, kc.sh, vc.sb, vc.ss, vc.sh };
+		bool done;
+
+		TRY(run_decode(c, &a, kc.dt, nrows, max_ctx, strides, &done));
+		if (done)
+			return op_done(c, "paged_attention");
+	}
 	return run_attention<true>(c, &a, kc.dt, nrows * qh.h, max_ctx, "paged_attention");
 }
 
@@ -2345,6 +2913,8 @@ static void ctx_release(cu_ctx *c)
 		}
 		if (c->scratch)
 			cudaFreeAsync(c->scratch, c->stream);
+		if (c->lt_ws)
+			cudaFreeAsync(c->lt_ws, c->stream);
 		if (c->ring_d)
 			cudaFreeAsync(c->ring_d, c->stream);
 		cudaStreamSynchronize(c->stream);
@@ -2354,6 +2924,12 @@ static void ctx_release(cu_ctx *c)
 	for (int k = 0; k < 2; k++)
 		if (c->ring_ev[k])
 			cudaEventDestroy(c->ring_ev[k]);
+	if (c->lt_tab)
+		for (int i = 0; i < LT_SLOTS; i++)
+			lt_plan_drop(&c->lt_tab[i]);
+	free(c->lt_tab);
+	if (c->lt)
+		cublasLtDestroy(c->lt);
 	if (c->blas)
 		cublasDestroy(c->blas);
 	if (c->pool)
@@ -2388,6 +2964,13 @@ static vd_status ctx_init(cu_ctx *c, int device)
 	CUBLAS_TRY(cublasCreate(&c->blas));
 	CUBLAS_TRY(cublasSetStream(c->blas, c->stream));
 	CUBLAS_TRY(cublasSetMathMode(c->blas, c->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+	/* cuBLASLt is an optimisation: without it linear uses cublasGemmEx */
+	if (!env_on("VD_CUDA_NO_LT") && cublasLtCreate(&c->lt) == CUBLAS_STATUS_SUCCESS) {
+		c->lt_tab = (lt_plan *)calloc(LT_SLOTS, sizeof(lt_plan));
+		if (!c->lt_tab)
+			return vd_errorf(VD_ERR_NOMEM, "cuda backend: out of host memory");
+		TRY(dev_alloc(c, LT_WORKSPACE, &c->lt_ws));
+	}
 	for (int k = 0; k < 2; k++)
 		CUDA_TRY(cudaEventCreateWithFlags(&c->ring_ev[k], cudaEventDisableTiming));
 	c->ring_half = 8u << 20;
