@@ -11,6 +11,7 @@
  * --batch-size requests, each with its own synthetic image. The same batch is
  * also run with one output token (prefill only): the decode step time is
  * (latency(L) - latency(1)) / (L - 1). */
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +25,7 @@
 typedef struct opts {
 	const char *model, *device, *dtype, *plugin_dir, *json;
 	int batch, input_len, output_len, size, iters, warmup, mnbt, max_len;
+	bool eager;
 } opts;
 
 static int usage(const char *why)
@@ -33,7 +35,7 @@ static int usage(const char *why)
 	fprintf(stderr, "usage: bench/latency --model DIR [--batch-size N] [--input-len K] "
 			"[--output-len L] [--image-size S|0] [--num-iters N] [--num-iters-warmup N] "
 			"[--device D] [--dtype D] [--max-num-batched-tokens N] [--max-model-len N] "
-			"[--plugin-dir DIR] [--output-json FILE]\n");
+			"[--plugin-dir DIR] [--output-json FILE] [--enforce-eager]\n");
 	return 2;
 }
 
@@ -61,6 +63,10 @@ static int parse(int argc, char **argv, opts *o)
 
 		if (!strcmp(k, "-h") || !strcmp(k, "--help"))
 			return usage(NULL);
+		if (!strcmp(k, "--enforce-eager")) {
+			o->eager = true;
+			continue;
+		}
 		if (!v)
 			return usage("every option takes a value");
 		i++;
@@ -150,6 +156,7 @@ int main(int argc, char **argv)
 	a.max_num_batched_tokens = o.mnbt;
 	a.max_model_len = o.max_len;
 	a.enable_prefix_caching = false;
+	a.enforce_eager = o.eager;
 	if (vd_llm_create(&a, &llm) != VD_OK) {
 		fprintf(stderr, "bench/latency: %s\n", vd_error_message());
 		return 1;
@@ -196,9 +203,10 @@ int main(int argc, char **argv)
 					"{\"architecture\": \"%s\", \"batch_size\": %d, "
 					"\"input_len\": %d, \"image_size\": %d, \"output_len\": %d, "
 					"\"num_iters\": %d, \"avg_latency\": %.6f, "
-					"\"prefill_latency\": %.6f, \"decode_step_ms\": %.4f}\n",
+					"\"prefill_latency\": %.6f, \"decode_step_ms\": %.4f, "
+					"\"enforce_eager\": %s}\n",
 					arch, o.batch, o.input_len, o.size, o.output_len, o.iters, lat,
-					lat1, 1e3 * step);
+					lat1, 1e3 * step, o.eager ? "true" : "false");
 				fclose(f);
 			}
 		}

@@ -27,7 +27,7 @@ typedef struct opts {
 	long max_num_seqs, max_num_batched_tokens, max_model_len, block_size, num_threads;
 	long long kv_cache_memory;
 	double gpu_memory_utilization;
-	int enable_prefix_caching;
+	int enable_prefix_caching, enforce_eager;
 	unsigned long long seed;
 } opts;
 
@@ -58,6 +58,7 @@ static void usage(FILE *f)
 	      "  --kv-cache-memory SIZE       bytes, or 8G, 512MiB, 1.5GB (0 = auto)\n"
 	      "  --gpu-memory-utilization F   (0.9)\n"
 	      "  --enable-prefix-caching, --no-enable-prefix-caching   (off)\n"
+	      "  --enforce-eager              no step graphs (CUDA graphs) for decode steps\n"
 	      "  --num-threads N              CPU threads (0 = all)\n"
 	      "  --seed N                     engine and image seed (0)\n"
 	      "  --output-json FILE           write the results and options as JSON\n"
@@ -109,7 +110,7 @@ enum {
 	O_MODEL = 256, O_TOKENIZER, O_PLUGIN_DIR, O_DEVICE, O_DTYPE, O_NUM_PROMPTS, O_WARMUP,
 	O_INPUT_LEN, O_OUTPUT_LEN, O_IMAGE_SIZE, O_NUM_IMAGES, O_TEMPLATE, O_MAX_NUM_SEQS,
 	O_MAX_BATCHED, O_MAX_MODEL_LEN, O_BLOCK_SIZE, O_KV_MEM, O_GPU_UTIL, O_PREFIX,
-	O_NO_PREFIX, O_THREADS, O_SEED, O_OUTPUT_JSON,
+	O_NO_PREFIX, O_EAGER, O_THREADS, O_SEED, O_OUTPUT_JSON,
 };
 
 static int parse_args(int argc, char **argv, opts *o)
@@ -135,6 +136,7 @@ static int parse_args(int argc, char **argv, opts *o)
 		{ "gpu-memory-utilization", required_argument, NULL, O_GPU_UTIL },
 		{ "enable-prefix-caching", no_argument, NULL, O_PREFIX },
 		{ "no-enable-prefix-caching", no_argument, NULL, O_NO_PREFIX },
+		{ "enforce-eager", no_argument, NULL, O_EAGER },
 		{ "num-threads", required_argument, NULL, O_THREADS },
 		{ "seed", required_argument, NULL, O_SEED },
 		{ "output-json", required_argument, NULL, O_OUTPUT_JSON },
@@ -183,6 +185,7 @@ static int parse_args(int argc, char **argv, opts *o)
 		}
 		case O_PREFIX: o->enable_prefix_caching = 1; break;
 		case O_NO_PREFIX: o->enable_prefix_caching = 0; break;
+		case O_EAGER: o->enforce_eager = 1; break;
 		case O_THREADS: rc = parse_long("num-threads", optarg, 0, 4096, &o->num_threads); break;
 		case O_SEED: rc = parse_u64("seed", optarg, &o->seed); break;
 		case O_OUTPUT_JSON: o->output_json = optarg; break;
@@ -389,6 +392,7 @@ static int write_json(const opts *o, const char *arch, const char *tmpl, long te
 	cJSON_AddNumberToObject(a, "kv_cache_memory", (double)o->kv_cache_memory);
 	cJSON_AddNumberToObject(a, "gpu_memory_utilization", o->gpu_memory_utilization);
 	cJSON_AddBoolToObject(a, "enable_prefix_caching", o->enable_prefix_caching);
+	cJSON_AddBoolToObject(a, "enforce_eager", o->enforce_eager);
 	cJSON_AddNumberToObject(a, "num_threads", (double)o->num_threads);
 	cJSON_AddNumberToObject(a, "seed", (double)o->seed);
 	cJSON_AddItemToObject(j, "args", a);
@@ -448,6 +452,7 @@ int main(int argc, char **argv)
 	ea.kv_cache_memory = o.kv_cache_memory;
 	ea.gpu_memory_utilization = o.gpu_memory_utilization;
 	ea.enable_prefix_caching = o.enable_prefix_caching;
+	ea.enforce_eager = o.enforce_eager;
 	ea.num_threads = (int)o.num_threads;
 	ea.seed = o.seed;
 	ea.show_progress = false;

@@ -110,6 +110,11 @@ static const vd_config_option options[] = {
 	  .type = VD_CONFIG_BOOL, .def = "true", .offset = OFF(enable_prefix_caching),
 	  .help = "Reuse the KV blocks of identical prompt prefixes (image content is part "
 		  "of the key)." },
+	{ .key = "enforce_eager", .flag = "--enforce-eager", .type = VD_CONFIG_BOOL,
+	  .def = "false", .offset = OFF(enforce_eager),
+	  .help = "Run every step op by op; by default a GPU replays decode-only steps of "
+		  "up to max_num_seqs sequences and 8192-token contexts as recorded step "
+		  "graphs (CUDA graphs)." },
 	{ .key = "num_threads", .flag = "--num-threads", .type = VD_CONFIG_INT, .def = "0",
 	  .offset = OFF(num_threads), RANGE(0, 4096),
 	  .help = "Worker threads of the CPU backend; 0 = one per core." },
@@ -1263,6 +1268,7 @@ void vd_config_to_engine_args(const vd_config *c, vd_engine_args *a)
 	a->kv_cache_memory = c->kv_cache_memory;
 	a->gpu_memory_utilization = c->gpu_memory_utilization;
 	a->enable_prefix_caching = c->enable_prefix_caching;
+	a->enforce_eager = c->enforce_eager;
 	a->num_threads = (int)c->num_threads;
 	a->max_image_pixels = c->max_image_pixels;
 	a->seed = (uint64_t)c->seed;

@@ -61,6 +61,7 @@ typedef struct vd_config {
 	double gpu_memory_utilization;   /* (0, 1] */
 	int64_t kv_cache_memory;         /* bytes; 0 = from gpu_memory_utilization */
 	bool enable_prefix_caching;
+	bool enforce_eager;
 	int64_t num_threads;             /* CPU backend threads; 0 = all cores */
 	int64_t seed;
 	/* chat */

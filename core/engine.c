@@ -59,7 +59,7 @@ typedef struct group_node {
  * synchronised with the backend so each is charged its own GPU time. */
 typedef struct step_prof {
 	bool on;
-	int64_t steps, decode_steps, tokens, enc_calls;
+	int64_t steps, decode_steps, graph_steps, tokens, enc_calls;
 	double sched, enc, build, fwd, post, decode_fwd;
 } step_prof;
 
@@ -102,7 +102,18 @@ struct vd_engine {
 	vd_engine_stats stats;
 	vd_stream_fn listener;
 	void *listener_ctx;
+
+	/* step graphs of decode-only steps (ops graph_begin/graph_end): a
+	 * decode batch of n sequences is padded to the smallest size >= n, and
+	 * graph id i replays batches of graph_sizes[i] sequences with block
+	 * tables of graph_maxb columns */
+	int graph_sizes[64];
+	int n_graph_sizes;
+	int64_t graph_maxb;
 };
+
+/* vLLM's max_seq_len_to_capture: longer contexts run op by op */
+#define GRAPH_MAX_LEN 8192
 
 static char *path_join(const char *dir, const char *file)
 {
@@ -232,6 +243,22 @@ static void drop_caches(vd_engine *e)
 	if (e->kv.pool)
 		vd_kv_cache_free(&e->kv);
 	memset(&e->kv, 0, sizeof(e->kv));
+}
+
+/* Decode batch sizes that get a step graph, as vLLM captures them: 1, 2, 4,
+ * then every 8 up to 256 and every 16 up to 512, none above max_num_seqs. */
+static void init_graphs(vd_engine *e)
+{
+	int maxs = e->sched.cfg.max_num_seqs;
+	int64_t len = e->max_model_len < GRAPH_MAX_LEN ? e->max_model_len : GRAPH_MAX_LEN;
+
+	e->n_graph_sizes = 0;
+	if (e->args.enforce_eager || !e->be->ops->graph_begin || !e->be->ops->graph_end)
+		return;
+	e->graph_maxb = (len + e->kv.block_size - 1) / e->kv.block_size;
+	for (int n = 1; n <= maxs && n <= 512 && e->n_graph_sizes < 64;
+	     n = n < 8 ? (n < 4 ? 2 * n : 8) : n < 256 ? n + 8 : n + 16)
+		e->graph_sizes[e->n_graph_sizes++] = n;
 }
 
 static vd_status init_caches(vd_engine *e)
@@ -420,6 +447,7 @@ vd_status vd_engine_create(const vd_engine_args *args, vd_engine **out)
 	st = init_caches(e);
 	if (st != VD_OK)
 		goto fail;
+	init_graphs(e);
 	free(p1);
 	free(p2);
 	*out = e;
@@ -560,26 +588,19 @@ static vd_status ensure_rows(vd_engine *e, vd_tensor *t, int64_t rows, int64_t c
 	return e->be->ops->alloc(e->be, t, dt, 2, shape);
 }
 
-/* Run the decoder over a batch described in e->b; logits (n_logits, V) land
- * in b->host_logits. img: (src view, rows) pairs already scattered by the
- * caller through the callback order below. */
-static vd_status run_decoder(vd_engine *e, int64_t T, int n_seqs, int64_t maxb, int n_logits,
-			     const vd_seq *const *seqs, const int64_t *n_sched)
+/* Embeddings, image rows and the decoder over the batch in e->b, logits
+ * into `logits`. Image rows: each overlap of a placeholder run of seqs
+ * (NULL: none) with the scheduled chunk. */
+static vd_status forward_batch(vd_engine *e, int64_t T, int n_seqs, int64_t maxb, int n_logits,
+			       const vd_seq *const *seqs, const int64_t *n_sched, vd_tensor *x,
+			       vd_tensor *logits)
 {
 	const vd_ops *o = e->be->ops;
 	step_bufs *b = &e->b;
-	vd_tensor x, logits;
 	vd_attn_meta meta;
 	vd_status st;
 
-	st = ensure_rows(e, &b->x, T, e->spec.hidden_size, vd_backend_compute_dtype(e->be));
-	if (st == VD_OK)
-		st = ensure_rows(e, &b->logits, n_logits, e->spec.vocab_size, VD_DTYPE_F32);
-	if (st != VD_OK)
-		return st;
-	x = vd_tensor_rows(&b->x, 0, T);
-	logits = vd_tensor_rows(&b->logits, 0, n_logits);
-	st = vd_decoder_embed(e->dec, b->ids, T, &x);
+	st = vd_decoder_embed(e->dec, b->ids, T, x);
 	/* image rows: each overlap of a placeholder run with a scheduled chunk */
 	for (int i = 0, off = 0; st == VD_OK && seqs && i < n_seqs; off += (int)n_sched[i], i++) {
 		const vd_seq *q = seqs[i];
@@ -604,18 +625,49 @@ static vd_status run_decoder(vd_engine *e, int64_t T, int n_seqs, int64_t maxb, 
 			src = vd_tensor_rows(emb, lo - ph->offset, hi - lo);
 			for (int64_t r = lo; r < hi; r++)
 				b->img_rows[r - lo] = (int32_t)(off + (r - c));
-			st = o->scatter_rows(e->be, &src, b->img_rows, hi - lo, &x);
+			st = o->scatter_rows(e->be, &src, b->img_rows, hi - lo, x);
 		}
 	}
-	if (st == VD_OK) {
-		meta = (vd_attn_meta){ .num_seqs = n_seqs, .num_tokens = (int)T,
-				       .query_start_loc = b->qsl, .seq_lens = b->seq_lens,
-				       .block_tables = b->block_tables, .max_blocks = (int)maxb,
-				       .block_size = e->kv.block_size, .slot_mapping = b->slots };
-		st = vd_decoder_forward(e->dec, &x, b->pos,
-					e->spec.rope_type == VD_ROPE_LONGROPE ? b->rope_table : NULL,
-					&meta, e->kv.k, e->kv.v, b->logit_rows, n_logits, &logits);
+	if (st != VD_OK)
+		return st;
+	meta = (vd_attn_meta){ .num_seqs = n_seqs, .num_tokens = (int)T, .query_start_loc = b->qsl,
+			       .seq_lens = b->seq_lens, .block_tables = b->block_tables,
+			       .max_blocks = (int)maxb, .block_size = e->kv.block_size,
+			       .slot_mapping = b->slots };
+	return vd_decoder_forward(e->dec, x, b->pos,
+				  e->spec.rope_type == VD_ROPE_LONGROPE ? b->rope_table : NULL, &meta,
+				  e->kv.k, e->kv.v, b->logit_rows, n_logits, logits);
+}
+
+/* Run the decoder over a batch described in e->b; logits (n_logits, V) land
+ * in b->host_logits, or picked tokens in b->picks. gid >= 0: a padded
+ * decode batch that runs as step graph gid when the backend can. */
+static vd_status run_decoder(vd_engine *e, int64_t T, int n_seqs, int64_t maxb, int n_logits,
+			     const vd_seq *const *seqs, const int64_t *n_sched, int gid)
+{
+	const vd_ops *o = e->be->ops;
+	step_bufs *b = &e->b;
+	vd_tensor x, logits;
+	bool done = false;
+	vd_status st;
+
+	st = ensure_rows(e, &b->x, T, e->spec.hidden_size, vd_backend_compute_dtype(e->be));
+	if (st == VD_OK)
+		st = ensure_rows(e, &b->logits, n_logits, e->spec.vocab_size, VD_DTYPE_F32);
+	if (st != VD_OK)
+		return st;
+	x = vd_tensor_rows(&b->x, 0, T);
+	logits = vd_tensor_rows(&b->logits, 0, n_logits);
+	if (gid >= 0 && o->graph_begin(e->be, gid) == VD_OK) {
+		int ran = 0;
+		vd_status sf = forward_batch(e, T, n_seqs, maxb, n_logits, NULL, NULL, &x, &logits);
+		vd_status se = o->graph_end(e->be, &ran);
+
+		/* not recorded or not the recording: nothing ran, so run it op by op */
+		done = sf == VD_OK && se == VD_OK && ran;
+		e->prof.graph_steps += done;
 	}
+	st = done ? VD_OK : forward_batch(e, T, n_seqs, maxb, n_logits, seqs, n_sched, &x, &logits);
 	if (st == VD_OK && b->use_picks)
 		st = o->sample(e->be, &logits, b->temps, b->keys, b->picks);
 	else if (st == VD_OK)
@@ -675,7 +727,7 @@ static vd_status profile_step(vd_engine *e)
 	b->qsl[0] = 0;
 	b->qsl[1] = (int32_t)T;
 	b->seq_lens[0] = (int32_t)T;
-	st = run_decoder(e, T, 1, (T + bs - 1) / bs, (int)nl, NULL, NULL);
+	st = run_decoder(e, T, 1, (T + bs - 1) / bs, (int)nl, NULL, NULL, -1);
 	if (st != VD_OK)
 		return vd_errorf(st, "profiling a step of %lld tokens failed: %s (lower "
 				 "max_num_batched_tokens or max_model_len)", (long long)T,
@@ -1218,12 +1270,55 @@ static vd_status postprocess(vd_engine *e, int n_logits, int *n_finished)
 	return st;
 }
 
+/* The step graph for this step, or -1: a decode-only step (every sequence
+ * feeds its last generated token and wants its logits) of at most the largest
+ * graph size, with contexts a graph's block table holds. */
+static int graph_for_step(const vd_engine *e, const vd_sched_out *so, int64_t T, int64_t maxb,
+			  int n_logits)
+{
+	if (e->n_graph_sizes == 0 || T != so->n || n_logits != so->n || maxb > e->graph_maxb)
+		return -1;
+	for (int i = 0; i < so->n; i++) {
+		const vd_seq *q = so->seqs[i];
+
+		if (q->num_computed < q->n_prompt || q->num_computed + 1 != q->n_tokens)
+			return -1;
+	}
+	for (int i = 0; i < e->n_graph_sizes; i++)
+		if (e->graph_sizes[i] >= so->n)
+			return i;
+	return -1;
+}
+
+/* Rows n..B-1 of a graph step: one-token sequences of the null block whose
+ * K/V are not written (slot -1) and whose picks are ignored. */
+static void pad_graph_batch(vd_engine *e, int n, int64_t B, int64_t mb)
+{
+	step_bufs *b = &e->b;
+
+	for (int64_t i = n; i < B; i++) {
+		b->qsl[i] = (int32_t)i;
+		b->seq_lens[i] = 1;
+		b->ids[i] = 0;
+		for (int d = 0; d < 3; d++)
+			b->pos[d * B + i] = 0;
+		b->rope_table[i] = 0;
+		b->slots[i] = -1;
+		for (int64_t j = 0; j < mb; j++)
+			b->block_tables[i * mb + j] = 0;
+		b->logit_rows[i] = (int32_t)i;
+		b->temps[i] = 0.0f;
+		b->keys[i] = 0;
+	}
+	b->qsl[B] = (int32_t)B;
+}
+
 vd_status vd_engine_step(vd_engine *e, int *n_finished)
 {
 	const vd_sched_out *so;
 	step_bufs *b = &e->b;
-	int64_t maxb = 1, T, off = 0;
-	int n_logits = 0, P = 1;
+	int64_t maxb = 1, T, off = 0, Tl, mb;
+	int n_logits = 0, P = 1, gid;
 	int orig = e->spec.original_max_position_embeddings;
 	vd_status st;
 
@@ -1255,7 +1350,12 @@ vd_status vd_engine_step(vd_engine *e, int *n_finished)
 	}
 	if (e->prof.on)
 		t1 = prof_now();
-	st = size_step_bufs(e, T, so->n, maxb, n_logits);
+	/* a graph step lays the batch out at the graph's size: positions rows of
+	 * Tl, block tables of mb columns */
+	gid = graph_for_step(e, so, T, maxb, n_logits);
+	Tl = gid >= 0 ? e->graph_sizes[gid] : T;
+	mb = gid >= 0 ? e->graph_maxb : maxb;
+	st = size_step_bufs(e, Tl, gid >= 0 ? Tl : so->n, mb, gid >= 0 ? (int)Tl : n_logits);
 	if (st == VD_OK)
 		st = run_encoders(e, so);
 	if (st == VD_OK && e->prof.on)
@@ -1281,7 +1381,7 @@ vd_status vd_engine_step(vd_engine *e, int *n_finished)
 
 			b->ids[off + j] = q->tokens[p];
 			for (int d = 0; d < P; d++)
-				b->pos[d * T + off + j] = vd_seq_position(q, d < pd ? d : pd - 1, p);
+				b->pos[d * Tl + off + j] = vd_seq_position(q, d < pd ? d : pd - 1, p);
 			b->rope_table[off + j] = (p + 1 > q->n_prompt ? p + 1 : q->n_prompt) > orig;
 			b->slots[off + j] = vd_kv_slot(&e->kv, q, p);
 			if (q->group->params.prompt_logprobs >= 0 && q->index == 0 &&
@@ -1291,8 +1391,8 @@ vd_status vd_engine_step(vd_engine *e, int *n_finished)
 				b->lrow_prompt_pos[n_logits++] = p + 1;
 			}
 		}
-		for (int64_t j = 0; j < maxb; j++)
-			b->block_tables[i * maxb + j] = j < q->n_blocks ? q->blocks[j] : 0;
+		for (int64_t j = 0; j < mb; j++)
+			b->block_tables[i * mb + j] = j < q->n_blocks ? q->blocks[j] : 0;
 		if (c + k == q->n_tokens) {
 			b->logit_rows[n_logits] = (int32_t)(off + k - 1);
 			b->lrow_seq[n_logits] = q;
@@ -1322,7 +1422,10 @@ vd_status vd_engine_step(vd_engine *e, int *n_finished)
 		t3 = prof_now();
 		e->prof.build += t3 - t2;
 	}
-	st = run_decoder(e, T, so->n, maxb, n_logits, (const vd_seq *const *)so->seqs, so->n_tokens);
+	if (gid >= 0)
+		pad_graph_batch(e, so->n, Tl, mb);
+	st = run_decoder(e, Tl, gid >= 0 ? (int)Tl : so->n, mb, gid >= 0 ? (int)Tl : n_logits,
+			 gid >= 0 ? NULL : (const vd_seq *const *)so->seqs, so->n_tokens, gid);
 	if (st != VD_OK)
 		return st;
 	if (e->prof.on) {
@@ -1355,10 +1458,10 @@ void vd_engine_destroy(vd_engine *e)
 		const step_prof *p = &e->prof;
 
 		fprintf(stderr,
-			"vllmd profile: %lld steps (%lld decode-only), %.1f tokens/step; "
+			"vllmd profile: %lld steps (%lld decode-only, %lld as graphs), %.1f tokens/step; "
 			"schedule %.3f s, encoders %.3f s, batch build %.3f s, decoder %.3f s "
 			"(decode-only steps %.3f s, %.2f ms each), sample+output %.3f s\n",
-			(long long)p->steps, (long long)p->decode_steps,
+			(long long)p->steps, (long long)p->decode_steps, (long long)p->graph_steps,
 			(double)p->tokens / (double)p->steps, p->sched, p->enc, p->build, p->fwd,
 			p->decode_fwd, p->decode_steps ? 1e3 * p->decode_fwd / p->decode_steps : 0.0,
 			p->post);

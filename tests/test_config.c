@@ -86,6 +86,7 @@ START_TEST(test_defaults)
 	ck_assert_double_eq(c.gpu_memory_utilization, 0.9);
 	ck_assert_int_eq(c.kv_cache_memory, 0);
 	ck_assert(c.enable_prefix_caching);
+	ck_assert(!c.enforce_eager);
 	ck_assert_int_eq(c.num_threads, 0);
 	ck_assert_int_eq(c.seed, 0);
 	ck_assert_ptr_null(c.chat_template);
@@ -152,6 +153,7 @@ static const char *FULL_YAML =
 	"gpu_memory_utilization: 0.85\n"
 	"kv_cache_memory: 4GiB\n"
 	"enable_prefix_caching: false\n"
+	"enforce_eager: true\n"
 	"num_threads: 4\n"
 	"seed: -7\n"
 	"chat_template: conf/phi35.jinja\n"
@@ -197,6 +199,7 @@ START_TEST(test_full_yaml)
 	ck_assert_double_eq(c.gpu_memory_utilization, 0.85);
 	ck_assert(c.kv_cache_memory == 4LL << 30);
 	ck_assert(!c.enable_prefix_caching);
+	ck_assert(c.enforce_eager);
 	ck_assert_int_eq(c.num_threads, 4);
 	ck_assert_int_eq(c.seed, -7);
 	ck_assert_str_eq(c.chat_template, "conf/phi35.jinja");

@@ -46,6 +46,7 @@ typedef struct vd_engine_args {
 	int64_t max_image_pixels;
 	uint64_t seed;
 	bool show_progress;          /* progress bar on stderr */
+	bool enforce_eager;          /* no step graphs: every step op by op */
 } vd_engine_args;
 
 void vd_engine_args_init(vd_engine_args *a);

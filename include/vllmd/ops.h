@@ -173,6 +173,24 @@ typedef struct vd_ops {
 	 *   every backend and the host sampler draw the same token for a key. */
 	vd_status (*sample)(vd_backend *be, const vd_tensor *x, const float *temps,
 			    const uint64_t *keys, int32_t *out);
+
+	/* --- step graphs --- */
+	/* Optional (NULL: every step runs op by op). The ops called between
+	 * graph_begin(id) and graph_end form one step. The first time for an id
+	 * they are recorded, not run; later, the ops only check their operands
+	 * and stage their index arrays, and graph_end launches the recording.
+	 * A step that may be replayed must call the same ops on the same
+	 * tensors with index arrays of the same sizes each time (a decode step
+	 * padded to a fixed batch); the values in the arrays may change.
+	 * graph_begin fails with VD_ERR_UNSUPPORTED when graphs are off or this
+	 * id could not be recorded before: run the step op by op. graph_end
+	 * (always called after a successful graph_begin) launches the step and
+	 * sets *ran = 1, or sets *ran = 0 when the step could not be recorded
+	 * or differs from the recording; then nothing of it ran, and the caller
+	 * runs the ops again outside a graph. Inside a graph, alloc, upload,
+	 * download, sync, zero and sample fail. */
+	vd_status (*graph_begin)(vd_backend *be, int id);
+	vd_status (*graph_end)(vd_backend *be, int *ran);
 } vd_ops;
 
 /* splitmix64's finaliser: the hash behind the sampling noise of `sample`. */

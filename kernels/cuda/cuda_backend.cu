@@ -79,6 +79,31 @@ typedef struct idx_buf {
 	size_t len;    /* valid bytes in dev/shadow; 0 = nothing cached */
 } idx_buf;
 
+/* Step graphs (graph_begin/graph_end). A graph's index arrays live in one
+ * arena (pinned host twin + device, fixed addresses that the recorded kernels
+ * read); each put_index of the step takes the next slot of the graph's
+ * layout, or reuses the latest slot of its kind when the bytes are the same
+ * (every layer of a step sends the same metadata). */
+enum { GM_OFF, GM_CAPTURE, GM_REPLAY };
+#define G_MAX 64
+#define G_ARENA (16u << 20)
+
+typedef struct g_slot {
+	int kind;
+	int same_as; /* earlier slot with the same bytes, or -1 */
+	size_t off, bytes;
+} g_slot;
+
+typedef struct cu_graph {
+	bool made;   /* captured and instantiated */
+	bool broken; /* capture failed: this id runs op by op from now on */
+	cudaGraphExec_t exec;
+	g_slot *slots;
+	int nslots, cap;
+	size_t used;  /* arena bytes of the layout */
+	uint64_t sig; /* the ops' operands folded, as recorded */
+} cu_graph;
+
 typedef struct cu_ctx {
 	int device;
 	int num_sms;
@@ -87,7 +112,7 @@ typedef struct cu_ctx {
 	cudaStream_t stream;
 	cublasHandle_t blas;
 	cublasLtHandle_t lt;          /* NULL: linear never takes the cuBLASLt path */
-	void *lt_ws;                  /* LT_WORKSPACE bytes */
+	void *lt_ws;                  /* LT_WORKSPACE bytes: cuBLAS's and cuBLASLt's workspace */
 	struct lt_plan *lt_tab;       /* (LT_SLOTS) */
 	cudaMemPool_t pool;
 	pthread_mutex_t mu; /* one op at a time: staging and scratch are shared */
@@ -108,6 +133,20 @@ typedef struct cu_ctx {
 	idx_buf idx[IDX_COUNT];
 	char *blob; /* host buffer where ops assemble index arrays */
 	size_t blob_cap;
+	void **retired; /* scratch buffers a graph may still read (freed at the end) */
+	int n_retired;
+
+	int gmode;  /* GM_OFF, or recording / replaying graph gid */
+	int gid, gpos;
+	bool gfail; /* the step cannot be (or was not) recorded as the graph */
+	uint64_t gsig;
+	size_t gused;
+	int glast[IDX_COUNT]; /* latest new slot of each kind in this step */
+	int n_made;           /* graphs instantiated so far */
+	char *ga_h, *ga_d;    /* arena (G_ARENA bytes each) */
+	cudaEvent_t ga_ev;    /* after the arena's last upload */
+	bool ga_ev_set;
+	cu_graph graphs[G_MAX];
 
 	/* VD_CUDA_PROFILE=1: every op synchronises before and after, and its
 	 * wall time is added up by op name; printed when the backend goes */
@@ -201,11 +240,24 @@ static vd_status scratch(cu_ctx *c, size_t bytes, void **out)
 	if (bytes > c->scratch_cap) {
 		size_t cap = align_up(bytes > 2 * c->scratch_cap ? bytes : 2 * c->scratch_cap, 1 << 20);
 
-		if (c->scratch)
-			CUDA_TRY(cudaFreeAsync(c->scratch, c->stream));
+		/* a recorded graph keeps reading the old buffer: retire it rather
+		 * than free it. Outside graphs, stream order keeps earlier users
+		 * safe. cudaMalloc, not the pool: pool calls on a stream being
+		 * recorded would become nodes of the graph. */
+		if (c->scratch && (c->gmode || c->n_made > 0)) {
+			void **r = (void **)realloc(c->retired, sizeof(void *) * (size_t)(c->n_retired + 1));
+
+			if (!r)
+				return vd_errorf(VD_ERR_NOMEM, "cuda backend: out of host memory");
+			c->retired = r;
+			c->retired[c->n_retired++] = c->scratch;
+		} else if (c->scratch) {
+			CUDA_TRY(cudaStreamSynchronize(c->stream));
+			CUDA_TRY(cudaFree(c->scratch));
+		}
 		c->scratch = NULL;
 		c->scratch_cap = 0;
-		TRY(dev_alloc(c, cap, &c->scratch));
+		CUDA_TRY(cudaMalloc(&c->scratch, cap));
 		c->scratch_cap = cap;
 	}
 	*out = c->scratch;
@@ -268,11 +320,15 @@ static vd_status blob_get(cu_ctx *c, size_t bytes, char **out)
 /* Make the first bytes of c->blob available on the device as *dev, a
  * buffer of kind `kind` that stays valid until the next put_index of the
  * same kind. Identical bytes to the last call of that kind cost no copy. */
+static vd_status put_graph(cu_ctx *c, int kind, size_t bytes, const char **dev);
+
 static vd_status put_index(cu_ctx *c, int kind, size_t bytes, const char **dev)
 {
 	idx_buf *b = &c->idx[kind];
 	char *h, *d;
 
+	if (c->gmode)
+		return put_graph(c, kind, bytes, dev);
 	if (b->len == bytes && bytes > 0 && memcmp(b->shadow, c->blob, bytes) == 0) {
 		*dev = b->dev;
 		return VD_OK;
@@ -456,6 +512,244 @@ typedef struct sv {
 	int dt;
 	int64_t shape[4], stride[4];
 } sv;
+
+static bool env_on(const char *name);
+/* ------------------------------------------------------------ step graphs */
+
+/* put_index inside a step graph: recording lays the bytes out in the
+ * arena; replaying writes them where the recording put them and checks the
+ * layout is the same (else the step runs op by op). */
+static vd_status put_graph(cu_ctx *c, int kind, size_t bytes, const char **dev)
+{
+	cu_graph *g = &c->graphs[c->gid];
+
+	*dev = c->ga_d;
+	if (c->gmode == GM_REPLAY) {
+		const g_slot *sl;
+
+		if (c->gpos >= g->nslots) {
+			c->gfail = true;
+			return VD_OK;
+		}
+		sl = &g->slots[c->gpos++];
+		if (sl->kind != kind || sl->bytes != bytes)
+			c->gfail = true;
+		else if (sl->same_as >= 0 ? memcmp(c->ga_h + sl->off, c->blob, bytes) != 0 : false)
+			c->gfail = true;
+		else if (sl->same_as < 0)
+			memcpy(c->ga_h + sl->off, c->blob, bytes);
+		*dev = c->ga_d + sl->off;
+		return VD_OK;
+	}
+	{
+		int prev = c->glast[kind];
+		g_slot sl = { kind, -1, 0, bytes };
+
+		if (g->nslots == g->cap) {
+			int cap = g->cap ? 2 * g->cap : 64;
+			g_slot *n = (g_slot *)realloc(g->slots, sizeof(g_slot) * (size_t)cap);
+
+			if (!n) {
+				c->gfail = true;
+				return vd_errorf(VD_ERR_NOMEM, "cuda backend: out of host memory");
+			}
+			g->slots = n;
+			g->cap = cap;
+		}
+		if (prev >= 0 && g->slots[prev].bytes == bytes &&
+		    memcmp(c->ga_h + g->slots[prev].off, c->blob, bytes) == 0) {
+			sl.same_as = prev;
+			sl.off = g->slots[prev].off;
+		} else {
+			sl.off = align_up(c->gused, 256);
+			if (sl.off + bytes > G_ARENA) {
+				c->gfail = true;
+				return vd_errorf(VD_ERR_LIMIT, "cuda graph: a step's index arrays exceed %u MiB",
+						 G_ARENA >> 20);
+			}
+			memcpy(c->ga_h + sl.off, c->blob, bytes);
+			c->gused = sl.off + bytes;
+			c->glast[kind] = g->nslots;
+		}
+		g->slots[g->nslots++] = sl;
+		*dev = c->ga_d + sl.off;
+	}
+	return VD_OK;
+}
+
+/* The step signature: every op folds in its name and operands (pointers,
+ * shapes, strides, dtypes, the scalars that pick its launches), so a replay
+ * that would launch anything else is refused. */
+static void gmix(cu_ctx *c, uint64_t v)
+{
+	c->gsig = (c->gsig ^ v) * 0x100000001b3ull;
+	c->gsig ^= c->gsig >> 29;
+}
+
+static void gnote(cu_ctx *c, const rv &r)
+{
+	gmix(c, (uintptr_t)r.p);
+	gmix(c, (uint64_t)r.dt);
+	gmix(c, (uint64_t)r.n);
+	gmix(c, (uint64_t)r.c);
+	gmix(c, (uint64_t)r.rs);
+}
+
+static void gnote(cu_ctx *c, const hv &h)
+{
+	gmix(c, (uintptr_t)h.p);
+	gmix(c, (uint64_t)h.dt);
+	gmix(c, (uint64_t)h.t);
+	gmix(c, (uint64_t)h.h);
+	gmix(c, (uint64_t)h.d);
+	gmix(c, (uint64_t)h.st);
+	gmix(c, (uint64_t)h.sh);
+}
+
+static void gnote(cu_ctx *c, const cv &v)
+{
+	gmix(c, (uintptr_t)v.p);
+	gmix(c, (uint64_t)v.dt);
+	gmix(c, (uint64_t)v.nb);
+	gmix(c, (uint64_t)v.bs);
+	gmix(c, (uint64_t)v.h);
+	gmix(c, (uint64_t)v.d);
+	gmix(c, (uint64_t)v.sb);
+	gmix(c, (uint64_t)v.ss);
+	gmix(c, (uint64_t)v.sh);
+}
+
+static void gnote(cu_ctx *c, const sv &v)
+{
+	gmix(c, (uintptr_t)v.p);
+	gmix(c, (uint64_t)v.dt);
+	for (int i = 0; i < 4; i++) {
+		gmix(c, (uint64_t)v.shape[i]);
+		gmix(c, (uint64_t)v.stride[i]);
+	}
+}
+
+static void gnote(cu_ctx *c, int64_t v) { gmix(c, (uint64_t)v); }
+static void gnote(cu_ctx *c, int v) { gmix(c, (uint64_t)(int64_t)v); }
+
+static void gnote(cu_ctx *c, float v)
+{
+	uint32_t u;
+
+	memcpy(&u, &v, sizeof(u));
+	gmix(c, u);
+}
+
+template <typename... A> static void gnote_all(cu_ctx *c, const char *op, const A &...a)
+{
+	gmix(c, (uintptr_t)op);
+	(gnote(c, a), ...);
+}
+
+/* At the top of an op (after ENTER): its operands join the signature. */
+#define GRAPH_OP(op, ...)                                                                  \
+	do {                                                                               \
+		if (c->gmode)                                                              \
+			gnote_all(c, op, __VA_ARGS__);                                     \
+	} while (0)
+
+/* Before an op's first launch: a replay stops here (the graph launches). */
+#define GRAPH_SKIP()                                                                       \
+	do {                                                                               \
+		if (c->gmode == GM_REPLAY)                                                 \
+			return VD_OK;                                                      \
+	} while (0)
+
+/* Ops that cannot be part of a step graph (host transfers, syncs, memory). */
+#define GRAPH_FORBID(op)                                                                   \
+	do {                                                                               \
+		if (c->gmode) {                                                            \
+			c->gfail = true;                                                   \
+			return vd_errorf(VD_ERR_UNSUPPORTED,                               \
+					 "cuda %s: not allowed inside a step graph", op);  \
+		}                                                                          \
+	} while (0)
+
+static vd_status cu_graph_begin(vd_backend *be, int id)
+{
+	ENTER(be);
+	cu_graph *g;
+
+	if (id < 0 || id >= G_MAX)
+		return vd_errorf(VD_ERR_INVALID_ARG, "cuda graph_begin: id %d outside [0, %d)", id,
+				 G_MAX);
+	if (c->gmode)
+		return vd_errorf(VD_ERR_INVALID_ARG, "cuda graph_begin: graph %d is still open",
+				 c->gid);
+	g = &c->graphs[id];
+	if (g->broken || c->prof || c->debug_sync || env_on("VD_CUDA_GRAPHS_OFF"))
+		return vd_errorf(VD_ERR_UNSUPPORTED, "cuda graph_begin: graphs are off here");
+	if (!c->ga_h) {
+		CUDA_TRY(cudaHostAlloc((void **)&c->ga_h, G_ARENA, cudaHostAllocDefault));
+		CUDA_TRY(cudaMalloc((void **)&c->ga_d, G_ARENA));
+		CUDA_TRY(cudaEventCreateWithFlags(&c->ga_ev, cudaEventDisableTiming));
+	}
+	/* the host arena is rewritten now: its last upload must be done */
+	if (c->ga_ev_set)
+		CUDA_TRY(cudaEventSynchronize(c->ga_ev));
+	c->gid = id;
+	c->gpos = 0;
+	c->gfail = false;
+	c->gsig = 0xcbf29ce484222325ull;
+	c->gused = 0;
+	for (int k = 0; k < IDX_COUNT; k++)
+		c->glast[k] = -1;
+	if (g->made) {
+		c->gmode = GM_REPLAY;
+		return VD_OK;
+	}
+	g->nslots = 0;
+	CUDA_TRY(cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeRelaxed));
+	c->gmode = GM_CAPTURE;
+	return VD_OK;
+}
+
+static vd_status cu_graph_end(vd_backend *be, int *ran)
+{
+	ENTER(be);
+	int mode = c->gmode;
+	cu_graph *g = &c->graphs[c->gid];
+
+	if (!ran)
+		return vd_errorf(VD_ERR_INVALID_ARG, "cuda graph_end: ran is NULL");
+	*ran = 0;
+	if (!mode)
+		return vd_errorf(VD_ERR_INVALID_ARG, "cuda graph_end: no graph is open");
+	c->gmode = GM_OFF;
+	if (mode == GM_CAPTURE) {
+		cudaGraph_t graph = NULL;
+		cudaError_t e = cudaStreamEndCapture(c->stream, &graph);
+
+		if (e == cudaSuccess && !c->gfail && graph)
+			e = cudaGraphInstantiate(&g->exec, graph, 0);
+		if (graph)
+			cudaGraphDestroy(graph);
+		if (e != cudaSuccess || c->gfail || !graph) {
+			cudaGetLastError();
+			g->broken = true;
+			return VD_OK;
+		}
+		g->made = true;
+		g->sig = c->gsig;
+		g->used = c->gused;
+		c->n_made++;
+	} else if (c->gfail || c->gpos != g->nslots || c->gsig != g->sig) {
+		return VD_OK;
+	}
+	if (g->used > 0) {
+		CUDA_TRY(cudaMemcpyAsync(c->ga_d, c->ga_h, g->used, cudaMemcpyHostToDevice, c->stream));
+		CUDA_TRY(cudaEventRecord(c->ga_ev, c->stream));
+		c->ga_ev_set = true;
+	}
+	CUDA_TRY(cudaGraphLaunch(g->exec, c->stream));
+	*ran = 1;
+	return op_done(c, "graph");
+}
 
 static vd_status check_t(const vd_tensor *t, const char *op, const char *what, bool floats)
 {
@@ -688,6 +982,7 @@ static vd_status cu_alloc(vd_backend *be, vd_tensor *t, vd_dtype dtype, int ndim
 		n *= shape[d];
 	}
 	ENTER(be);
+	GRAPH_FORBID("alloc");
 	if (cudaMallocFromPoolAsync(&p, n > 0 ? (size_t)n * vd_dtype_size(dtype) : 256, c->pool,
 				    c->stream) != cudaSuccess) {
 		cudaGetLastError();
@@ -711,6 +1006,9 @@ static void cu_free(vd_backend *be, vd_tensor *t)
 	{
 		cu_ctx *c = ctx_of(be);
 		op_scope scope(c);
+
+		if (c->gmode)
+			c->gfail = true; /* a graph must not own allocations */
 
 		/* stream-ordered: queued kernels still reading t finish first */
 		if (cudaSetDevice(c->device) != cudaSuccess ||
@@ -745,6 +1043,7 @@ static vd_status cu_upload(vd_backend *be, vd_tensor *dst, const void *src, vd_d
 				 (long long)n, (long long)vd_tensor_numel(dst));
 	TRY(check_convertible(src_dtype, dst->dtype, "upload"));
 	ENTER(be);
+	GRAPH_FORBID("upload");
 	des = vd_dtype_size(dst->dtype);
 	chunk = (int64_t)(c->ring_half / ses);
 	for (int64_t done = 0; done < n; done += chunk) {
@@ -782,6 +1081,7 @@ static vd_status cu_download(vd_backend *be, const vd_tensor *src, void *dst)
 	hdt = is_float(src->dtype) ? VD_DTYPE_F32 : src->dtype;
 	bytes = (size_t)n * vd_dtype_size(hdt);
 	ENTER(be);
+	GRAPH_FORBID("download");
 	if (n == 0)
 		return VD_OK;
 	if (src->dtype == hdt && vd_tensor_is_contiguous(src)) {
@@ -814,6 +1114,10 @@ static vd_status cu_copy(vd_backend *be, const vd_tensor *src, vd_tensor *dst)
 			return vd_errorf(VD_ERR_INVALID_ARG, "cuda copy: shape differs in dim %d", k);
 	TRY(check_convertible(src->dtype, dst->dtype, "copy"));
 	ENTER(be);
+	s = get_strided(src);
+	d = get_strided(dst);
+	GRAPH_OP("copy", s, d);
+	GRAPH_SKIP();
 	if (vd_tensor_numel(src) == 0)
 		return VD_OK;
 	if (src->dtype == dst->dtype && vd_tensor_is_contiguous(src) &&
@@ -823,8 +1127,6 @@ static vd_status cu_copy(vd_backend *be, const vd_tensor *src, vd_tensor *dst)
 					 cudaMemcpyDeviceToDevice, c->stream));
 		return op_done(c, "copy");
 	}
-	s = get_strided(src);
-	d = get_strided(dst);
 	TRY(launch_copy(c, &s, &d));
 	return op_done(c, "copy");
 }
@@ -832,6 +1134,7 @@ static vd_status cu_copy(vd_backend *be, const vd_tensor *src, vd_tensor *dst)
 static vd_status cu_sync(vd_backend *be)
 {
 	ENTER(be);
+	GRAPH_FORBID("sync");
 	CUDA_TRY(cudaStreamSynchronize(c->stream));
 	return VD_OK;
 }
@@ -1035,6 +1338,8 @@ static vd_status cu_linear(vd_backend *be, const vd_tensor *x, const vd_tensor *
 		return vd_errorf(VD_ERR_UNSUPPORTED, "cuda linear: dimensions exceed cuBLAS int range");
 	TRY(check_grid(yr.n, yr.c, "linear"));
 	ENTER(be);
+	GRAPH_OP("linear", xr, wr, yr, br);
+	GRAPH_SKIP();
 	if (xr.n == 0 || wr.n == 0)
 		return VD_OK;
 	direct = wr.dt == VD_DTYPE_F32 ? yr.dt == VD_DTYPE_F32 : (yr.dt == wr.dt || yr.dt == VD_DTYPE_F32);
@@ -1140,6 +1445,8 @@ static vd_status cu_add(vd_backend *be, const vd_tensor *a, const vd_tensor *b, 
 	TRY(same_rows(&ar, &yr, "add", "a", "y"));
 	TRY(check_grid(yr.n, yr.c, "add"));
 	ENTER(be);
+	GRAPH_OP("add", ar, br, yr);
+	GRAPH_SKIP();
 	if (yr.n == 0 || yr.c == 0)
 		return VD_OK;
 	if (vec8_ok(&ar, yr.dt) && vec8_ok(&br, yr.dt) && vec8_ok(&yr, yr.dt)) {
@@ -1311,6 +1618,8 @@ static vd_status cu_rmsnorm(vd_backend *be, const vd_tensor *x, const vd_tensor 
 	TRY(get_vec(w, xr.c, "rmsnorm", "w", &wr));
 	TRY(check_grid(xr.n, 0, "rmsnorm"));
 	ENTER(be);
+	GRAPH_OP("rmsnorm", xr, yr, wr, eps);
+	GRAPH_SKIP();
 	if (xr.n == 0)
 		return VD_OK;
 	TRY(norm_smem((const void *)k_rmsnorm, xr.c, "rmsnorm", &smem));
@@ -1333,6 +1642,8 @@ static vd_status cu_add_rmsnorm(vd_backend *be, vd_tensor *r, const vd_tensor *x
 	TRY(get_vec(w, xr.c, "add_rmsnorm", "w", &wr));
 	TRY(check_grid(xr.n, 0, "add_rmsnorm"));
 	ENTER(be);
+	GRAPH_OP("add_rmsnorm", rr, xr, yr, wr, eps);
+	GRAPH_SKIP();
 	if (xr.n == 0)
 		return VD_OK;
 	TRY(norm_smem((const void *)k_rmsnorm, xr.c, "add_rmsnorm", &smem));
@@ -1355,6 +1666,8 @@ static vd_status cu_layernorm(vd_backend *be, const vd_tensor *x, const vd_tenso
 		TRY(get_vec(b, xr.c, "layernorm", "b", &br));
 	TRY(check_grid(xr.n, 0, "layernorm"));
 	ENTER(be);
+	GRAPH_OP("layernorm", xr, yr, wr, br, eps);
+	GRAPH_SKIP();
 	if (xr.n == 0)
 		return VD_OK;
 	TRY(norm_smem((const void *)k_layernorm, xr.c, "layernorm", &smem));
@@ -1440,6 +1753,8 @@ static vd_status pointwise(vd_backend *be, const vd_tensor *x, vd_tensor *y, int
 	}
 	TRY(check_grid(yr.n, yr.c, op));
 	ENTER(be);
+	GRAPH_OP(op, xr, yr, mode, kind, s);
+	GRAPH_SKIP();
 	if (yr.n == 0 || yr.c == 0)
 		return VD_OK;
 	if (vec8_ok(&xr, yr.dt) && vec8_ok(&yr, yr.dt)) {
@@ -1549,6 +1864,8 @@ static vd_status cu_rope(vd_backend *be, vd_tensor *x, const int32_t *positions,
 			if (r->pos_row[i] + 1 > nrows)
 				nrows = r->pos_row[i] + 1;
 	ENTER(be);
+	GRAPH_OP("rope", xh, half, nrows, r->n_tables, r->mscale, (int)(r->pos_row != NULL),
+		 (int)(r->table_idx != NULL));
 	if (xh.t == 0 || xh.h == 0)
 		return VD_OK;
 	o_row = align_up(o_pos + sizeof(int32_t) * (size_t)nrows * (size_t)xh.t, 16);
@@ -1563,6 +1880,7 @@ static vd_status cu_rope(vd_backend *be, vd_tensor *x, const int32_t *positions,
 	if (r->table_idx)
 		memcpy(blob + o_tab, r->table_idx, sizeof(int32_t) * (size_t)xh.t);
 	TRY(put_index(c, IDX_ROPE, total, &dev));
+	GRAPH_SKIP();
 	pos = (const int32_t *)(dev + o_pos);
 	row = r->pos_row ? (const uint8_t *)(dev + o_row) : NULL;
 	inv = (const float *)(dev + o_inv);
@@ -2409,6 +2727,7 @@ static vd_status cu_paged_attention(vd_backend *be, const vd_tensor *q, const vd
 		return vd_errorf(VD_ERR_INVALID_ARG,
 				 "cuda paged_attention: incomplete attention metadata");
 	ENTER(be);
+	GRAPH_OP("paged_attention", qh, oh, kc, vc, scale, meta->max_blocks);
 	S = meta->num_seqs;
 	tabn = meta->block_tables ? S * meta->max_blocks : 0;
 	o_st = align_up(o_tok + sizeof(int32_t) * (size_t)qh.t, 16);
@@ -2449,6 +2768,12 @@ static vd_status cu_paged_attention(vd_backend *be, const vd_tensor *q, const vd
 		}
 	}
 	TRY(put_index(c, IDX_ATTN, total, &dev));
+	GRAPH_OP("paged_attention launch", ntiles, nrows);
+	GRAPH_SKIP();
+	/* a graph's launches must serve every step it replays: split by the
+	 * longest context the block table can hold, not this step's */
+	if (c->gmode)
+		max_ctx = (int64_t)meta->max_blocks * kc.bs;
 	a = (attn_args){ qh.p, qh.dt, qh.st, qh.sh, oh.p, oh.dt, oh.st, oh.sh, kc.p, vc.p,
 			 kc.sb, kc.ss, kc.sh, vc.sb, vc.ss, vc.sh, (int)qh.h, (int)(qh.h / kc.h),
 			 (int)qh.d, scale, (const int32_t *)(dev + o_tok),
@@ -2520,11 +2845,13 @@ static vd_status cu_cache_write(vd_backend *be, const vd_tensor *k, const vd_ten
 					 (long long)meta->slot_mapping[t], (long long)t,
 					 (long long)nslots);
 	ENTER(be);
+	GRAPH_OP("cache_write", kh, vh, kc, vc);
 	if (kh.t == 0 || kh.h * kh.d == 0)
 		return VD_OK;
 	TRY(blob_get(c, sizeof(int64_t) * (size_t)kh.t, &blob));
 	memcpy(blob, meta->slot_mapping, sizeof(int64_t) * (size_t)kh.t);
 	TRY(put_index(c, IDX_SLOTS, sizeof(int64_t) * (size_t)kh.t, &dev));
+	GRAPH_SKIP();
 	k_cache_write<<<(unsigned)kh.t, 256, 0, c->stream>>>(kh, vh, kc, vc, (const int64_t *)dev);
 	LAUNCHED();
 	return op_done(c, "cache_write");
@@ -2555,6 +2882,7 @@ static vd_status cu_attention_segments(vd_backend *be, const vd_tensor *q, const
 				 "cuda attention_segments: cu must run from 0 to T = %lld",
 				 (long long)qh.t);
 	ENTER(be);
+	GRAPH_OP("attention_segments", qh, kh, vh, oh, scale, nseg);
 	o_st = align_up(sizeof(int32_t) * (size_t)qh.t, 16);
 	o_tiles = align_up(o_st + sizeof(int32_t) * (size_t)(nseg + 1), 16);
 	TRY(blob_get(c, o_tiles + 2 * sizeof(int32_t) * (size_t)(qh.t / FL_M + nseg + 1), &blob));
@@ -2585,6 +2913,8 @@ static vd_status cu_attention_segments(vd_backend *be, const vd_tensor *q, const
 		}
 	}
 	TRY(put_index(c, IDX_SEGS, o_tiles + 2 * sizeof(int32_t) * (size_t)ntiles, &dev));
+	GRAPH_OP("attention_segments launch", ntiles, max_len);
+	GRAPH_SKIP();
 	a = (attn_args){ qh.p, qh.dt, qh.st, qh.sh, oh.p, oh.dt, oh.st, oh.sh, kh.p, vh.p,
 			 kh.st, 0, kh.sh, vh.st, 0, vh.sh, (int)qh.h, (int)(qh.h / kh.h),
 			 (int)qh.d, scale, (const int32_t *)dev, (const int32_t *)(dev + o_st),
@@ -2633,6 +2963,8 @@ static vd_status copy_rows(vd_backend *be, const rv *s, const rv *d, const int32
 	TRY(blob_get(c, sizeof(int32_t) * (size_t)n, &blob));
 	memcpy(blob, ids, sizeof(int32_t) * (size_t)n);
 	TRY(put_index(c, IDX_ROWS, sizeof(int32_t) * (size_t)n, &dev));
+	GRAPH_OP(op, *s, *d, n, (int)ids_index_src);
+	GRAPH_SKIP();
 	k_rows<<<grid_rc(n, s->c), 256, 0, c->stream>>>(*s, ids_index_src ? (const int32_t *)dev : NULL,
 						       *d, ids_index_src ? NULL : (const int32_t *)dev, n);
 	LAUNCHED();
@@ -2721,6 +3053,8 @@ static vd_status cu_im2patch(vd_backend *be, const vd_tensor *img, int p, vd_ten
 	if (total == 0)
 		return VD_OK;
 	s = get_strided(img);
+	GRAPH_OP("im2patch", s, o, p);
+	GRAPH_SKIP();
 	k_im2patch<<<(unsigned)((total + 255) / 256 < 65536 ? (total + 255) / 256 : 65536), 256, 0,
 		     c->stream>>>(s, o, p, npw);
 	LAUNCHED();
@@ -2730,6 +3064,7 @@ static vd_status cu_im2patch(vd_backend *be, const vd_tensor *img, int p, vd_ten
 static vd_status cu_zero(vd_backend *be, vd_tensor *t)
 {
 	ENTER(be);
+	GRAPH_FORBID("zero");
 	if (!vd_tensor_is_contiguous(t))
 		return vd_errorf(VD_ERR_INVALID_ARG, "cuda zero: the tensor must be packed");
 	CUDA_TRY(cudaMemsetAsync(t->data, 0, (size_t)vd_tensor_numel(t) * vd_dtype_size(t->dtype),
@@ -2818,6 +3153,7 @@ static vd_status cu_sample(vd_backend *be, const vd_tensor *x, const float *temp
 		return vd_errorf(VD_ERR_INVALID_ARG, "cuda sample: temperatures need keys");
 	TRY(check_grid(xr.n, 0, "sample"));
 	ENTER(be);
+	GRAPH_FORBID("sample");
 	if (xr.n == 0)
 		return VD_OK;
 	o_keys = align_up(sizeof(float) * (size_t)xr.n, 16);
@@ -2869,6 +3205,8 @@ static const vd_ops cuda_ops = {
 	/* .im2patch = */ cu_im2patch,
 	/* .zero = */ cu_zero,
 	/* .sample = */ cu_sample,
+	/* .graph_begin = */ cu_graph_begin,
+	/* .graph_end = */ cu_graph_end,
 };
 
 int vd_cuda_device_count(void)
@@ -2912,7 +3250,16 @@ static void ctx_release(cu_ctx *c)
 			free(c->idx[k].shadow);
 		}
 		if (c->scratch)
-			cudaFreeAsync(c->scratch, c->stream);
+			cudaFree(c->scratch);
+		for (int i = 0; i < c->n_retired; i++)
+			cudaFree(c->retired[i]);
+		for (int i = 0; i < G_MAX; i++) {
+			if (c->graphs[i].made)
+				cudaGraphExecDestroy(c->graphs[i].exec);
+			free(c->graphs[i].slots);
+		}
+		if (c->ga_d)
+			cudaFree(c->ga_d);
 		if (c->lt_ws)
 			cudaFreeAsync(c->lt_ws, c->stream);
 		if (c->ring_d)
@@ -2921,6 +3268,11 @@ static void ctx_release(cu_ctx *c)
 	}
 	if (c->ring_h)
 		cudaFreeHost(c->ring_h);
+	if (c->ga_h)
+		cudaFreeHost(c->ga_h);
+	if (c->ga_ev)
+		cudaEventDestroy(c->ga_ev);
+	free(c->retired);
 	for (int k = 0; k < 2; k++)
 		if (c->ring_ev[k])
 			cudaEventDestroy(c->ring_ev[k]);
@@ -2964,12 +3316,15 @@ static vd_status ctx_init(cu_ctx *c, int device)
 	CUBLAS_TRY(cublasCreate(&c->blas));
 	CUBLAS_TRY(cublasSetStream(c->blas, c->stream));
 	CUBLAS_TRY(cublasSetMathMode(c->blas, c->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+	/* one workspace for cuBLAS and cuBLASLt (same stream): set, not left to
+	 * cuBLAS, so recording a step graph allocates nothing */
+	TRY(dev_alloc(c, LT_WORKSPACE, &c->lt_ws));
+	CUBLAS_TRY(cublasSetWorkspace(c->blas, c->lt_ws, LT_WORKSPACE));
 	/* cuBLASLt is an optimisation: without it linear uses cublasGemmEx */
 	if (!env_on("VD_CUDA_NO_LT") && cublasLtCreate(&c->lt) == CUBLAS_STATUS_SUCCESS) {
 		c->lt_tab = (lt_plan *)calloc(LT_SLOTS, sizeof(lt_plan));
 		if (!c->lt_tab)
 			return vd_errorf(VD_ERR_NOMEM, "cuda backend: out of host memory");
-		TRY(dev_alloc(c, LT_WORKSPACE, &c->lt_ws));
 	}
 	for (int k = 0; k < 2; k++)
 		CUDA_TRY(cudaEventCreateWithFlags(&c->ring_ev[k], cudaEventDisableTiming));
