@@ -14,6 +14,11 @@ bench_family() {
 		--output-len 128 --image-size 336 --num-iters 3 --num-iters-warmup 1 --max-model-len 4096 \
 		--output-json "$OUT/latency_${fam}_b1.json"
 	grep -h "Avg latency\|Prefill\|Decode step" "$OUT/latency_${fam}_b1.log" | tee -a "$SUMMARY"
+	run "latency_${fam}_b1_eager" 300 "$BIN/latency" --model "$m" --batch-size 1 --input-len 32 \
+		--output-len 128 --image-size 336 --num-iters 3 --num-iters-warmup 1 --max-model-len 4096 \
+		--enforce-eager --output-json "$OUT/latency_${fam}_b1_eager.json"
+	grep -h "Decode step" "$OUT/latency_${fam}_b1_eager.log" | sed 's/^/eager (no step graphs): /' |
+		tee -a "$SUMMARY"
 	run "vision_${fam}" 300 "$BIN/vision" --model "$m" --batch-size 64 --image-size 336 \
 		--num-iters 10 --num-iters-warmup 3 --output-json "$OUT/vision_${fam}.json"
 	grep -h "Throughput" "$OUT/vision_${fam}.log" | tee -a "$SUMMARY"

@@ -67,6 +67,8 @@ run() {
 	timeout "$lim" "$@" >"$OUT/$name.log" 2>&1
 	rc=$?
 	say "$(printf '%-28s rc=%-3s %6d ms' "$name" "$rc" $((($(date +%s%N) - t0) / 1000000)))"
+	# a failure brings its log's tail back in the summary
+	[ $rc -ne 0 ] && tail -25 "$OUT/$name.log" | cut -c1-300 | sed 's/^/    | /' >>"$SUMMARY"
 	return $rc
 }
 
@@ -78,7 +80,7 @@ if has_phase tests; then
 	for t in test_llava test_phi3v test_qwen2vl; do
 		VD_TEST_DEVICE=cuda VD_TEST_DTYPE=bfloat16 run "${t}_cuda_bf16" 300 "$BIN/$t"
 	done
-	grep -h "match transformers\|diverged" "$OUT"/test_*_cuda_*.log >>"$SUMMARY"
+	grep -h "match transformers\|diverged\|step graphs" "$OUT"/test_*_cuda_*.log >>"$SUMMARY"
 fi
 
 source bench/gpu_bench.sh
