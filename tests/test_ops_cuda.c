@@ -433,6 +433,10 @@ START_TEST(test_linear)
 		{ "phi3.5 qkv", 4, 3072, 9216, false },
 		{ "odd", 3, 37, 19, true },
 		{ "K=0", 2, 0, 5, true },
+		/* decode batches: 1..8 rows take the GEMV kernel, 9 cuBLAS */
+		{ "llava lm_head b1", 1, 4096, 32064, false },
+		{ "decode b8 bias", 8, 4096, 4096, true },
+		{ "decode b9", 9, 1024, 1024, false },
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
@@ -445,6 +449,7 @@ START_TEST(test_linear)
 	run_linear(&cases[4], VD_DTYPE_BF16, VD_DTYPE_F32, VD_DTYPE_F32, false);
 	run_linear(&cases[6], VD_DTYPE_BF16, VD_DTYPE_BF16, VD_DTYPE_F32, true);
 	run_linear(&cases[9], VD_DTYPE_F32, VD_DTYPE_F32, VD_DTYPE_BF16, false);
+	run_linear(&cases[11], VD_DTYPE_BF16, VD_DTYPE_BF16, VD_DTYPE_F32, false); /* logits */
 }
 END_TEST
 

@@ -1308,6 +1308,112 @@ static vd_status lt_linear(cu_ctx *c, const rv *w, const rv *x, const rv *b, con
 	return VD_OK;
 }
 
+/* linear for a few rows (decode batches of up to GEMV_MAX_M): bound by the
+ * weight bytes, which cuBLAS streams well below the memory bandwidth at these
+ * shapes. One warp per output column n (weight row): lanes read 16 bytes of
+ * the weight row each, GEMV_UNROLL loads in flight, bypassing L1; the few x
+ * rows come through L1/L2 for every warp. f32 accumulation, bias and output
+ * dtype as cu_linear. */
+#define GEMV_MAX_M 8
+#define GEMV_WARPS 8
+#define GEMV_UNROLL 4
+
+__device__ __forceinline__ uint4 ld_stream(const void *p)
+{
+	uint4 v;
+
+	asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+		     : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+		     : "l"(p));
+	return v;
+}
+
+template <typename T, int M>
+__global__ void __launch_bounds__(GEMV_WARPS * 32) k_gemv(rv x, rv w, rv b, rv y)
+{
+	int lane = threadIdx.x & 31;
+	int64_t n = (int64_t)blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5), k8 = w.c / 8;
+	const T *wrow = (const T *)w.p + n * w.rs, *X = (const T *)x.p;
+	float acc[M];
+
+	if (n >= w.n)
+		return;
+#pragma unroll
+	for (int m = 0; m < M; m++)
+		acc[m] = 0.0f;
+	for (int64_t base = 0; base < k8; base += 32 * GEMV_UNROLL) {
+		uint4 wu[GEMV_UNROLL];
+
+#pragma unroll
+		for (int u = 0; u < GEMV_UNROLL; u++) {
+			int64_t i = base + u * 32 + lane;
+
+			wu[u] = i < k8 ? ld_stream(wrow + i * 8) : make_uint4(0, 0, 0, 0);
+		}
+#pragma unroll
+		for (int u = 0; u < GEMV_UNROLL; u++) {
+			int64_t i = base + u * 32 + lane;
+			float wf[8];
+
+			if (i >= k8)
+				break;
+			unpack8(wu[u], wf, (const T *)NULL);
+#pragma unroll
+			for (int m = 0; m < M; m++) {
+				float xf[8];
+
+				unpack8(*(const uint4 *)(X + m * x.rs + i * 8), xf, (const T *)NULL);
+#pragma unroll
+				for (int e = 0; e < 8; e++)
+					acc[m] += wf[e] * xf[e];
+			}
+		}
+	}
+#pragma unroll
+	for (int m = 0; m < M; m++)
+		acc[m] = warp_sum(acc[m]);
+	if (lane == 0) {
+		float bias = b.p ? ldf(b.p, b.dt, n) : 0.0f;
+
+#pragma unroll
+		for (int m = 0; m < M; m++)
+			stf(y.p, y.dt, m * y.rs + n, acc[m] + bias);
+	}
+}
+
+template <typename T>
+static void launch_gemv_t(cu_ctx *c, const rv *x, const rv *w, const rv *b, const rv *y)
+{
+	unsigned nb = (unsigned)((w->n + GEMV_WARPS - 1) / GEMV_WARPS);
+
+	switch (x->n) {
+	case 1: k_gemv<T, 1><<<nb, GEMV_WARPS * 32, 0, c->stream>>>(*x, *w, *b, *y); break;
+	case 2: k_gemv<T, 2><<<nb, GEMV_WARPS * 32, 0, c->stream>>>(*x, *w, *b, *y); break;
+	case 3: k_gemv<T, 3><<<nb, GEMV_WARPS * 32, 0, c->stream>>>(*x, *w, *b, *y); break;
+	case 4: k_gemv<T, 4><<<nb, GEMV_WARPS * 32, 0, c->stream>>>(*x, *w, *b, *y); break;
+	case 5: k_gemv<T, 5><<<nb, GEMV_WARPS * 32, 0, c->stream>>>(*x, *w, *b, *y); break;
+	case 6: k_gemv<T, 6><<<nb, GEMV_WARPS * 32, 0, c->stream>>>(*x, *w, *b, *y); break;
+	case 7: k_gemv<T, 7><<<nb, GEMV_WARPS * 32, 0, c->stream>>>(*x, *w, *b, *y); break;
+	default: k_gemv<T, 8><<<nb, GEMV_WARPS * 32, 0, c->stream>>>(*x, *w, *b, *y); break;
+	}
+}
+
+/* Whether k_gemv takes this linear: 1..GEMV_MAX_M rows of x in w's 16-bit
+ * dtype, K a multiple of 8 and 16-byte aligned rows (VD_CUDA_GEMV=0: never). */
+static bool gemv_fits(const rv *x, const rv *w)
+{
+	static int off = -1;
+
+	if (off < 0) {
+		const char *e = getenv("VD_CUDA_GEMV");
+
+		off = e && !strcmp(e, "0");
+	}
+	return !off && x->n >= 1 && x->n <= GEMV_MAX_M && w->dt != VD_DTYPE_F32 && x->dt == w->dt &&
+	       !(w->c & 7) && !(x->rs & 7) && !(w->rs & 7) && !(((uintptr_t)x->p | (uintptr_t)w->p) & 15) &&
+	       w->n <= (int64_t)GEMV_WARPS * 0x7fffffff;
+}
+
 /* y (M,N) = x (M,K) w (N,K)^T + b, f32 accumulation. cuBLAS is column-major,
  * so it computes y^T = w x^T: A = w read transposed (lda = w row stride),
  * B = x (ldb = x row stride), C = y (ldc = y row stride). Dtypes may mix:
@@ -1357,6 +1463,14 @@ static vd_status cu_linear(vd_backend *be, const vd_tensor *x, const vd_tensor *
 		xa = (rv){ tmp, wr.dt, xr.n, xr.c, xr.c };
 	}
 	ya = direct ? yr : (rv){ tmp + xbytes, VD_DTYPE_F32, yr.n, yr.c, yr.c };
+	if (xr.c > 0 && gemv_fits(&xr, &wr)) {
+		if (wr.dt == VD_DTYPE_BF16)
+			launch_gemv_t<__nv_bfloat16>(c, &xr, &wr, &br, &yr);
+		else
+			launch_gemv_t<__half>(c, &xr, &wr, &br, &yr);
+		LAUNCHED();
+		return op_done(c, "linear");
+	}
 	if (b && direct && xr.c > 0 && !xbytes) {
 		bool ran;
 
