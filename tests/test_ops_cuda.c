@@ -275,6 +275,31 @@ START_TEST(test_upload_download)
 			ck_assert_ptr_null(t.alloc);
 		}
 	}
+	/* from host_alloc (page-locked) memory: direct copies, same results,
+	 * and the source may be rewritten as soon as upload returns */
+	{
+		float *pin = NULL;
+		vd_tensor t, u;
+
+		ck_assert_ptr_nonnull(gpu->ops->host_alloc);
+		ck_assert_int_eq(gpu->ops->host_alloc(gpu, sizeof(float) * (size_t)n, (void **)&pin),
+				 VD_OK);
+		memcpy(pin, src, sizeof(float) * (size_t)n);
+		ck_assert_int_eq(gpu->ops->alloc(gpu, &t, VD_DTYPE_F32, 1, &n), VD_OK);
+		ck_assert_int_eq(gpu->ops->alloc(gpu, &u, VD_DTYPE_BF16, 1, &n), VD_OK);
+		ck_assert_int_eq(gpu->ops->upload(gpu, &t, pin, VD_DTYPE_F32, n), VD_OK);
+		ck_assert_int_eq(gpu->ops->upload(gpu, &u, pin, VD_DTYPE_F32, n), VD_OK);
+		memset(pin, 0, sizeof(float) * (size_t)n);
+		ck_assert_int_eq(gpu->ops->download(gpu, &t, got), VD_OK);
+		ck_assert_mem_eq(got, src, sizeof(float) * (size_t)n);
+		ck_assert_int_eq(gpu->ops->download(gpu, &u, got), VD_OK);
+		for (int64_t i = 0; i < n; i++)
+			if (got[i] != round_to(VD_DTYPE_BF16, src[i]))
+				ck_abort_msg("pinned upload to bf16: element %lld", (long long)i);
+		gpu->ops->free(gpu, &t);
+		gpu->ops->free(gpu, &u);
+		gpu->ops->host_free(gpu, pin);
+	}
 	/* integers travel unchanged */
 	{
 		int32_t i32[7] = { 0, -1, 7, INT32_MAX, INT32_MIN, 42, 3 }, o32[7];

@@ -191,6 +191,13 @@ typedef struct vd_ops {
 	 * download, sync, zero and sample fail. */
 	vd_status (*graph_begin)(vd_backend *be, int id);
 	vd_status (*graph_end)(vd_backend *be, int *ran);
+
+	/* --- host staging --- */
+	/* Optional (NULL: use malloc/free). Host memory that upload reads
+	 * fastest (page-locked on a GPU: copied without a bounce buffer);
+	 * upload from it still returns once the source may be reused. */
+	vd_status (*host_alloc)(vd_backend *be, size_t bytes, void **out);
+	void (*host_free)(vd_backend *be, void *p);
 } vd_ops;
 
 /* splitmix64's finaliser: the hash behind the sampling noise of `sample`. */

@@ -5,6 +5,9 @@
 #ifndef VLLMD_PLUGIN_UTIL_H
 #define VLLMD_PLUGIN_UTIL_H
 
+#include <stddef.h>
+#include <stdlib.h>
+
 #include "vllmd/ops.h"
 #include "vllmd/plugin.h"
 
@@ -27,6 +30,50 @@ static inline vd_status vd_plugin_upload_weight(const vd_host_api *host, vd_back
 	if (st != VD_OK)
 		return st;
 	return be->ops->upload(be, out, t.data, t.dtype, vd_tensor_numel(&t));
+}
+
+/* A host buffer where a vision tower gathers its batch's pixels before the
+ * upload, kept (and grown) across calls so a call does not fault in fresh
+ * pages; page-locked when the backend offers host_alloc, so the upload is a
+ * direct copy. Zero-initialise; vd_plugin_stage_free when done. */
+typedef struct vd_plugin_stage {
+	void *p;
+	size_t cap;
+	int pinned; /* p came from be->ops->host_alloc */
+} vd_plugin_stage;
+
+static inline void vd_plugin_stage_free(vd_plugin_stage *s, vd_backend *be)
+{
+	if (s->p && s->pinned)
+		be->ops->host_free(be, s->p);
+	else
+		free(s->p);
+	s->p = NULL;
+	s->cap = 0;
+	s->pinned = 0;
+}
+
+/* s's buffer with room for n floats (its contents are not kept when it
+ * grows), or NULL when out of memory. */
+static inline float *vd_plugin_stage_floats(vd_plugin_stage *s, vd_backend *be, size_t n)
+{
+	size_t bytes = n * sizeof(float), grain = (size_t)16 << 20;
+	int has = be->ops->struct_size >= offsetof(vd_ops, host_free) + sizeof(be->ops->host_free) &&
+		  be->ops->host_alloc && be->ops->host_free;
+
+	if (bytes <= s->cap && s->p)
+		return (float *)s->p;
+	vd_plugin_stage_free(s, be);
+	bytes = (bytes + grain - 1) / grain * grain;
+	if (has && be->ops->host_alloc(be, bytes, &s->p) == VD_OK) {
+		s->pinned = 1;
+	} else {
+		s->p = malloc(bytes);
+		if (!s->p)
+			return NULL;
+	}
+	s->cap = bytes;
+	return (float *)s->p;
 }
 
 /* OpenAI CLIP's normalisation, the default image_mean / image_std of the

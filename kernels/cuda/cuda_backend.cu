@@ -134,6 +134,11 @@ typedef struct cu_ctx {
 	char *blob; /* host buffer where ops assemble index arrays */
 	size_t blob_cap;
 	void **retired; /* scratch buffers a graph may still read (freed at the end) */
+	struct {
+		const char *p;
+		size_t n;
+	} *pinned;      /* host_alloc blocks: upload copies from them directly */
+	int n_pinned;
 	int n_retired;
 
 	int gmode;  /* GM_OFF, or recording / replaying graph gid */
@@ -1018,6 +1023,55 @@ static void cu_free(vd_backend *be, vd_tensor *t)
 	memset(t, 0, sizeof(*t));
 }
 
+/* ------------------------------------------------------------ host staging */
+
+/* Whether [p, p + n) lies in one host_alloc block. */
+static bool is_pinned(const cu_ctx *c, const void *p, size_t n)
+{
+	const char *q = (const char *)p;
+
+	for (int i = 0; i < c->n_pinned; i++)
+		if (q >= c->pinned[i].p && q + n <= c->pinned[i].p + c->pinned[i].n)
+			return true;
+	return false;
+}
+
+static vd_status cu_host_alloc(vd_backend *be, size_t bytes, void **out)
+{
+	void *p = NULL, *grown;
+
+	if (!out)
+		return vd_errorf(VD_ERR_INVALID_ARG, "cuda host_alloc: out is NULL");
+	*out = NULL;
+	ENTER(be);
+	GRAPH_FORBID("host_alloc");
+	grown = realloc(c->pinned, sizeof(*c->pinned) * (size_t)(c->n_pinned + 1));
+	if (!grown)
+		return vd_errorf(VD_ERR_NOMEM, "cuda host_alloc: out of host memory");
+	c->pinned = (decltype(c->pinned))grown;
+	CUDA_TRY(cudaHostAlloc(&p, bytes > 0 ? bytes : 1, cudaHostAllocDefault));
+	c->pinned[c->n_pinned].p = (const char *)p;
+	c->pinned[c->n_pinned++].n = bytes;
+	*out = p;
+	return VD_OK;
+}
+
+static void cu_host_free(vd_backend *be, void *p)
+{
+	cu_ctx *c = ctx_of(be);
+	op_scope scope(c);
+
+	if (!p)
+		return;
+	for (int i = 0; i < c->n_pinned; i++)
+		if (c->pinned[i].p == (const char *)p) {
+			c->pinned[i] = c->pinned[--c->n_pinned];
+			break;
+		}
+	if (cudaSetDevice(c->device) != cudaSuccess || cudaFreeHost(p) != cudaSuccess)
+		cudaGetLastError();
+}
+
 /* Packed conversion of n elements (upload's second half). */
 __global__ void k_convert(const void *src, int sdt, void *dst, int ddt, int64_t n)
 {
@@ -1046,6 +1100,30 @@ static vd_status cu_upload(vd_backend *be, vd_tensor *dst, const void *src, vd_d
 	GRAPH_FORBID("upload");
 	des = vd_dtype_size(dst->dtype);
 	chunk = (int64_t)(c->ring_half / ses);
+	if (n > 0 && is_pinned(c, src, (size_t)n * ses)) {
+		/* page-locked source: DMA straight from it (through the ring's
+		 * device half when a conversion follows), then wait for the
+		 * copies so the caller may reuse it */
+		for (int64_t done = 0; done < n; done += chunk) {
+			int64_t m = n - done < chunk ? n - done : chunk;
+			const char *from = (const char *)src + done * (int64_t)ses;
+			char *to = (char *)dst->data + done * (int64_t)des, *h, *d;
+
+			if (src_dtype == dst->dtype) {
+				CUDA_TRY(cudaMemcpyAsync(to, from, (size_t)m * ses, cudaMemcpyHostToDevice,
+							 c->stream));
+				continue;
+			}
+			TRY(ring_take(c, (size_t)m * ses, &h, &d));
+			CUDA_TRY(cudaMemcpyAsync(d, from, (size_t)m * ses, cudaMemcpyHostToDevice,
+						 c->stream));
+			k_convert<<<(unsigned)((m + 255) / 256 < 65536 ? (m + 255) / 256 : 65536), 256,
+				    0, c->stream>>>(d, src_dtype, to, dst->dtype, m);
+			LAUNCHED();
+		}
+		CUDA_TRY(cudaStreamSynchronize(c->stream));
+		return op_done(c, "upload");
+	}
 	for (int64_t done = 0; done < n; done += chunk) {
 		int64_t m = n - done < chunk ? n - done : chunk;
 		char *h, *d;
@@ -3321,6 +3399,8 @@ static const vd_ops cuda_ops = {
 	/* .sample = */ cu_sample,
 	/* .graph_begin = */ cu_graph_begin,
 	/* .graph_end = */ cu_graph_end,
+	/* .host_alloc = */ cu_host_alloc,
+	/* .host_free = */ cu_host_free,
 };
 
 int vd_cuda_device_count(void)
@@ -3387,6 +3467,7 @@ static void ctx_release(cu_ctx *c)
 	if (c->ga_ev)
 		cudaEventDestroy(c->ga_ev);
 	free(c->retired);
+	free(c->pinned);
 	for (int k = 0; k < 2; k++)
 		if (c->ring_ev[k])
 			cudaEventDestroy(c->ring_ev[k]);

@@ -32,6 +32,7 @@ typedef struct llava {
 	/* projector */
 	vd_tensor w1, b1, w2, b2;
 	vd_act proj_act;
+	vd_plugin_stage px; /* pixels of a vision batch */
 } llava;
 
 /* ---------------------------------------------------------------- helpers */
@@ -153,6 +154,7 @@ static void llava_destroy(void *state)
 	m->be->ops->free(m->be, &m->b1);
 	m->be->ops->free(m->be, &m->w2);
 	m->be->ops->free(m->be, &m->b2);
+	vd_plugin_stage_free(&m->px, m->be);
 	free(m);
 }
 
@@ -424,7 +426,7 @@ static vd_status llava_vision_tower(void *state, const vd_mm_item *const *items,
 	int S = m->vcfg.image_size;
 	int P = (S / m->vcfg.patch_size) * (S / m->vcfg.patch_size);
 	size_t per = (size_t)3 * S * S;
-	float *px = malloc(per * (size_t)n * sizeof(float));
+	float *px = vd_plugin_stage_floats(&m->px, m->be, per * (size_t)n);
 	int32_t *rows = NULL;
 	vd_tensor hidden = { 0 };
 	int64_t shape[2];
@@ -435,7 +437,6 @@ static vd_status llava_vision_tower(void *state, const vd_mm_item *const *items,
 	for (int i = 0; i < n; i++)
 		memcpy(px + per * (size_t)i, items[i]->pixels.data, per * sizeof(float));
 	st = H->clip_forward(m->clip, px, n, &hidden);
-	free(px);
 	if (st != VD_OK)
 		return st;
 	if (m->select_full) {

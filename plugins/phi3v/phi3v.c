@@ -40,6 +40,7 @@ typedef struct phi3v {
 	/* projector */
 	vd_tensor gn;         /* (8, C): sub_GN as 4 rows of C, then glb_GN */
 	vd_tensor w0, b0, w2, b2;
+	vd_plugin_stage px; /* pixels of a vision batch */
 } phi3v;
 
 /* ---------------------------------------------------------------- helpers */
@@ -117,6 +118,7 @@ static void phi3v_destroy(void *state)
 	m->be->ops->free(m->be, &m->b0);
 	m->be->ops->free(m->be, &m->w2);
 	m->be->ops->free(m->be, &m->b2);
+	vd_plugin_stage_free(&m->px, m->be);
 	free(m);
 }
 
@@ -522,11 +524,10 @@ static vd_status phi3v_vision_tower(void *state, const vd_mm_item *const *items,
 	size_t per = (size_t)3 * m->tile * m->tile;
 	int64_t total = 0, off = 0;
 	float *px;
-	vd_status st;
 
 	for (int i = 0; i < n; i++)
 		total += items[i]->pixels.shape[0];
-	px = malloc((size_t)total * per * sizeof(float));
+	px = vd_plugin_stage_floats(&m->px, m->be, (size_t)total * per);
 	if (!px)
 		return H->errorf(VD_ERR_NOMEM, "out of memory");
 	for (int i = 0; i < n; i++) {
@@ -535,9 +536,7 @@ static vd_status phi3v_vision_tower(void *state, const vd_mm_item *const *items,
 		memcpy(px + (size_t)off * per, items[i]->pixels.data, k * per * sizeof(float));
 		off += (int64_t)k;
 	}
-	st = H->clip_forward(m->clip, px, (int)total, features);
-	free(px);
-	return st;
+	return H->clip_forward(m->clip, px, (int)total, features);
 }
 
 /* Row indices (into the CLIP rows with the 8 separator rows appended at

@@ -32,6 +32,7 @@ typedef struct qwen2vl {
 	vd_resample resample;
 	float rescale;
 	float mean[3], std[3];
+	vd_plugin_stage px; /* pixels of a vision batch */
 } qwen2vl;
 
 /* ---------------------------------------------------------------- config */
@@ -162,6 +163,7 @@ static void qwen2vl_destroy(void *state)
 	if (!m)
 		return;
 	H->qwen2_vit_destroy(m->vit);
+	vd_plugin_stage_free(&m->px, m->be);
 	free(m);
 }
 
@@ -414,7 +416,7 @@ static vd_status qwen2vl_vision_tower(void *state, const vd_mm_item *const *item
 		memcpy(grid + 3 * i, it->meta, 3 * sizeof(int64_t));
 		rows += it->pixels.shape[0];
 	}
-	px = malloc((size_t)(rows * dim) * sizeof(float));
+	px = vd_plugin_stage_floats(&m->px, m->be, (size_t)(rows * dim));
 	if (!px) {
 		free(grid);
 		return H->errorf(VD_ERR_NOMEM, "out of memory");
@@ -426,7 +428,6 @@ static vd_status qwen2vl_vision_tower(void *state, const vd_mm_item *const *item
 		r += k;
 	}
 	st = H->qwen2_vit_forward(m->vit, px, grid, n, features);
-	free(px);
 	free(grid);
 	return st;
 }
