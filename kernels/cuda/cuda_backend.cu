@@ -1785,6 +1785,116 @@ __global__ void __launch_bounds__(1024) k_layernorm(rv x, rv w, rv b, rv y, floa
 	}
 }
 
+/* Warp-per-row forms of the norms for rows of up to NW_MAX_C elements in
+ * one 16-bit dtype (vec8_ok views, packed weights): 8 rows per block, each
+ * lane holds up to NW_MAX_C / 256 chunks of 8 elements in registers, and
+ * the reductions are shuffles. Same arithmetic as the block kernels above. */
+#define NW_MAX_C 2048
+#define NW_ROWS 8
+#define NW_CHUNKS (NW_MAX_C / 256)
+
+template <typename T>
+__global__ void __launch_bounds__(NW_ROWS * 32) k_rmsnorm_w(rv x, rv r, rv w, rv y, float eps)
+{
+	int lane = threadIdx.x & 31, c8 = (int)(x.c / 8);
+	int64_t m = (int64_t)blockIdx.x * NW_ROWS + (threadIdx.x >> 5);
+	float v[NW_CHUNKS][8], ss = 0.0f, inv;
+
+	if (m >= x.n)
+		return;
+#pragma unroll
+	for (int u = 0; u < NW_CHUNKS; u++) {
+		int i = lane + 32 * u;
+
+		if (i >= c8)
+			break;
+		unpack8(*(const uint4 *)((const T *)x.p + m * x.rs + i * 8), v[u], (const T *)NULL);
+		if (r.p) {
+			float a[8];
+			T *rp = (T *)r.p + m * r.rs + i * 8;
+
+			unpack8(*(const uint4 *)rp, a, (const T *)NULL);
+#pragma unroll
+			for (int e = 0; e < 8; e++)
+				v[u][e] = round_as(r.dt, v[u][e] + a[e]);
+			*(uint4 *)rp = pack8(v[u], (const T *)NULL);
+		}
+#pragma unroll
+		for (int e = 0; e < 8; e++)
+			ss += v[u][e] * v[u][e];
+	}
+	inv = 1.0f / sqrtf(warp_sum(ss) / (float)x.c + eps);
+#pragma unroll
+	for (int u = 0; u < NW_CHUNKS; u++) {
+		int i = lane + 32 * u;
+		float wv[8], o[8];
+
+		if (i >= c8)
+			break;
+		unpack8(*(const uint4 *)((const T *)w.p + i * 8), wv, (const T *)NULL);
+#pragma unroll
+		for (int e = 0; e < 8; e++)
+			o[e] = wv[e] * (v[u][e] * inv);
+		*(uint4 *)((T *)y.p + m * y.rs + i * 8) = pack8(o, (const T *)NULL);
+	}
+}
+
+template <typename T>
+__global__ void __launch_bounds__(NW_ROWS * 32) k_layernorm_w(rv x, rv w, rv b, rv y, float eps)
+{
+	int lane = threadIdx.x & 31, c8 = (int)(x.c / 8);
+	int64_t m = (int64_t)blockIdx.x * NW_ROWS + (threadIdx.x >> 5);
+	float v[NW_CHUNKS][8], sum = 0.0f, var = 0.0f, mean, rstd;
+
+	if (m >= x.n)
+		return;
+#pragma unroll
+	for (int u = 0; u < NW_CHUNKS; u++) {
+		int i = lane + 32 * u;
+
+		if (i >= c8)
+			break;
+		unpack8(*(const uint4 *)((const T *)x.p + m * x.rs + i * 8), v[u], (const T *)NULL);
+#pragma unroll
+		for (int e = 0; e < 8; e++)
+			sum += v[u][e];
+	}
+	mean = warp_sum(sum) / (float)x.c;
+#pragma unroll
+	for (int u = 0; u < NW_CHUNKS; u++) {
+		if (lane + 32 * u >= c8)
+			break;
+#pragma unroll
+		for (int e = 0; e < 8; e++)
+			var += (v[u][e] - mean) * (v[u][e] - mean);
+	}
+	rstd = 1.0f / sqrtf(warp_sum(var) / (float)x.c + eps);
+#pragma unroll
+	for (int u = 0; u < NW_CHUNKS; u++) {
+		int i = lane + 32 * u;
+		float wv[8], bv[8], o[8];
+
+		if (i >= c8)
+			break;
+		unpack8(*(const uint4 *)((const T *)w.p + i * 8), wv, (const T *)NULL);
+		if (b.p)
+			unpack8(*(const uint4 *)((const T *)b.p + i * 8), bv, (const T *)NULL);
+#pragma unroll
+		for (int e = 0; e < 8; e++)
+			o[e] = (v[u][e] - mean) * rstd * wv[e] + (b.p ? bv[e] : 0.0f);
+		*(uint4 *)((T *)y.p + m * y.rs + i * 8) = pack8(o, (const T *)NULL);
+	}
+}
+
+/* Whether the warp-per-row kernels take these views (b, r may be absent). */
+static bool norm_w_fits(const rv *x, const rv *y, const rv *w, const rv *b, const rv *r)
+{
+	int dt = x->dt;
+
+	return x->c <= NW_MAX_C && vec8_ok(x, dt) && vec8_ok(y, dt) && vec8_ok(w, dt) &&
+	       (!b->p || vec8_ok(b, dt)) && (!r->p || vec8_ok(r, dt));
+}
+
 /* Shared memory for a row of c floats; over 48 KiB needs an opt-in. */
 static vd_status norm_smem(const void *kernel, int64_t c, const char *op, size_t *bytes)
 {
@@ -1814,6 +1924,16 @@ static vd_status cu_rmsnorm(vd_backend *be, const vd_tensor *x, const vd_tensor 
 	GRAPH_SKIP();
 	if (xr.n == 0)
 		return VD_OK;
+	if (norm_w_fits(&xr, &yr, &wr, &none, &none)) {
+		unsigned nb = (unsigned)((xr.n + NW_ROWS - 1) / NW_ROWS);
+
+		if (xr.dt == VD_DTYPE_BF16)
+			k_rmsnorm_w<__nv_bfloat16><<<nb, NW_ROWS * 32, 0, c->stream>>>(xr, none, wr, yr, eps);
+		else
+			k_rmsnorm_w<__half><<<nb, NW_ROWS * 32, 0, c->stream>>>(xr, none, wr, yr, eps);
+		LAUNCHED();
+		return op_done(c, "rmsnorm");
+	}
 	TRY(norm_smem((const void *)k_rmsnorm, xr.c, "rmsnorm", &smem));
 	k_rmsnorm<<<(unsigned)xr.n, norm_threads(xr.c), smem, c->stream>>>(xr, none, wr, yr, eps);
 	LAUNCHED();
@@ -1823,7 +1943,7 @@ static vd_status cu_rmsnorm(vd_backend *be, const vd_tensor *x, const vd_tensor 
 static vd_status cu_add_rmsnorm(vd_backend *be, vd_tensor *r, const vd_tensor *x,
 				const vd_tensor *w, float eps, vd_tensor *y)
 {
-	rv rr, xr, yr, wr;
+	rv rr, xr, yr, wr, none = { NULL, 0, 0, 0, 0 };
 	size_t smem;
 
 	TRY(get_rows(r, "add_rmsnorm", "r", &rr));
@@ -1838,6 +1958,16 @@ static vd_status cu_add_rmsnorm(vd_backend *be, vd_tensor *r, const vd_tensor *x
 	GRAPH_SKIP();
 	if (xr.n == 0)
 		return VD_OK;
+	if (norm_w_fits(&xr, &yr, &wr, &none, &rr)) {
+		unsigned nb = (unsigned)((xr.n + NW_ROWS - 1) / NW_ROWS);
+
+		if (xr.dt == VD_DTYPE_BF16)
+			k_rmsnorm_w<__nv_bfloat16><<<nb, NW_ROWS * 32, 0, c->stream>>>(xr, rr, wr, yr, eps);
+		else
+			k_rmsnorm_w<__half><<<nb, NW_ROWS * 32, 0, c->stream>>>(xr, rr, wr, yr, eps);
+		LAUNCHED();
+		return op_done(c, "add_rmsnorm");
+	}
 	TRY(norm_smem((const void *)k_rmsnorm, xr.c, "add_rmsnorm", &smem));
 	k_rmsnorm<<<(unsigned)xr.n, norm_threads(xr.c), smem, c->stream>>>(xr, rr, wr, yr, eps);
 	LAUNCHED();
@@ -1862,6 +1992,16 @@ static vd_status cu_layernorm(vd_backend *be, const vd_tensor *x, const vd_tenso
 	GRAPH_SKIP();
 	if (xr.n == 0)
 		return VD_OK;
+	if (norm_w_fits(&xr, &yr, &wr, &br, &br)) {
+		unsigned nb = (unsigned)((xr.n + NW_ROWS - 1) / NW_ROWS);
+
+		if (xr.dt == VD_DTYPE_BF16)
+			k_layernorm_w<__nv_bfloat16><<<nb, NW_ROWS * 32, 0, c->stream>>>(xr, wr, br, yr, eps);
+		else
+			k_layernorm_w<__half><<<nb, NW_ROWS * 32, 0, c->stream>>>(xr, wr, br, yr, eps);
+		LAUNCHED();
+		return op_done(c, "layernorm");
+	}
 	TRY(norm_smem((const void *)k_layernorm, xr.c, "layernorm", &smem));
 	k_layernorm<<<(unsigned)xr.n, norm_threads(xr.c), smem, c->stream>>>(xr, wr, br, yr, eps);
 	LAUNCHED();
