@@ -1,9 +1,10 @@
 /* CUDA backend against the CPU oracle, op by op, on random inputs at the
  * shapes of LLaVA-1.5-7B, CLIP ViT-L/14-336, Qwen2-VL-2B/7B (GQA, M-RoPE,
  * 2-D vision RoPE), Phi-3.5 (head dim 96, two longrope tables) and small odd
- * shapes, in f32 and bf16. bf16 inputs are rounded to bf16 before both
- * backends see them, so only compute and output rounding differ. Exits 77
- * (skip) when the machine has no CUDA device. */
+ * shapes, in f32 and bf16 (f16 too for the attention tile kernel). 16-bit
+ * inputs are rounded before both backends see them, so only compute and
+ * output rounding differ. Exits 77 (skip) when the machine has no CUDA
+ * device. */
 #include <check.h>
 #include <math.h>
 #include <stdbool.h>
@@ -844,6 +845,10 @@ START_TEST(test_paged_attention)
 	static const seq_spec mixed_s[] = { { 300, 1 }, { 16, 1 }, { 50, 37 }, { 0, 23 },
 					    { 127, 1 }, { 0, 1 },  { 64, 130 } };
 	static const seq_spec decode_s[] = { { 300, 1 }, { 16, 1 }, { 511, 1 }, { 0, 1 } };
+	/* long causal prefills: many query and key tiles, a fresh one and one
+	 * whose diagonal runs through the middle of key tiles (ctx 1000) */
+	static const seq_spec longp[] = { { 0, 700 }, { 1000, 300 } };
+	static const attn_cfg d64 = { "d64 gqa", 8, 2, 64, 16 };
 
 	for (size_t i = 0; i < sizeof(attn_cfgs) / sizeof(attn_cfgs[0]); i++) {
 		bool big = i == 0 || i == 1 || i == 3; /* llava, qwen2vl-7b, phi3.5 */
@@ -853,6 +858,13 @@ START_TEST(test_paged_attention)
 			run_paged(&attn_cfgs[i], dtypes[d], big ? decode : decode_s, 4, "decode");
 		}
 	}
+	for (int d = 0; d < NDT; d++) {
+		run_paged(&attn_cfgs[2], dtypes[d], longp, 2, "long prefill"); /* qwen2vl-2b, d128 */
+		run_paged(&attn_cfgs[4], dtypes[d], longp, 2, "long prefill"); /* d80, bs 8 */
+		run_paged(&d64, dtypes[d], longp, 2, "long prefill");
+	}
+	/* the f16 build of the tile kernel */
+	run_paged(&attn_cfgs[2], VD_DTYPE_F16, longp, 2, "long prefill");
 }
 END_TEST
 
@@ -878,13 +890,21 @@ START_TEST(test_attention_segments)
 {
 	static const int32_t clip1[] = { 0, 577 }, clip2[] = { 0, 577, 1154 };
 	static const int32_t vit[] = { 0, 64, 260, 276, 277 }, odd[] = { 0, 0, 33, 40 };
+	/* the tile kernel at its other head dims, ragged last tiles, GQA */
+	static const int32_t two[] = { 0, 577, 877 }, gqa[] = { 0, 200, 777 };
 
 	for (int d = 0; d < NDT; d++) {
 		run_segments("clip 1 image", 16, 16, 64, clip1, 1, dtypes[d]);
 		run_segments("clip 2 images", 16, 16, 64, clip2, 2, dtypes[d]);
 		run_segments("qwen2vl vit d80", 16, 16, 80, vit, 4, dtypes[d]);
 		run_segments("odd gqa, empty segment", 6, 2, 48, odd, 3, dtypes[d]);
+		run_segments("d128, 577 + 300 rows", 4, 4, 128, two, 2, dtypes[d]);
+		run_segments("d96, 16 heads", 16, 16, 96, clip1, 1, dtypes[d]);
+		run_segments("d64 gqa 8/2", 8, 2, 64, gqa, 2, dtypes[d]);
 	}
+	/* the f16 build of the tile kernel */
+	run_segments("d128, 577 + 300 rows", 4, 4, 128, two, 2, VD_DTYPE_F16);
+	run_segments("clip 1 image", 16, 16, 64, clip1, 1, VD_DTYPE_F16);
 }
 END_TEST
 

@@ -2256,7 +2256,7 @@ typedef struct attn_args {
 	int nsplit;
 	float *part; /* (T H, nsplit, d + 2): acc | max | sum, when nsplit > 1 */
 	const int32_t *rows;  /* k_attention: the query rows it takes (NULL = all) */
-	const int32_t *tiles; /* k_flash: (sequence, first query) of each tile */
+	const int32_t *tiles; /* tile kernels: (sequence, first query) of each tile */
 } attn_args;
 
 /* Block (query row t*H + h, split y): 4 warps take keys round-robin from
@@ -2706,7 +2706,9 @@ static vd_status run_decode(cu_ctx *c, attn_args *a, int kv_dt, int64_t nrows, i
  * f32 tile in shared memory. PAGED: keys come through the block table and
  * the mask is causal; otherwise (vision towers) every key of the segment is
  * visible. Used for prefill chunks and vision segments; decode rows stay on
- * k_attention, which splits long contexts. */
+ * k_attention, which splits long contexts. k_flash_mma (flash_mma.cuh)
+ * takes the same tiles with its state in registers and is the default;
+ * this one is the fallback behind VD_CUDA_FLASH=wmma. */
 #define FL_M 64
 #define FL_N 64
 #define FL_WARPS 4
@@ -2901,19 +2903,35 @@ static vd_status launch_flash_t(cu_ctx *c, const attn_args *a, int ntiles)
 	}
 }
 
-/* Whether k_flash can take this attention: 16-bit q, kv and out of one
- * dtype, a head dim it is built for, 16-byte aligned rows. */
+#include "kernels/cuda/flash_mma.cuh"
+
+/* The tile kernel, from VD_CUDA_FLASH: k_flash_mma unless it is "wmma"
+ * (k_flash) or "0" (none: every row goes to k_attention). */
+enum { FLASH_OFF, FLASH_MMA, FLASH_WMMA };
+
+static int flash_mode(void)
+{
+	static int mode = -1;
+
+	if (mode < 0) {
+		const char *e = getenv("VD_CUDA_FLASH");
+
+		if (e && !strcmp(e, "0"))
+			mode = FLASH_OFF;
+		else if (e && !strcmp(e, "wmma"))
+			mode = FLASH_WMMA;
+		else
+			mode = FLASH_MMA;
+	}
+	return mode;
+}
+
+/* Whether the tile kernels can take this attention: 16-bit q, kv and out of
+ * one dtype, a head dim they are built for, 16-byte aligned rows. */
 static bool flash_fits(const hv *q, const hv *o, int kv_dt, const void *k, const void *v,
 		       const int64_t *kv_strides, int n_strides)
 {
-	static int off = -1;
-
-	if (off < 0) {
-		const char *e = getenv("VD_CUDA_FLASH");
-
-		off = e && !strcmp(e, "0");
-	}
-	if (off || q->dt == VD_DTYPE_F32 || q->dt != kv_dt || o->dt != kv_dt)
+	if (flash_mode() == FLASH_OFF || q->dt == VD_DTYPE_F32 || q->dt != kv_dt || o->dt != kv_dt)
 		return false;
 	if (q->d != 64 && q->d != 80 && q->d != 96 && q->d != 128)
 		return false;
@@ -2932,9 +2950,14 @@ static vd_status launch_flash(cu_ctx *c, const attn_args *a, int ntiles)
 {
 	if (ntiles == 0)
 		return VD_OK;
+	if (flash_mode() == FLASH_WMMA) {
+		if (a->q_dt == VD_DTYPE_BF16)
+			return launch_flash_t<__nv_bfloat16, PAGED>(c, a, ntiles);
+		return launch_flash_t<__half, PAGED>(c, a, ntiles);
+	}
 	if (a->q_dt == VD_DTYPE_BF16)
-		return launch_flash_t<__nv_bfloat16, PAGED>(c, a, ntiles);
-	return launch_flash_t<__half, PAGED>(c, a, ntiles);
+		return launch_flash_mma_t<__nv_bfloat16, PAGED>(c, a, ntiles);
+	return launch_flash_mma_t<__half, PAGED>(c, a, ntiles);
 }
 
 /* Launch over rows = T*H query rows whose longest context is max_ctx.
