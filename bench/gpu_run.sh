@@ -15,6 +15,8 @@
 #   serving vllmd serve on the LLaVA checkpoint + bench/serving (Poisson)
 #   profile per-op GPU time (VD_CUDA_PROFILE=1) of LLaVA's vision tower and
 #           decode
+#   sanitize compute-sanitizer memcheck and racecheck over the attention
+#           parity tests
 #
 # Environment: OUT (where summary.txt, results.tgz and logs.tgz go,
 # default /tmp/vllmd-gpu), PACK (default .devpack.tar.xz), CKPT_DIR (where
@@ -72,6 +74,22 @@ run() {
 	return $rc
 }
 
+# the attention kernels first: if the tile kernel fails its parity test, the
+# rest of the run uses the previous one (VD_CUDA_FLASH=wmma) and says so
+CK_RUN_CASE=attention run ops_cuda_attention 300 "$BIN/test_ops_cuda" || {
+	export VD_CUDA_FLASH=wmma
+	say "attention parity failed: the rest of this run uses VD_CUDA_FLASH=wmma"
+}
+if has_phase sanitize; then
+	# memory errors and shared-memory races of the attention kernels
+	CS=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+	CK_RUN_CASE=attention CK_FORK=no run sanitize_memcheck 200 "$CS" --tool memcheck \
+		--error-exitcode 3 "$BIN/test_ops_cuda"
+	grep -h "ERROR SUMMARY" "$OUT/sanitize_memcheck.log" | tee -a "$SUMMARY"
+	CK_RUN_CASE=attention CK_FORK=no run sanitize_racecheck 120 "$CS" --tool racecheck \
+		--error-exitcode 3 "$BIN/test_ops_cuda"
+	grep -h "RACECHECK SUMMARY\|ERROR SUMMARY" "$OUT/sanitize_racecheck.log" | tee -a "$SUMMARY"
+fi
 if has_phase tests; then
 	run ops_cuda 300 "$BIN/test_ops_cuda"
 	for t in test_llava test_phi3v test_qwen2vl test_engine; do
