@@ -557,7 +557,7 @@ vd_status vd_decoder_forward(vd_decoder *d, vd_tensor *x, const int32_t *positio
 	const vd_ops *o = be->ops;
 	int64_t T, H = s->num_heads, Hkv = s->num_kv_heads, D = s->head_dim;
 	float scale = (float)(1.0 / sqrt((double)D)), eps = s->rms_norm_eps;
-	vd_tensor h, qkv, q, k, v, attn, attn3, out, gu, act, lr, lo, ly;
+	vd_tensor h, qkv, q, k, qk, v, attn, attn3, out, gu, act, lr, lo, ly;
 	vd_rope rope = d->rope;
 	vd_status st;
 
@@ -587,6 +587,8 @@ vd_status vd_decoder_forward(vd_decoder *d, vd_tensor *x, const int32_t *positio
 	qkv = vd_tensor_rows(&d->qkv, 0, T);
 	q = vd_tensor_heads(&qkv, 0, H, D);
 	k = vd_tensor_heads(&qkv, H * D, Hkv, D);
+	/* q and k heads are adjacent in qkv and rotate alike: one rope call */
+	qk = vd_tensor_heads(&qkv, 0, H + Hkv, D);
 	v = vd_tensor_heads(&qkv, (H + Hkv) * D, Hkv, D);
 	attn = vd_tensor_rows(&d->attn, 0, T);
 	attn3 = vd_tensor_heads(&attn, 0, H, D);
@@ -600,8 +602,7 @@ vd_status vd_decoder_forward(vd_decoder *d, vd_tensor *x, const int32_t *positio
 		st = l == 0 ? o->rmsnorm(be, x, &L->in_norm, eps, &h)
 			    : o->add_rmsnorm(be, x, &out, &L->in_norm, eps, &h);
 		if (st || (st = o->linear(be, &h, &L->qkv_w, L->qkv_b.alloc ? &L->qkv_b : NULL, &qkv)) ||
-		    (st = o->rope(be, &q, positions, &rope)) ||
-		    (st = o->rope(be, &k, positions, &rope)) ||
+		    (st = o->rope(be, &qk, positions, &rope)) ||
 		    (st = o->cache_write(be, &k, &v, &k_cache[l], &v_cache[l], meta)) ||
 		    (st = o->paged_attention(be, &q, &k_cache[l], &v_cache[l], meta, scale, &attn3)) ||
 		    (st = o->linear(be, &attn, &L->o_w, L->o_b.alloc ? &L->o_b : NULL, &out)) ||

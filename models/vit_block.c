@@ -10,7 +10,7 @@ vd_status vd_vit_block_forward(vd_backend *be, const vd_vit_block *b, const vd_v
 	int64_t H = a->heads, D = a->head_dim, E = H * D;
 	float scale = (float)(1.0 / sqrt((double)D));
 	vd_tensor q = vd_tensor_heads(bufs->qkv, 0, H, D), k = vd_tensor_heads(bufs->qkv, E, H, D);
-	vd_tensor v = vd_tensor_heads(bufs->qkv, 2 * E, H, D);
+	vd_tensor v = vd_tensor_heads(bufs->qkv, 2 * E, H, D), qk = vd_tensor_heads(bufs->qkv, 0, 2 * H, D);
 	vd_tensor a3 = vd_tensor_heads(bufs->attn, 0, H, D);
 	vd_status st;
 
@@ -19,8 +19,8 @@ vd_status vd_vit_block_forward(vd_backend *be, const vd_vit_block *b, const vd_v
 	if ((st = o->layernorm(be, x, &b->ln1_w, &b->ln1_b, a->eps, bufs->h)) ||
 	    (st = o->linear(be, bufs->h, &b->qkv_w, &b->qkv_b, bufs->qkv)))
 		return st;
-	if (a->rope && ((st = o->rope(be, &q, a->rope_pos, a->rope)) ||
-			(st = o->rope(be, &k, a->rope_pos, a->rope))))
+	/* q and k are adjacent column blocks of qkv and rotate alike */
+	if (a->rope && (st = o->rope(be, &qk, a->rope_pos, a->rope)))
 		return st;
 	if ((st = o->attention_segments(be, &q, &k, &v, a->cu, a->nseg, scale, &a3)) ||
 	    (st = o->linear(be, bufs->attn, &b->out_w, &b->out_b, bufs->h)) ||
