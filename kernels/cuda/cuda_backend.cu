@@ -2432,18 +2432,24 @@ static void launch_attn_t(cu_ctx *c, dim3 grid, const attn_args *a)
 
 /* Decode rows over the paged cache (bandwidth-bound). One block per (query
  * row, kv head, split) serves the `group` query heads that share the kv
- * head, so each K/V byte is read once per group. A thread loads 16 bytes
- * (8 elements) of a key row: TPK threads per key (TPK * 8 >= d), 128 / TPK
- * keys per pass, DEC_UNROLL passes of loads in flight before any is used.
- *   1. scores q.k * scale of the split's keys into shared memory (G, chunk);
- *   2. per head, a warp turns its scores into p = exp(s - max) and sums them;
- *   3. P V accumulates in registers (G heads x 8 dims per thread), reduced
- *      over the keys of a warp with shuffles, then over warps in shared
- *      memory; one split writes out, several write k_attn_combine's partials.
- * Splits without keys write max -inf and sum 0 (combine gives them weight 0). */
+ * head, so each K/V byte is read once per group. A split takes an equal
+ * share of its row's keys (so one launch shape fits every context, as a
+ * step graph needs), DEC_SUB keys at a time:
+ *   1. scores q.k * scale into shared memory (G, DEC_SUB): TPK threads per
+ *      key, 16 bytes (8 elements) each, 128 / TPK keys per pass, DEC_UNROLL
+ *      passes of loads in flight before any is used;
+ *   2. per head, a warp folds the scores into the running max and sum
+ *      (online softmax) and turns them into p = exp(s - max);
+ *   3. the P V accumulators (G heads x 8 dims per thread, in registers) are
+ *      rescaled to the new max and take the keys' V rows.
+ * At the end the accumulators are reduced over the keys of a warp with
+ * shuffles, then over warps in shared memory; one split writes out, several
+ * write k_attn_combine's partials. Splits without keys write max -inf and
+ * sum 0 (combine gives them weight 0). */
 #define DEC_THREADS 128
 #define DEC_WARPS (DEC_THREADS / 32)
 #define DEC_UNROLL 4
+#define DEC_SUB 256
 
 __device__ __forceinline__ float warp_max(float v)
 {
@@ -2456,8 +2462,9 @@ template <typename T, int TPK, int G>
 __global__ void __launch_bounds__(DEC_THREADS) k_decode(attn_args a, int kvh)
 {
 	constexpr int KL = DEC_THREADS / TPK; /* keys per pass */
-	extern __shared__ float dec_smem[];   /* scores (G, chunk) | warp sums (DEC_WARPS, G, TPK * 8) */
-	__shared__ float s_m[G], s_l[G];
+	__shared__ float sc[G][DEC_SUB];
+	__shared__ float wsum[DEC_WARPS][G][TPK * 8];
+	__shared__ float s_m[G], s_l[G], s_f[G]; /* running max, sum; this round's rescale */
 	int r = (int)(blockIdx.x / kvh), kh = (int)(blockIdx.x % kvh);
 	int64_t t = a.rows ? a.rows[r] : r;
 	int s = a.tok_seq[t], ng = a.group;
@@ -2465,14 +2472,17 @@ __global__ void __launch_bounds__(DEC_THREADS) k_decode(attn_args a, int kvh)
 	int64_t q0 = a.starts[s], qlen = a.starts[s + 1] - q0;
 	/* causal: query row j of the chunk sits at seq_len - qlen + j */
 	int64_t n = a.seq_lens[s] - qlen + (t - q0) + 1;
-	int64_t k0 = blockIdx.y * a.chunk, k1 = n < k0 + a.chunk ? n : k0 + a.chunk;
-	int nk = k1 > k0 ? (int)(k1 - k0) : 0;
+	int64_t chunk = (n + a.nsplit - 1) / a.nsplit;
+	int64_t k0 = blockIdx.y * chunk, k1 = n < k0 + chunk ? n : k0 + chunk;
 	bool dim_ok = c8 * 8 < a.d;
-	float *sc = dec_smem, *wsum = dec_smem + G * a.chunk;
 	const int32_t *table = a.tables + (int64_t)s * a.max_blocks;
 	const T *K = (const T *)a.k + kh * a.k_sh + c8 * 8, *V = (const T *)a.v + kh * a.v_sh + c8 * 8;
 	float q[G][8], acc[G][8];
 
+	if (tid < G) {
+		s_m[tid] = -INFINITY;
+		s_l[tid] = 0.0f;
+	}
 #pragma unroll
 	for (int g = 0; g < G; g++) {
 #pragma unroll
@@ -2489,95 +2499,112 @@ __global__ void __launch_bounds__(DEC_THREADS) k_decode(attn_args a, int kvh)
 				q[g][e] *= a.scale;
 		}
 	}
-	/* 1: scores; every lane of a warp runs the same passes (shuffles) */
-	for (int base = 0; base < nk; base += KL * DEC_UNROLL) {
-		uint4 u[DEC_UNROLL];
-
-#pragma unroll
-		for (int x = 0; x < DEC_UNROLL; x++) {
-			int i = base + x * KL + kl;
-
-			u[x] = make_uint4(0, 0, 0, 0);
-			if (i < nk && dim_ok) {
-				int64_t key = k0 + i, blk = table[key / a.bs];
-
-				u[x] = *(const uint4 *)(K + blk * a.k_s0 + (key % a.bs) * a.k_s1);
-			}
-		}
-#pragma unroll
-		for (int x = 0; x < DEC_UNROLL; x++) {
-			int i = base + x * KL + kl;
-			float kf[8];
-
-			unpack8(u[x], kf, (const T *)NULL);
-#pragma unroll
-			for (int g = 0; g < G; g++) {
-				float d = 0.0f;
-
-#pragma unroll
-				for (int e = 0; e < 8; e++)
-					d += q[g][e] * kf[e];
-#pragma unroll
-				for (int o = TPK / 2; o > 0; o >>= 1)
-					d += __shfl_xor_sync(0xffffffffu, d, o);
-				if (c8 == 0 && i < nk && g < ng)
-					sc[g * a.chunk + i] = d;
-			}
-		}
-	}
 	__syncthreads();
-	/* 2: softmax numerators, one warp per head */
-	for (int g = warp; g < ng; g += DEC_WARPS) {
-		float m = -INFINITY, l = 0.0f;
+	for (int64_t s0 = k0; s0 < k1; s0 += DEC_SUB) {
+		int nk = (int)(k1 - s0 < DEC_SUB ? k1 - s0 : DEC_SUB);
 
-		for (int i = lane; i < nk; i += 32)
-			m = fmaxf(m, sc[g * a.chunk + i]);
-		m = warp_max(m);
-		for (int i = lane; i < nk; i += 32) {
-			float p = __expf(sc[g * a.chunk + i] - m);
-
-			sc[g * a.chunk + i] = p;
-			l += p;
-		}
-		l = warp_sum(l);
-		if (lane == 0) {
-			s_m[g] = m;
-			s_l[g] = l;
-		}
-	}
-	__syncthreads();
-	/* 3: P V */
-	for (int base = 0; base < nk; base += KL * DEC_UNROLL) {
-		uint4 u[DEC_UNROLL];
+		/* 1: scores; every lane of a warp runs the same passes (shuffles) */
+		for (int base = 0; base < nk; base += KL * DEC_UNROLL) {
+			uint4 u[DEC_UNROLL];
 
 #pragma unroll
-		for (int x = 0; x < DEC_UNROLL; x++) {
-			int i = base + x * KL + kl;
+			for (int x = 0; x < DEC_UNROLL; x++) {
+				int i = base + x * KL + kl;
 
-			u[x] = make_uint4(0, 0, 0, 0);
-			if (i < nk && dim_ok) {
-				int64_t key = k0 + i, blk = table[key / a.bs];
+				u[x] = make_uint4(0, 0, 0, 0);
+				if (i < nk && dim_ok) {
+					int64_t key = s0 + i, blk = table[key / a.bs];
 
-				u[x] = *(const uint4 *)(V + blk * a.v_s0 + (key % a.bs) * a.v_s1);
+					u[x] = *(const uint4 *)(K + blk * a.k_s0 + (key % a.bs) * a.k_s1);
+				}
+			}
+#pragma unroll
+			for (int x = 0; x < DEC_UNROLL; x++) {
+				int i = base + x * KL + kl;
+				float kf[8];
+
+				unpack8(u[x], kf, (const T *)NULL);
+#pragma unroll
+				for (int g = 0; g < G; g++) {
+					float d = 0.0f;
+
+#pragma unroll
+					for (int e = 0; e < 8; e++)
+						d += q[g][e] * kf[e];
+#pragma unroll
+					for (int o = TPK / 2; o > 0; o >>= 1)
+						d += __shfl_xor_sync(0xffffffffu, d, o);
+					if (c8 == 0 && i < nk && g < ng)
+						sc[g][i] = d;
+				}
 			}
 		}
-#pragma unroll
-		for (int x = 0; x < DEC_UNROLL; x++) {
-			int i = base + x * KL + kl;
-			float vf[8];
+		__syncthreads();
+		/* 2: online softmax, one warp per head */
+		for (int g = warp; g < ng; g += DEC_WARPS) {
+			float m = -INFINITY, l = 0.0f, mo = s_m[g], mn;
 
-			if (i >= nk)
-				continue;
-			unpack8(u[x], vf, (const T *)NULL);
-#pragma unroll
-			for (int g = 0; g < G; g++) {
-				float p = g < ng ? sc[g * a.chunk + i] : 0.0f;
+			for (int i = lane; i < nk; i += 32)
+				m = fmaxf(m, sc[g][i]);
+			mn = fmaxf(mo, warp_max(m));
+			for (int i = lane; i < nk; i += 32) {
+				float p = __expf(sc[g][i] - mn);
 
-#pragma unroll
-				for (int e = 0; e < 8; e++)
-					acc[g][e] += p * vf[e];
+				sc[g][i] = p;
+				l += p;
+			}
+			l = warp_sum(l);
+			if (lane == 0) {
+				float f = mo == -INFINITY ? 0.0f : __expf(mo - mn);
+
+				s_f[g] = f;
+				s_l[g] = s_l[g] * f + l;
+				s_m[g] = mn;
 			}
 		}
+		__syncthreads();
+		/* 3: P V */
+#pragma unroll
+		for (int g = 0; g < G; g++) {
+			float f = g < ng ? s_f[g] : 0.0f;
+
+#pragma unroll
+			for (int e = 0; e < 8; e++)
+				acc[g][e] *= f;
+		}
+		for (int base = 0; base < nk; base += KL * DEC_UNROLL) {
+			uint4 u[DEC_UNROLL];
+
+#pragma unroll
+			for (int x = 0; x < DEC_UNROLL; x++) {
+				int i = base + x * KL + kl;
+
+				u[x] = make_uint4(0, 0, 0, 0);
+				if (i < nk && dim_ok) {
+					int64_t key = s0 + i, blk = table[key / a.bs];
+
+					u[x] = *(const uint4 *)(V + blk * a.v_s0 + (key % a.bs) * a.v_s1);
+				}
+			}
+#pragma unroll
+			for (int x = 0; x < DEC_UNROLL; x++) {
+				int i = base + x * KL + kl;
+				float vf[8];
+
+				if (i >= nk)
+					continue;
+				unpack8(u[x], vf, (const T *)NULL);
+#pragma unroll
+				for (int g = 0; g < G; g++) {
+					float p = g < ng ? sc[g][i] : 0.0f;
+
+#pragma unroll
+					for (int e = 0; e < 8; e++)
+						acc[g][e] += p * vf[e];
+				}
+			}
+		}
+		__syncthreads(); /* sc is rewritten by the next round */
 	}
 	/* lanes with the same dims (c8) hold different keys: fold them */
 #pragma unroll
@@ -2592,7 +2619,7 @@ __global__ void __launch_bounds__(DEC_THREADS) k_decode(attn_args a, int kvh)
 		for (int g = 0; g < G; g++)
 #pragma unroll
 			for (int e = 0; e < 8; e++)
-				wsum[(warp * G + g) * TPK * 8 + c8 * 8 + e] = acc[g][e];
+				wsum[warp][g][c8 * 8 + e] = acc[g][e];
 	__syncthreads();
 	for (int idx = tid; idx < ng * TPK * 8; idx += DEC_THREADS) {
 		int g = idx / (TPK * 8), dd = idx % (TPK * 8), h = kh * ng + g;
@@ -2602,7 +2629,7 @@ __global__ void __launch_bounds__(DEC_THREADS) k_decode(attn_args a, int kvh)
 			continue;
 #pragma unroll
 		for (int w = 0; w < DEC_WARPS; w++)
-			o += wsum[(w * G + g) * TPK * 8 + dd];
+			o += wsum[w][g][dd];
 		if (a.nsplit == 1)
 			stf(a.out, a.o_dt, t * a.o_st + h * a.o_sh + dd, s_l[g] > 0.0f ? o / s_l[g] : 0.0f);
 		else
@@ -2617,37 +2644,30 @@ __global__ void __launch_bounds__(DEC_THREADS) k_decode(attn_args a, int kvh)
 	}
 }
 
-template <typename T, int TPK, int G>
-static void launch_decode_g(cu_ctx *c, dim3 grid, size_t smem, const attn_args *a, int kvh)
-{
-	k_decode<T, TPK, G><<<grid, DEC_THREADS, smem, c->stream>>>(*a, kvh);
-}
-
 template <typename T, int TPK>
-static void launch_decode_t(cu_ctx *c, dim3 grid, size_t smem, const attn_args *a, int kvh, int G)
+static void launch_decode_t(cu_ctx *c, dim3 grid, const attn_args *a, int kvh, int G)
 {
 	if (G == 1)
-		launch_decode_g<T, TPK, 1>(c, grid, smem, a, kvh);
+		k_decode<T, TPK, 1><<<grid, DEC_THREADS, 0, c->stream>>>(*a, kvh);
 	else if (G == 2)
-		launch_decode_g<T, TPK, 2>(c, grid, smem, a, kvh);
+		k_decode<T, TPK, 2><<<grid, DEC_THREADS, 0, c->stream>>>(*a, kvh);
 	else if (G == 4)
-		launch_decode_g<T, TPK, 4>(c, grid, smem, a, kvh);
+		k_decode<T, TPK, 4><<<grid, DEC_THREADS, 0, c->stream>>>(*a, kvh);
 	else
-		launch_decode_g<T, TPK, 8>(c, grid, smem, a, kvh);
+		k_decode<T, TPK, 8><<<grid, DEC_THREADS, 0, c->stream>>>(*a, kvh);
 }
 
 /* Paged attention of nrows decode rows (a->rows) on k_decode; *done = false
  * when the shapes are not its (f32, head dim > 128 or not a multiple of 8,
- * groups > 8, unaligned rows, contexts too long to split): the caller then
- * uses k_attention. */
+ * groups > 8, unaligned rows): the caller then uses k_attention. Splits
+ * only fill the GPU when rows are few; max_ctx bounds the contexts (64
+ * keys at least per split). */
 static vd_status run_decode(cu_ctx *c, attn_args *a, int kv_dt, int64_t nrows, int64_t max_ctx,
 			    const int64_t *kv_strides, bool *done)
 {
 	static int off = -1;
 	int kvh = a->heads / a->group, G = a->group <= 1 ? 1 : a->group <= 2 ? 2 : a->group <= 4 ? 4 : 8;
-	int tpk = a->d <= 64 ? 8 : 16;
-	int64_t chunk_max = G <= 2 ? 1024 : 512, blocks = nrows * kvh, nsplit, want, by_len;
-	size_t smem;
+	int64_t blocks = nrows * kvh, nsplit, by_len;
 
 	*done = false;
 	if (off < 0) {
@@ -2662,31 +2682,27 @@ static vd_status run_decode(cu_ctx *c, attn_args *a, int kv_dt, int64_t nrows, i
 	for (int i = 0; i < 6; i++)
 		if (kv_strides[i] & 7)
 			return VD_OK;
-	nsplit = (max_ctx + chunk_max - 1) / chunk_max;
-	want = (8LL * c->num_sms + blocks - 1) / blocks;
+	nsplit = (8LL * c->num_sms + blocks - 1) / blocks;
 	by_len = (max_ctx + 63) / 64;
-	if (want > by_len)
-		want = by_len;
-	if (want > nsplit)
-		nsplit = want;
+	if (nsplit > by_len)
+		nsplit = by_len;
+	if (nsplit > ATT_MAX_SPLIT)
+		nsplit = ATT_MAX_SPLIT;
 	if (nsplit < 1)
 		nsplit = 1;
-	if (nsplit > ATT_MAX_SPLIT)
-		return VD_OK;
 	a->nsplit = (int)nsplit;
-	a->chunk = (max_ctx + nsplit - 1) / nsplit;
+	a->chunk = 0; /* k_decode divides each row's own keys */
 	a->part = NULL;
 	if (nsplit > 1)
 		TRY(scratch(c, sizeof(float) * (size_t)(nrows * a->heads * nsplit * (a->d + 2)),
 			    (void **)&a->part));
-	smem = sizeof(float) * (size_t)(G * a->chunk + DEC_WARPS * G * tpk * 8);
 	dim3 grid((unsigned)blocks, (unsigned)nsplit);
 	if (kv_dt == VD_DTYPE_BF16)
-		tpk == 8 ? launch_decode_t<__nv_bfloat16, 8>(c, grid, smem, a, kvh, G)
-			 : launch_decode_t<__nv_bfloat16, 16>(c, grid, smem, a, kvh, G);
+		a->d <= 64 ? launch_decode_t<__nv_bfloat16, 8>(c, grid, a, kvh, G)
+			   : launch_decode_t<__nv_bfloat16, 16>(c, grid, a, kvh, G);
 	else
-		tpk == 8 ? launch_decode_t<__half, 8>(c, grid, smem, a, kvh, G)
-			 : launch_decode_t<__half, 16>(c, grid, smem, a, kvh, G);
+		a->d <= 64 ? launch_decode_t<__half, 8>(c, grid, a, kvh, G)
+			   : launch_decode_t<__half, 16>(c, grid, a, kvh, G);
 	LAUNCHED();
 	if (nsplit > 1) {
 		k_attn_combine<<<(unsigned)(nrows * a->heads), 128, 0, c->stream>>>(*a);
