@@ -78,4 +78,9 @@ bench_profile() {
 	VD_CUDA_PROFILE=1 run "profile_latency_${fam}" 300 "$BIN/latency" --model "$m" \
 		--batch-size 1 --output-len 64 --num-iters 1 --num-iters-warmup 1 --max-model-len 4096
 	grep -h "cuda profile" "$OUT/profile_latency_${fam}.log" | tee -a "$SUMMARY"
+	# decode-shape ops alone: the GEMV kernel against cuBLAS (VD_CUDA_GEMV=0)
+	run "ops_bench" 120 "$BIN/ops_cuda_bench" 50
+	VD_CUDA_GEMV=0 run "ops_bench_cublas" 120 "$BIN/ops_cuda_bench" 50
+	grep -h "M=1 \|M=8 \|attention" "$OUT/ops_bench.log" | sed 's/^/gemv   /' | tee -a "$SUMMARY"
+	grep -h "M=1 \|M=8 " "$OUT/ops_bench_cublas.log" | sed 's/^/cublas /' | tee -a "$SUMMARY"
 }

@@ -153,7 +153,7 @@ int main(int argc, char **argv)
 		return 77;
 	}
 	CHECK(vd_cuda_backend_create(0, &be));
-	for (int64_t M = 1; M <= 32; M *= 32) {
+	for (int64_t M = 1; M <= 32; M = M == 1 ? 8 : 4 * M) {
 		bench_linear("qkv 4096->12288", M, 4096, 12288, iters);
 		bench_linear("o 4096->4096", M, 4096, 4096, iters);
 		bench_linear("gate_up 4096->22016", M, 4096, 22016, iters);
@@ -164,6 +164,7 @@ int main(int argc, char **argv)
 	bench_attention(1, 8192, iters);
 	bench_attention(32, 1024, iters);
 	bench_attention(64, 2048, iters);
+	bench_attention(256, 700, iters / 5 > 0 ? iters / 5 : 1);
 	bench_rmsnorm(1, iters);
 	bench_rmsnorm(32, iters);
 	vd_cuda_backend_destroy(be);
