@@ -80,6 +80,11 @@ CK_RUN_CASE=attention run ops_cuda_attention 300 "$BIN/test_ops_cuda" || {
 	export VD_CUDA_FLASH=wmma
 	say "attention parity failed: the rest of this run uses VD_CUDA_FLASH=wmma"
 }
+# the same for the linear kernels: a failing GEMV parity test turns it off
+CK_RUN_CASE=dense run ops_cuda_dense 300 "$BIN/test_ops_cuda" || {
+	export VD_CUDA_GEMV=0
+	say "dense parity failed: the rest of this run uses VD_CUDA_GEMV=0"
+}
 if has_phase sanitize; then
 	# memory errors and shared-memory races of the attention kernels
 	CS=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)

@@ -463,6 +463,8 @@ START_TEST(test_linear)
 		{ "llava lm_head b1", 1, 4096, 32064, false },
 		{ "decode b8 bias", 8, 4096, 4096, true },
 		{ "decode b9", 9, 1024, 1024, false },
+		{ "gemv odd N, bias", 1, 4096, 4097, true },
+		{ "gemv wide", 1, 1536, 17000, true },
 	};
 
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)

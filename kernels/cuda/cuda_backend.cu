@@ -1386,13 +1386,14 @@ static vd_status lt_linear(cu_ctx *c, const rv *w, const rv *x, const rv *b, con
 	return VD_OK;
 }
 
-/* linear for a few rows (decode batches of up to GEMV_MAX_M): bound by the
- * weight bytes, which cuBLAS streams well below the memory bandwidth at these
- * shapes. One warp per output column n (weight row): lanes read 16 bytes of
- * the weight row each, GEMV_UNROLL loads in flight, bypassing L1; the few x
- * rows come through L1/L2 for every warp. f32 accumulation, bias and output
- * dtype as cu_linear. */
-#define GEMV_MAX_M 8
+/* linear of one row (batch-1 decode): bound by the weight bytes, which
+ * cuBLAS streams at ~3.2-3.9 TB/s at these shapes on an H200 against ~4.2
+ * here. WPR warps share an output column n (a weight row), each taking every
+ * WPR-th 16-byte chunk of it, GEMV_UNROLL loads in flight that bypass L1;
+ * x comes through L1. Narrow layers (N < 16384) use 4 warps a column so the
+ * GPU holds enough loads in flight. f32 accumulation; bias and output dtype
+ * as cu_linear. (More rows re-read x per weight chunk and fall far behind
+ * cuBLAS: 0.9 TB/s at 8 rows.) */
 #define GEMV_WARPS 8
 #define GEMV_UNROLL 4
 
@@ -1406,78 +1407,66 @@ __device__ __forceinline__ uint4 ld_stream(const void *p)
 	return v;
 }
 
-template <typename T, int M>
+template <typename T, int WPR>
 __global__ void __launch_bounds__(GEMV_WARPS * 32) k_gemv(rv x, rv w, rv b, rv y)
 {
-	int lane = threadIdx.x & 31;
-	int64_t n = (int64_t)blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5), k8 = w.c / 8;
+	constexpr int ROWS = GEMV_WARPS / WPR;
+	__shared__ float part[GEMV_WARPS];
+	int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, sub = warp % WPR;
+	int64_t n = (int64_t)blockIdx.x * ROWS + warp / WPR, k8 = w.c / 8;
 	const T *wrow = (const T *)w.p + n * w.rs, *X = (const T *)x.p;
-	float acc[M];
+	float acc = 0.0f;
 
-	if (n >= w.n)
-		return;
-#pragma unroll
-	for (int m = 0; m < M; m++)
-		acc[m] = 0.0f;
-	for (int64_t base = 0; base < k8; base += 32 * GEMV_UNROLL) {
-		uint4 wu[GEMV_UNROLL];
+	if (n < w.n) {
+		for (int64_t base = (int64_t)sub * 32; base < k8; base += 32 * WPR * GEMV_UNROLL) {
+			uint4 wu[GEMV_UNROLL];
 
 #pragma unroll
-		for (int u = 0; u < GEMV_UNROLL; u++) {
-			int64_t i = base + u * 32 + lane;
+			for (int u = 0; u < GEMV_UNROLL; u++) {
+				int64_t i = base + (int64_t)u * 32 * WPR + lane;
 
-			wu[u] = i < k8 ? ld_stream(wrow + i * 8) : make_uint4(0, 0, 0, 0);
-		}
+				wu[u] = i < k8 ? ld_stream(wrow + i * 8) : make_uint4(0, 0, 0, 0);
+			}
 #pragma unroll
-		for (int u = 0; u < GEMV_UNROLL; u++) {
-			int64_t i = base + u * 32 + lane;
-			float wf[8];
+			for (int u = 0; u < GEMV_UNROLL; u++) {
+				int64_t i = base + (int64_t)u * 32 * WPR + lane;
+				float wf[8], xf[8];
 
-			if (i >= k8)
-				break;
-			unpack8(wu[u], wf, (const T *)NULL);
-#pragma unroll
-			for (int m = 0; m < M; m++) {
-				float xf[8];
-
-				unpack8(*(const uint4 *)(X + m * x.rs + i * 8), xf, (const T *)NULL);
+				if (i >= k8)
+					break;
+				unpack8(wu[u], wf, (const T *)NULL);
+				unpack8(*(const uint4 *)(X + i * 8), xf, (const T *)NULL);
 #pragma unroll
 				for (int e = 0; e < 8; e++)
-					acc[m] += wf[e] * xf[e];
+					acc += wf[e] * xf[e];
 			}
 		}
 	}
-#pragma unroll
-	for (int m = 0; m < M; m++)
-		acc[m] = warp_sum(acc[m]);
-	if (lane == 0) {
-		float bias = b.p ? ldf(b.p, b.dt, n) : 0.0f;
-
-#pragma unroll
-		for (int m = 0; m < M; m++)
-			stf(y.p, y.dt, m * y.rs + n, acc[m] + bias);
+	acc = warp_sum(acc);
+	if (WPR > 1) {
+		if (lane == 0)
+			part[warp] = acc;
+		__syncthreads();
+		if (lane != 0 || sub != 0)
+			return;
+		for (int j = 1; j < WPR; j++)
+			acc += part[warp + j];
 	}
+	if (lane == 0 && n < w.n)
+		stf(y.p, y.dt, n, acc + (b.p ? ldf(b.p, b.dt, n) : 0.0f));
 }
 
 template <typename T>
 static void launch_gemv_t(cu_ctx *c, const rv *x, const rv *w, const rv *b, const rv *y)
 {
-	unsigned nb = (unsigned)((w->n + GEMV_WARPS - 1) / GEMV_WARPS);
-
-	switch (x->n) {
-	case 1: k_gemv<T, 1><<<nb, GEMV_WARPS * 32, 0, c->stream>>>(*x, *w, *b, *y); break;
-	case 2: k_gemv<T, 2><<<nb, GEMV_WARPS * 32, 0, c->stream>>>(*x, *w, *b, *y); break;
-	case 3: k_gemv<T, 3><<<nb, GEMV_WARPS * 32, 0, c->stream>>>(*x, *w, *b, *y); break;
-	case 4: k_gemv<T, 4><<<nb, GEMV_WARPS * 32, 0, c->stream>>>(*x, *w, *b, *y); break;
-	case 5: k_gemv<T, 5><<<nb, GEMV_WARPS * 32, 0, c->stream>>>(*x, *w, *b, *y); break;
-	case 6: k_gemv<T, 6><<<nb, GEMV_WARPS * 32, 0, c->stream>>>(*x, *w, *b, *y); break;
-	case 7: k_gemv<T, 7><<<nb, GEMV_WARPS * 32, 0, c->stream>>>(*x, *w, *b, *y); break;
-	default: k_gemv<T, 8><<<nb, GEMV_WARPS * 32, 0, c->stream>>>(*x, *w, *b, *y); break;
-	}
+	if (w->n < 16384)
+		k_gemv<T, 4><<<(unsigned)((w->n + 1) / 2), GEMV_WARPS * 32, 0, c->stream>>>(*x, *w, *b, *y);
+	else
+		k_gemv<T, 1><<<(unsigned)((w->n + 7) / 8), GEMV_WARPS * 32, 0, c->stream>>>(*x, *w, *b, *y);
 }
 
-/* Whether k_gemv takes this linear: 1..GEMV_MAX_M rows of x in w's 16-bit
- * dtype, K a multiple of 8 and 16-byte aligned rows (VD_CUDA_GEMV=0: never). */
+/* Whether k_gemv takes this linear: one row of x in w's 16-bit dtype, K a
+ * multiple of 8, 16-byte aligned rows (VD_CUDA_GEMV=0: never). */
 static bool gemv_fits(const rv *x, const rv *w)
 {
 	static int off = -1;
@@ -1487,9 +1476,8 @@ static bool gemv_fits(const rv *x, const rv *w)
 
 		off = e && !strcmp(e, "0");
 	}
-	return !off && x->n >= 1 && x->n <= GEMV_MAX_M && w->dt != VD_DTYPE_F32 && x->dt == w->dt &&
-	       !(w->c & 7) && !(x->rs & 7) && !(w->rs & 7) && !(((uintptr_t)x->p | (uintptr_t)w->p) & 15) &&
-	       w->n <= (int64_t)GEMV_WARPS * 0x7fffffff;
+	return !off && x->n == 1 && w->dt != VD_DTYPE_F32 && x->dt == w->dt && !(w->c & 7) &&
+	       !(w->rs & 7) && !(((uintptr_t)x->p | (uintptr_t)w->p) & 15) && w->n <= 0x7fffffffLL;
 }
 
 /* y (M,N) = x (M,K) w (N,K)^T + b, f32 accumulation. cuBLAS is column-major,
@@ -2434,8 +2422,8 @@ static void launch_attn_t(cu_ctx *c, dim3 grid, const attn_args *a)
  * row, kv head, split) serves the `group` query heads that share the kv
  * head, so each K/V byte is read once per group. A split takes an equal
  * share of its row's keys (so one launch shape fits every context, as a
- * step graph needs), DEC_SUB keys at a time:
- *   1. scores q.k * scale into shared memory (G, DEC_SUB): TPK threads per
+ * step graph needs), dec_sub<G>::N keys a round:
+ *   1. scores q.k * scale into shared memory (G, N): TPK threads per
  *      key, 16 bytes (8 elements) each, 128 / TPK keys per pass, DEC_UNROLL
  *      passes of loads in flight before any is used;
  *   2. per head, a warp folds the scores into the running max and sum
@@ -2449,7 +2437,11 @@ static void launch_attn_t(cu_ctx *c, dim3 grid, const attn_args *a)
 #define DEC_THREADS 128
 #define DEC_WARPS (DEC_THREADS / 32)
 #define DEC_UNROLL 4
-#define DEC_SUB 256
+/* keys per round: shared scores of 8-16 KiB, so contexts up to 2048 keys
+ * (512 for groups of 8) take one round */
+template <int G> struct dec_sub {
+	static constexpr int N = G <= 2 ? 2048 : G == 4 ? 1024 : 512;
+};
 
 __device__ __forceinline__ float warp_max(float v)
 {
@@ -2461,8 +2453,8 @@ __device__ __forceinline__ float warp_max(float v)
 template <typename T, int TPK, int G>
 __global__ void __launch_bounds__(DEC_THREADS) k_decode(attn_args a, int kvh)
 {
-	constexpr int KL = DEC_THREADS / TPK; /* keys per pass */
-	__shared__ float sc[G][DEC_SUB];
+	constexpr int KL = DEC_THREADS / TPK, SUB = dec_sub<G>::N; /* keys per pass, per round */
+	__shared__ float sc[G][SUB];
 	__shared__ float wsum[DEC_WARPS][G][TPK * 8];
 	__shared__ float s_m[G], s_l[G], s_f[G]; /* running max, sum; this round's rescale */
 	int r = (int)(blockIdx.x / kvh), kh = (int)(blockIdx.x % kvh);
@@ -2500,8 +2492,8 @@ __global__ void __launch_bounds__(DEC_THREADS) k_decode(attn_args a, int kvh)
 		}
 	}
 	__syncthreads();
-	for (int64_t s0 = k0; s0 < k1; s0 += DEC_SUB) {
-		int nk = (int)(k1 - s0 < DEC_SUB ? k1 - s0 : DEC_SUB);
+	for (int64_t s0 = k0; s0 < k1; s0 += SUB) {
+		int nk = (int)(k1 - s0 < SUB ? k1 - s0 : SUB);
 
 		/* 1: scores; every lane of a warp runs the same passes (shuffles) */
 		for (int base = 0; base < nk; base += KL * DEC_UNROLL) {
