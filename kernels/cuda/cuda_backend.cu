@@ -591,47 +591,28 @@ static void gmix(cu_ctx *c, uint64_t v)
 	c->gsig ^= c->gsig >> 29;
 }
 
-static void gnote(cu_ctx *c, const rv &r)
+static uint64_t gval(const void *p) { return (uintptr_t)p; }
+static uint64_t gval(int64_t v) { return (uint64_t)v; }
+static uint64_t gval(int v) { return (uint64_t)(int64_t)v; }
+
+template <typename... A> static void gmix_all(cu_ctx *c, const A &...v)
 {
-	gmix(c, (uintptr_t)r.p);
-	gmix(c, (uint64_t)r.dt);
-	gmix(c, (uint64_t)r.n);
-	gmix(c, (uint64_t)r.c);
-	gmix(c, (uint64_t)r.rs);
+	(gmix(c, gval(v)), ...);
 }
 
-static void gnote(cu_ctx *c, const hv &h)
-{
-	gmix(c, (uintptr_t)h.p);
-	gmix(c, (uint64_t)h.dt);
-	gmix(c, (uint64_t)h.t);
-	gmix(c, (uint64_t)h.h);
-	gmix(c, (uint64_t)h.d);
-	gmix(c, (uint64_t)h.st);
-	gmix(c, (uint64_t)h.sh);
-}
+static void gnote(cu_ctx *c, const rv &r) { gmix_all(c, r.p, r.dt, r.n, r.c, r.rs); }
+static void gnote(cu_ctx *c, const hv &h) { gmix_all(c, h.p, h.dt, h.t, h.h, h.d, h.st, h.sh); }
 
 static void gnote(cu_ctx *c, const cv &v)
 {
-	gmix(c, (uintptr_t)v.p);
-	gmix(c, (uint64_t)v.dt);
-	gmix(c, (uint64_t)v.nb);
-	gmix(c, (uint64_t)v.bs);
-	gmix(c, (uint64_t)v.h);
-	gmix(c, (uint64_t)v.d);
-	gmix(c, (uint64_t)v.sb);
-	gmix(c, (uint64_t)v.ss);
-	gmix(c, (uint64_t)v.sh);
+	gmix_all(c, v.p, v.dt, v.nb, v.bs, v.h, v.d, v.sb, v.ss, v.sh);
 }
 
 static void gnote(cu_ctx *c, const sv &v)
 {
-	gmix(c, (uintptr_t)v.p);
-	gmix(c, (uint64_t)v.dt);
-	for (int i = 0; i < 4; i++) {
-		gmix(c, (uint64_t)v.shape[i]);
-		gmix(c, (uint64_t)v.stride[i]);
-	}
+	gmix_all(c, v.p, v.dt);
+	for (int i = 0; i < 4; i++)
+		gmix_all(c, v.shape[i], v.stride[i]);
 }
 
 static void gnote(cu_ctx *c, int64_t v) { gmix(c, (uint64_t)v); }
