@@ -666,6 +666,7 @@ static vd_status run_decoder(vd_engine *e, int64_t T, int n_seqs, int64_t maxb, 
 		/* not recorded or not the recording: nothing ran, so run it op by op */
 		done = sf == VD_OK && se == VD_OK && ran;
 		e->prof.graph_steps += done;
+		e->stats.graph_steps += done;
 	}
 	st = done ? VD_OK : forward_batch(e, T, n_seqs, maxb, n_logits, seqs, n_sched, &x, &logits);
 	if (st == VD_OK && b->use_picks)

@@ -18,6 +18,7 @@ typedef struct vd_engine_stats {
 	int64_t prefix_query_tokens, prefix_hit_tokens;
 	int64_t encoder_runs;          /* images through the vision tower */
 	int64_t encoder_cache_hits;
+	int64_t graph_steps;           /* decode steps run as step graphs */
 	int kv_blocks, block_size;     /* usable blocks */
 	int kv_blocks_free;
 	int running, waiting;

@@ -1427,6 +1427,38 @@ static const vd_ops cpu_ops = {
 	.sample = cpu_sample,
 };
 
+/* Step graphs on the CPU, for tests only (VD_CPU_STEP_GRAPHS=1 when the
+ * backend is created). The oracle has nothing to record, so a "recorded"
+ * step runs as its ops are called and graph_end reports that it ran. The
+ * engine's padded graph batches then run on the CPU, where tests check
+ * them against op-by-op steps (and ASan checks their layout). */
+static vd_status cpu_graph_begin(vd_backend *be, int id)
+{
+	(void)be;
+	if (id < 0)
+		return vd_errorf(VD_ERR_INVALID_ARG, "cpu graph_begin: id %d < 0", id);
+	return VD_OK;
+}
+
+static vd_status cpu_graph_end(vd_backend *be, int *ran)
+{
+	(void)be;
+	if (!ran)
+		return vd_errorf(VD_ERR_INVALID_ARG, "cpu graph_end: ran is NULL");
+	*ran = 1;
+	return VD_OK;
+}
+
+static vd_ops cpu_ops_graphs;
+static pthread_once_t cpu_ops_graphs_once = PTHREAD_ONCE_INIT;
+
+static void cpu_ops_graphs_init(void)
+{
+	cpu_ops_graphs = cpu_ops;
+	cpu_ops_graphs.graph_begin = cpu_graph_begin;
+	cpu_ops_graphs.graph_end = cpu_graph_end;
+}
+
 static void ctx_stop(cpu_ctx *c)
 {
 	pthread_mutex_lock(&c->mu);
@@ -1485,6 +1517,10 @@ vd_status vd_cpu_backend_create(int num_threads, vd_backend **out)
 		c->started++;
 	}
 	be->ops = &cpu_ops;
+	if (getenv("VD_CPU_STEP_GRAPHS") && !strcmp(getenv("VD_CPU_STEP_GRAPHS"), "1")) {
+		pthread_once(&cpu_ops_graphs_once, cpu_ops_graphs_init);
+		be->ops = &cpu_ops_graphs;
+	}
 	be->ctx = c;
 	be->device = VD_DEVICE_CPU;
 	be->dtype = VD_DTYPE_F32;
