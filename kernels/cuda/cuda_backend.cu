@@ -96,7 +96,8 @@ typedef struct g_slot {
 
 typedef struct cu_graph {
 	bool made;   /* captured and instantiated */
-	bool broken; /* capture failed: this id runs op by op from now on */
+	bool broken; /* capture failed (or kept differing): op by op from now on */
+	int redone;  /* recordings dropped because a replay differed */
 	cudaGraphExec_t exec;
 	g_slot *slots;
 	int nslots, cap;
@@ -147,7 +148,7 @@ typedef struct cu_ctx {
 	uint64_t gsig;
 	size_t gused;
 	int glast[IDX_COUNT]; /* latest new slot of each kind in this step */
-	int n_made;           /* graphs instantiated so far */
+	int n_made;           /* graphs instantiated and alive */
 	char *ga_h, *ga_d;    /* arena (G_ARENA bytes each) */
 	cudaEvent_t ga_ev;    /* after the arena's last upload */
 	bool ga_ev_set;
@@ -725,6 +726,13 @@ static vd_status cu_graph_end(vd_backend *be, int *ran)
 		g->used = c->gused;
 		c->n_made++;
 	} else if (c->gfail || c->gpos != g->nslots || c->gsig != g->sig) {
+		/* the step no longer matches the recording (a buffer it uses was
+		 * reallocated, say): record it again next time, a few times at most */
+		cudaGraphExecDestroy(g->exec);
+		g->made = false;
+		c->n_made--;
+		if (++g->redone > 4)
+			g->broken = true;
 		return VD_OK;
 	}
 	if (g->used > 0) {
