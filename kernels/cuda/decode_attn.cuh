@@ -34,6 +34,27 @@ __device__ __forceinline__ float warp_max(float v)
 	return v;
 }
 
+/* One thread's DEC_UNROLL 16-byte loads of a round's K or V rows: keys
+ * i0, i0 + KL, ... of the round starting at key s0, through the block
+ * table (zeros past nk or past the head dim). */
+template <int KL, typename T>
+__device__ __forceinline__ void dec_load(uint4 *u, const T *P, int64_t s_blk, int64_t s_slot,
+					 const int32_t *table, int bs, int64_t s0, int i0, int nk,
+					 bool dim_ok)
+{
+#pragma unroll
+	for (int x = 0; x < DEC_UNROLL; x++) {
+		int i = i0 + x * KL;
+
+		u[x] = make_uint4(0, 0, 0, 0);
+		if (i < nk && dim_ok) {
+			int64_t key = s0 + i, blk = table[key / bs];
+
+			u[x] = *(const uint4 *)(P + blk * s_blk + (key % bs) * s_slot);
+		}
+	}
+}
+
 template <typename T, int TPK, int G>
 __global__ void __launch_bounds__(DEC_THREADS) k_decode(attn_args a, int kvh)
 {
@@ -83,17 +104,7 @@ __global__ void __launch_bounds__(DEC_THREADS) k_decode(attn_args a, int kvh)
 		for (int base = 0; base < nk; base += KL * DEC_UNROLL) {
 			uint4 u[DEC_UNROLL];
 
-#pragma unroll
-			for (int x = 0; x < DEC_UNROLL; x++) {
-				int i = base + x * KL + kl;
-
-				u[x] = make_uint4(0, 0, 0, 0);
-				if (i < nk && dim_ok) {
-					int64_t key = s0 + i, blk = table[key / a.bs];
-
-					u[x] = *(const uint4 *)(K + blk * a.k_s0 + (key % a.bs) * a.k_s1);
-				}
-			}
+			dec_load<KL>(u, K, a.k_s0, a.k_s1, table, a.bs, s0, base + kl, nk, dim_ok);
 #pragma unroll
 			for (int x = 0; x < DEC_UNROLL; x++) {
 				int i = base + x * KL + kl;
@@ -151,17 +162,7 @@ __global__ void __launch_bounds__(DEC_THREADS) k_decode(attn_args a, int kvh)
 		for (int base = 0; base < nk; base += KL * DEC_UNROLL) {
 			uint4 u[DEC_UNROLL];
 
-#pragma unroll
-			for (int x = 0; x < DEC_UNROLL; x++) {
-				int i = base + x * KL + kl;
-
-				u[x] = make_uint4(0, 0, 0, 0);
-				if (i < nk && dim_ok) {
-					int64_t key = s0 + i, blk = table[key / a.bs];
-
-					u[x] = *(const uint4 *)(V + blk * a.v_s0 + (key % a.bs) * a.v_s1);
-				}
-			}
+			dec_load<KL>(u, V, a.v_s0, a.v_s1, table, a.bs, s0, base + kl, nk, dim_ok);
 #pragma unroll
 			for (int x = 0; x < DEC_UNROLL; x++) {
 				int i = base + x * KL + kl;
