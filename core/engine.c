@@ -59,7 +59,7 @@ typedef struct group_node {
  * synchronised with the backend so each is charged its own GPU time. */
 typedef struct step_prof {
 	bool on;
-	int64_t steps, decode_steps, graph_steps, tokens, enc_calls;
+	int64_t steps, decode_steps, tokens, enc_calls;
 	double sched, enc, build, fwd, post, decode_fwd;
 } step_prof;
 
@@ -665,7 +665,6 @@ static vd_status run_decoder(vd_engine *e, int64_t T, int n_seqs, int64_t maxb, 
 
 		/* not recorded or not the recording: nothing ran, so run it op by op */
 		done = sf == VD_OK && se == VD_OK && ran;
-		e->prof.graph_steps += done;
 		e->stats.graph_steps += done;
 	}
 	st = done ? VD_OK : forward_batch(e, T, n_seqs, maxb, n_logits, seqs, n_sched, &x, &logits);
@@ -1318,7 +1317,7 @@ vd_status vd_engine_step(vd_engine *e, int *n_finished)
 {
 	const vd_sched_out *so;
 	step_bufs *b = &e->b;
-	int64_t maxb = 1, T, off = 0, Tl, mb;
+	int64_t maxb = 1, T, off = 0, Tl, mb, S;
 	int n_logits = 0, P = 1, gid;
 	int orig = e->spec.original_max_position_embeddings;
 	vd_status st;
@@ -1356,7 +1355,9 @@ vd_status vd_engine_step(vd_engine *e, int *n_finished)
 	gid = graph_for_step(e, so, T, maxb, n_logits);
 	Tl = gid >= 0 ? e->graph_sizes[gid] : T;
 	mb = gid >= 0 ? e->graph_maxb : maxb;
-	st = size_step_bufs(e, Tl, gid >= 0 ? Tl : so->n, mb, gid >= 0 ? (int)Tl : n_logits);
+	S = gid >= 0 ? Tl : so->n; /* sequences (padding rows are sequences) */
+	/* n_logits is an upper bound here, recounted as the batch is built */
+	st = size_step_bufs(e, Tl, S, mb, gid >= 0 ? (int)Tl : n_logits);
 	if (st == VD_OK)
 		st = run_encoders(e, so);
 	if (st == VD_OK && e->prof.on)
@@ -1425,7 +1426,7 @@ vd_status vd_engine_step(vd_engine *e, int *n_finished)
 	}
 	if (gid >= 0)
 		pad_graph_batch(e, so->n, Tl, mb);
-	st = run_decoder(e, Tl, gid >= 0 ? (int)Tl : so->n, mb, gid >= 0 ? (int)Tl : n_logits,
+	st = run_decoder(e, Tl, (int)S, mb, gid >= 0 ? (int)Tl : n_logits,
 			 gid >= 0 ? NULL : (const vd_seq *const *)so->seqs, so->n_tokens, gid);
 	if (st != VD_OK)
 		return st;
@@ -1462,7 +1463,7 @@ void vd_engine_destroy(vd_engine *e)
 			"vllmd profile: %lld steps (%lld decode-only, %lld as graphs), %.1f tokens/step; "
 			"schedule %.3f s, encoders %.3f s, batch build %.3f s, decoder %.3f s "
 			"(decode-only steps %.3f s, %.2f ms each), sample+output %.3f s\n",
-			(long long)p->steps, (long long)p->decode_steps, (long long)p->graph_steps,
+			(long long)p->steps, (long long)p->decode_steps, (long long)e->stats.graph_steps,
 			(double)p->tokens / (double)p->steps, p->sched, p->enc, p->build, p->fwd,
 			p->decode_fwd, p->decode_steps ? 1e3 * p->decode_fwd / p->decode_steps : 0.0,
 			p->post);
