@@ -1037,6 +1037,15 @@ static vd_status cu_linear(vd_backend *be, const vd_tensor *x, const vd_tensor *
 	GRAPH_SKIP();
 	if (xr.n == 0 || wr.n == 0)
 		return VD_OK;
+	/* one row: the GEMV kernel writes y in any float dtype, no staging */
+	if (xr.c > 0 && gemv_fits(&xr, &wr)) {
+		if (wr.dt == VD_DTYPE_BF16)
+			launch_gemv_t<__nv_bfloat16>(c, &xr, &wr, &br, &yr);
+		else
+			launch_gemv_t<__half>(c, &xr, &wr, &br, &yr);
+		LAUNCHED();
+		return op_done(c, "linear");
+	}
 	direct = wr.dt == VD_DTYPE_F32 ? yr.dt == VD_DTYPE_F32 : (yr.dt == wr.dt || yr.dt == VD_DTYPE_F32);
 	if (xr.dt != wr.dt && xr.c > 0)
 		xbytes = align_up((size_t)(xr.n * xr.c) * vd_dtype_size((vd_dtype)wr.dt), 256);
@@ -1052,14 +1061,6 @@ static vd_status cu_linear(vd_backend *be, const vd_tensor *x, const vd_tensor *
 		xa = (rv){ tmp, wr.dt, xr.n, xr.c, xr.c };
 	}
 	ya = direct ? yr : (rv){ tmp + xbytes, VD_DTYPE_F32, yr.n, yr.c, yr.c };
-	if (xr.c > 0 && gemv_fits(&xr, &wr)) {
-		if (wr.dt == VD_DTYPE_BF16)
-			launch_gemv_t<__nv_bfloat16>(c, &xr, &wr, &br, &yr);
-		else
-			launch_gemv_t<__half>(c, &xr, &wr, &br, &yr);
-		LAUNCHED();
-		return op_done(c, "linear");
-	}
 	if (b && direct && xr.c > 0 && !xbytes) {
 		bool ran;
 

@@ -2,7 +2,7 @@
  * before it: cached cuBLASLt plans with the bias in the epilogue, and the
  * batch-1 GEMV kernel. */
 
-/* cuBLASLt plans of linear with a bias (vision towers, Qwen2's qkv): the
+/* cuBLASLt plans of linear with a bias (vision towers, biased qkv): the
  * bias is added in the GEMM's epilogue instead of a fill pass and a beta = 1
  * read of y. A plan (descriptors and the heuristic's algorithm) is kept per
  * shape, strides, dtypes and pointer alignments, in a small hash table. */
