@@ -35,14 +35,20 @@ typedef struct step_bufs {
 	/* for each logit row: the sequence and what it is for */
 	vd_seq **lrow_seq;
 	int64_t *lrow_prompt_pos; /* prompt position whose logprob it gives; -1 = sample */
-	int32_t *picks;           /* tokens picked on the backend (sample op) */
-	float *temps;             /* per logit row: temperature (0 = greedy) */
-	uint64_t *keys;           /* per logit row: noise key of the draw */
+	/* sampling on the backend (sample_full) */
 	bool use_picks;           /* this step's rows all sample on the backend */
+	vd_sample_row *srows;     /* per logit row */
+	int32_t *picks;           /* per logit row: the token picked */
+	float *lp_chosen;         /* per logit row: its logprob and rank */
+	int32_t *lp_rank;
+	int32_t *lp_ids;          /* per logit row: VD_MAX_LOGPROBS best ids, logprobs */
+	float *lp_vals;
+	vd_sample_hist *hist;     /* the rows' history entries */
+	int64_t n_hist, cap_hist;
+	int32_t *mark;            /* (V) -1 between uses: vd_sample_build_hist's map */
 	float *host_logits;
 	int64_t cap_host;
-	float *raw;               /* one row copy */
-	void *scratch;            /* sampler scratch */
+	void *scratch;            /* host sampler scratch */
 	/* backend tensors kept across steps (re-allocating them every step
 	 * fragments the host heap): hidden rows and logits */
 	vd_tensor x, logits;
@@ -476,11 +482,15 @@ static void free_step_bufs(vd_backend *be, step_bufs *b)
 	free(b->img_rows);
 	free(b->lrow_seq);
 	free(b->lrow_prompt_pos);
+	free(b->srows);
 	free(b->picks);
-	free(b->temps);
-	free(b->keys);
+	free(b->lp_chosen);
+	free(b->lp_rank);
+	free(b->lp_ids);
+	free(b->lp_vals);
+	free(b->hist);
+	free(b->mark);
 	free(b->host_logits);
-	free(b->raw);
 	free(b->scratch);
 	memset(b, 0, sizeof(*b));
 }
@@ -553,23 +563,34 @@ static vd_status size_step_bufs(vd_engine *e, int64_t T, int64_t n, int64_t maxb
 			st = need(&b->lrow_prompt_pos, &c, nl, sizeof(int64_t));
 		c = b->cap_logits;
 		if (st == VD_OK)
+			st = need(&b->srows, &c, nl, sizeof(vd_sample_row));
+		c = b->cap_logits;
+		if (st == VD_OK)
 			st = need(&b->picks, &c, nl, sizeof(int32_t));
 		c = b->cap_logits;
 		if (st == VD_OK)
-			st = need(&b->temps, &c, nl, sizeof(float));
+			st = need(&b->lp_chosen, &c, nl, sizeof(float));
 		c = b->cap_logits;
 		if (st == VD_OK)
-			st = need(&b->keys, &c, nl, sizeof(uint64_t));
+			st = need(&b->lp_rank, &c, nl, sizeof(int32_t));
+		c = b->cap_logits;
+		if (st == VD_OK)
+			st = need(&b->lp_ids, &c, nl * VD_MAX_LOGPROBS, sizeof(int32_t));
+		c = b->cap_logits;
+		if (st == VD_OK)
+			st = need(&b->lp_vals, &c, nl * VD_MAX_LOGPROBS, sizeof(float));
 		if (st != VD_OK)
 			return st;
 		b->cap_logits = nl;
 	}
 	st = need(&b->host_logits, &b->cap_host, nl * V, sizeof(float));
-	if (st == VD_OK && !b->raw) {
-		b->raw = malloc((size_t)V * sizeof(float));
-		b->scratch = malloc((size_t)V * (2 * sizeof(float) + sizeof(int32_t)));
-		if (!b->raw || !b->scratch)
-			st = vd_errorf(VD_ERR_NOMEM, "out of memory");
+	if (st == VD_OK && !b->mark) {
+		b->scratch = malloc(vd_sample_scratch_bytes((int32_t)V));
+		b->mark = malloc((size_t)V * sizeof(int32_t));
+		if (!b->mark || !b->scratch)
+			return vd_errorf(VD_ERR_NOMEM, "out of memory");
+		for (int64_t i = 0; i < V; i++)
+			b->mark[i] = -1;
 	}
 	return st;
 }
@@ -668,29 +689,64 @@ static vd_status run_decoder(vd_engine *e, int64_t T, int n_seqs, int64_t maxb, 
 		e->stats.graph_steps += done;
 	}
 	st = done ? VD_OK : forward_batch(e, T, n_seqs, maxb, n_logits, seqs, n_sched, &x, &logits);
-	if (st == VD_OK && b->use_picks)
-		st = o->sample(e->be, &logits, b->temps, b->keys, b->picks);
-	else if (st == VD_OK)
+	if (st == VD_OK && b->use_picks) {
+		vd_sample_args a = { .struct_size = sizeof(a), .rows = b->srows, .hist = b->hist,
+				     .n_hist = b->n_hist, .lp_k = VD_MAX_LOGPROBS,
+				     .picks = b->picks, .chosen_lp = b->lp_chosen,
+				     .chosen_rank = b->lp_rank, .top_ids = b->lp_ids,
+				     .top_lps = b->lp_vals };
+
+		st = o->sample_full(e->be, &logits, &a);
+	} else if (st == VD_OK)
 		st = o->download(e->be, &logits, b->host_logits);
 	return st;
 }
 
-/* A row the backend's sample op can serve: greedy, or a plain draw at a
- * temperature (no top-k, top-p, min-p), with no logprobs, no penalties and
- * no tokens banned by min_tokens. Such rows need only the picked index from
- * the backend, not the logits on the host. */
-static bool backend_samples(const vd_seq *q, int32_t V)
+/* The tokens q may not pick yet (EOS and stop ids before min_tokens) into
+ * banned (room for MAX_EOS + 64); returns their count. */
+static int banned_tokens(const vd_engine *e, const vd_seq *q, int32_t *banned)
 {
 	const vd_sampling_params *p = &q->group->params;
+	int n = 0;
 
-	if (p->logprobs >= 0 || p->presence_penalty != 0.0f || p->frequency_penalty != 0.0f ||
-	    !(p->repetition_penalty == 1.0f || p->repetition_penalty <= 0.0f))
-		return false;
-	if (q->out->n_tokens < p->min_tokens && !(p->ignore_eos && p->n_stop_token_ids == 0))
-		return false;
-	return vd_sampling_is_greedy(p) ||
-	       ((p->top_k <= 0 || p->top_k >= V) && (p->top_p <= 0.0f || p->top_p >= 1.0f) &&
-		p->min_p <= 0.0f);
+	if (q->out->n_tokens >= p->min_tokens)
+		return 0;
+	for (int i = 0; i < e->n_eos && !p->ignore_eos; i++)
+		banned[n++] = e->eos[i];
+	for (int i = 0; i < p->n_stop_token_ids && n < MAX_EOS + 64; i++)
+		banned[n++] = p->stop_token_ids[i];
+	return n;
+}
+
+/* The sample_full row of logit row r (a sampling row of q): its filters,
+ * noise key, logprob count and history entries. */
+static vd_status build_sample_row(vd_engine *e, int r, vd_seq *q)
+{
+	step_bufs *b = &e->b;
+	const vd_sampling_params *p = &q->group->params;
+	int32_t V = e->spec.vocab_size, banned[MAX_EOS + 64];
+	int n_banned = banned_tokens(e, q, banned);
+	int64_t room = n_banned;
+	vd_sample_row *sr = &b->srows[r];
+	vd_sample_history h = { .prompt = q->tokens, .n_prompt = q->n_prompt,
+				.output = q->tokens + q->n_prompt,
+				.n_output = q->n_tokens - q->n_prompt };
+	vd_status st;
+
+	vd_sample_row_init(p, &q->rng, sr);
+	sr->logprobs = p->logprobs < 0 ? -1 : p->logprobs < VD_MAX_LOGPROBS ? p->logprobs
+									    : VD_MAX_LOGPROBS;
+	if (vd_sampling_needs_history(p))
+		room += q->n_tokens;
+	if (room > V)
+		room = V;
+	st = need(&b->hist, &b->cap_hist, b->n_hist + room, sizeof(vd_sample_hist));
+	if (st != VD_OK)
+		return st;
+	sr->hist_off = b->n_hist;
+	sr->n_hist = vd_sample_build_hist(p, &h, banned, n_banned, V, b->mark, b->hist + b->n_hist);
+	b->n_hist += sr->n_hist;
+	return VD_OK;
 }
 
 /* A forward of the largest step the scheduler may build (the token budget,
@@ -1224,8 +1280,9 @@ static vd_status postprocess(vd_engine *e, int n_logits, int *n_finished)
 		float *row = b->host_logits + (size_t)r * (size_t)V;
 		const vd_sampling_params *p = &q->group->params;
 		int32_t banned[MAX_EOS + 64];
-		int n_banned = 0;
+		int n_banned;
 		vd_sample_history h;
+		vd_token_lp pre;
 		int32_t tok;
 		bool done;
 
@@ -1241,16 +1298,14 @@ static vd_status postprocess(vd_engine *e, int n_logits, int *n_finished)
 			continue;
 		}
 
-		if (q->out->n_tokens < p->min_tokens) {
-			for (int i = 0; i < e->n_eos && !p->ignore_eos; i++)
-				banned[n_banned++] = e->eos[i];
-			for (int i = 0; i < p->n_stop_token_ids && n_banned < MAX_EOS + 64; i++)
-				banned[n_banned++] = p->stop_token_ids[i];
-		}
 		if (b->use_picks) {
 			tok = b->picks[r];
+			pre = (vd_token_lp){ .lp = b->lp_chosen[r], .rank = b->lp_rank[r],
+					     .k = b->srows[r].logprobs,
+					     .top_ids = b->lp_ids + (size_t)r * VD_MAX_LOGPROBS,
+					     .top_lps = b->lp_vals + (size_t)r * VD_MAX_LOGPROBS };
 		} else {
-			memcpy(b->raw, row, (size_t)V * sizeof(float));
+			n_banned = banned_tokens(e, q, banned);
 			h = (vd_sample_history){ .prompt = q->tokens, .n_prompt = q->n_prompt,
 						 .output = q->tokens + q->n_prompt,
 						 .n_output = q->n_tokens - q->n_prompt };
@@ -1258,7 +1313,8 @@ static vd_status postprocess(vd_engine *e, int n_logits, int *n_finished)
 		}
 		q->tokens[q->n_tokens++] = tok;
 		e->stats.generation_tokens++;
-		st = vd_output_append(&e->octx, q, tok, b->raw, &done);
+		st = vd_output_append(&e->octx, q, tok, row,
+				      b->use_picks && p->logprobs >= 0 ? &pre : NULL, &done);
 		if (st != VD_OK) {
 			st = fail_group(e, q->group, st, n_finished);
 			continue;
@@ -1307,8 +1363,7 @@ static void pad_graph_batch(vd_engine *e, int n, int64_t B, int64_t mb)
 		for (int64_t j = 0; j < mb; j++)
 			b->block_tables[i * mb + j] = 0;
 		b->logit_rows[i] = (int32_t)i;
-		b->temps[i] = 0.0f;
-		b->keys[i] = 0;
+		b->srows[i] = (vd_sample_row){ .logprobs = -1 };
 	}
 	b->qsl[B] = (int32_t)B;
 }
@@ -1403,18 +1458,16 @@ vd_status vd_engine_step(vd_engine *e, int *n_finished)
 		off += k;
 	}
 	b->qsl[so->n] = (int32_t)T;
-	b->use_picks = e->be->ops->sample != NULL;
+	/* rows sample on the backend unless one gives prompt logprobs (those
+	 * need the logits on the host, so the whole step goes there) */
+	b->use_picks = e->be->ops->sample_full != NULL;
 	for (int r = 0; r < n_logits && b->use_picks; r++)
-		b->use_picks = b->lrow_prompt_pos[r] < 0 &&
-			       backend_samples(b->lrow_seq[r], e->spec.vocab_size);
-	for (int r = 0; r < n_logits && b->use_picks; r++) {
-		vd_seq *q = b->lrow_seq[r];
-		bool greedy = vd_sampling_is_greedy(&q->group->params);
-
-		/* one RNG word per drawn token, as vd_sample_token takes */
-		b->temps[r] = greedy ? 0.0f : q->group->params.temperature;
-		b->keys[r] = greedy ? 0 : vd_rng_next(&q->rng);
-	}
+		b->use_picks = b->lrow_prompt_pos[r] < 0;
+	b->n_hist = 0;
+	for (int r = 0; r < n_logits && b->use_picks && st == VD_OK; r++)
+		st = build_sample_row(e, r, b->lrow_seq[r]);
+	if (st != VD_OK)
+		return st;
 	/* placeholder ids may lie outside the vocabulary; their rows are
 	 * overwritten by image embeddings */
 	for (int64_t t = 0; t < T; t++)

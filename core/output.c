@@ -25,20 +25,13 @@ vd_status vd_output_start(const vd_output_ctx *c, vd_seq *q)
 			       &q->detok);
 }
 
-vd_status vd_output_fill_logprobs(const vd_output_ctx *c, const float *raw, int32_t chosen,
-				  int k, vd_position_logprobs *out, double *chosen_lp)
+/* The entries of one position: the chosen token, then the top k but it. */
+static vd_status lp_entries(const vd_output_ctx *c, int32_t chosen, float lp, int32_t rank,
+			    int k, const int32_t *top_ids, const float *top_lps,
+			    vd_position_logprobs *out)
 {
-	int32_t top_ids[64];
-	float top_lps[64];
-	float lp;
-	int32_t rank;
 	int n = 0;
 
-	if (k > 64)
-		k = 64;
-	vd_logprobs(raw, c->vocab_size, chosen, k, &lp, &rank, top_ids, top_lps);
-	if (chosen_lp)
-		*chosen_lp = lp;
 	out->entries = calloc((size_t)k + 1, sizeof(*out->entries));
 	if (!out->entries)
 		return vd_errorf(VD_ERR_NOMEM, "out of memory");
@@ -55,6 +48,22 @@ vd_status vd_output_fill_logprobs(const vd_output_ctx *c, const float *raw, int3
 			return st;
 	}
 	return VD_OK;
+}
+
+vd_status vd_output_fill_logprobs(const vd_output_ctx *c, const float *raw, int32_t chosen,
+				  int k, vd_position_logprobs *out, double *chosen_lp)
+{
+	int32_t top_ids[VD_MAX_LOGPROBS];
+	float top_lps[VD_MAX_LOGPROBS];
+	float lp;
+	int32_t rank;
+
+	if (k > VD_MAX_LOGPROBS)
+		k = VD_MAX_LOGPROBS;
+	vd_logprobs(raw, c->vocab_size, chosen, k, &lp, &rank, top_ids, top_lps);
+	if (chosen_lp)
+		*chosen_lp = lp;
+	return lp_entries(c, chosen, lp, rank, k, top_ids, top_lps, out);
 }
 
 static vd_status text_append(vd_seq *q, const char *s, size_t n)
@@ -105,7 +114,7 @@ static bool is_eos(const vd_output_ctx *c, int32_t t)
 }
 
 vd_status vd_output_append(const vd_output_ctx *c, vd_seq *q, int32_t tok, const float *raw,
-			   bool *finished)
+			   const vd_token_lp *pre, bool *finished)
 {
 	const vd_sampling_params *p = &q->group->params;
 	vd_completion *o = q->out;
@@ -116,7 +125,15 @@ vd_status vd_output_append(const vd_output_ctx *c, vd_seq *q, int32_t tok, const
 	if (p->logprobs >= 0) {
 		double lp;
 
-		st = vd_output_fill_logprobs(c, raw, tok, p->logprobs, &o->logprobs[o->n_tokens], &lp);
+		if (pre) {
+			lp = pre->lp;
+			st = lp_entries(c, tok, pre->lp, pre->rank,
+					pre->k < VD_MAX_LOGPROBS ? pre->k : VD_MAX_LOGPROBS,
+					pre->top_ids, pre->top_lps, &o->logprobs[o->n_tokens]);
+		} else {
+			st = vd_output_fill_logprobs(c, raw, tok, p->logprobs,
+						     &o->logprobs[o->n_tokens], &lp);
+		}
 		if (st != VD_OK)
 			return st;
 		o->cumulative_logprob += lp;

@@ -386,6 +386,108 @@ START_TEST(test_prompt_logprobs)
 }
 END_TEST
 
+/* Sampling on the backend (sample_full) gives what downloading the logits
+ * and sampling on the host gives, for every filter: the same tokens for the
+ * same seeds, and the same logprobs. Both runs use the same backend; the
+ * second one has sample_full taken out (VD_CPU_HOST_SAMPLING=1, or
+ * VD_CUDA_HOST_SAMPLING=1 on a GPU). */
+static vd_output *run_sampling_case(int host)
+{
+	static const char *prompts[] = { "USER: <image>\nWhat is in the picture?\nASSISTANT:",
+					 "USER: Tell me a story about a red boat.\nASSISTANT:" };
+	vd_image_input img = { .kind = VD_IMAGE_PATH, .path = image_paths[2] };
+	vd_request r[7];
+	vd_output *o = NULL;
+	vd_llm *llm;
+
+	if (host) {
+		setenv("VD_CPU_HOST_SAMPLING", "1", 1);
+		setenv("VD_CUDA_HOST_SAMPLING", "1", 1);
+	}
+	llm = make_llm(model_dir[0], 0, 2048, 8, false);
+	unsetenv("VD_CPU_HOST_SAMPLING");
+	unsetenv("VD_CUDA_HOST_SAMPLING");
+	for (int i = 0; i < 7; i++) {
+		vd_sampling_params *p = &r[i].params;
+
+		vd_request_init(&r[i]);
+		r[i].prompt = prompts[i % 2];
+		r[i].images = i % 2 ? NULL : &img;
+		r[i].n_images = i % 2 ? 0 : 1;
+		p->max_tokens = 12;
+		p->seed = 100 + i;
+		p->temperature = 0.7f + 0.1f * (float)i;
+	}
+	r[0].params.top_k = 5;
+	r[0].params.logprobs = 3;
+	r[1].params.top_p = 0.9f;
+	r[2].params.min_p = 0.1f;
+	r[2].params.logprobs = 0;
+	r[3].params.repetition_penalty = 1.3f;
+	r[3].params.frequency_penalty = 0.4f;
+	r[3].params.presence_penalty = 0.2f;
+	r[4].params.temperature = 0.0f; /* greedy over penalised logits */
+	r[4].params.repetition_penalty = 1.5f;
+	r[4].params.min_tokens = 6;
+	r[4].params.logprobs = 2;
+	r[5].params.top_k = 20;
+	r[5].params.top_p = 0.8f;
+	r[5].params.min_p = 0.05f;
+	r[5].params.presence_penalty = 0.5f;
+	r[5].params.n = 2;
+	r[6].params.top_p = 0.5f;
+	r[6].params.temperature = 2.0f;
+	r[6].params.logprobs = 5;
+	ck_assert_int_eq(vd_llm_generate(llm, r, 7, &o), VD_OK);
+	vd_llm_destroy(llm);
+	return o;
+}
+
+START_TEST(test_sampling_paths_agree)
+{
+	vd_output *dev = run_sampling_case(0), *host = run_sampling_case(1);
+	int drawn_differ = 0;
+
+	for (int i = 0; i < 7; i++) {
+		ck_assert_msg(dev[i].status == VD_OK && host[i].status == VD_OK, "request %d: %s / %s",
+			      i, dev[i].error ? dev[i].error : "", host[i].error ? host[i].error : "");
+		ck_assert_int_eq(dev[i].n_completions, host[i].n_completions);
+		for (int c = 0; c < dev[i].n_completions; c++) {
+			const vd_completion *a = &dev[i].completions[c], *b = &host[i].completions[c];
+
+			ck_assert_int_eq(a->n_tokens, b->n_tokens);
+			for (int t = 0; t < a->n_tokens; t++)
+				ck_assert_msg(a->token_ids[t] == b->token_ids[t],
+					      "request %d.%d token %d: backend %d, host %d", i, c, t,
+					      a->token_ids[t], b->token_ids[t]);
+			ck_assert_int_eq(!a->logprobs, !b->logprobs);
+			for (int t = 0; a->logprobs && t < a->n_tokens; t++) {
+				ck_assert_int_eq(a->logprobs[t].n, b->logprobs[t].n);
+				ck_assert_int_ge(a->logprobs[t].n, dev[i].completions[0].n_tokens ? 1 : 0);
+				for (int k = 0; k < a->logprobs[t].n; k++) {
+					const vd_logprob_entry *x = &a->logprobs[t].entries[k];
+					const vd_logprob_entry *y = &b->logprobs[t].entries[k];
+
+					ck_assert_int_eq(x->token_id, y->token_id);
+					ck_assert_int_eq(x->rank, y->rank);
+					ck_assert_double_eq_tol(x->logprob, y->logprob, 1e-4);
+				}
+			}
+		}
+	}
+	/* request 4 is greedy and banned EOS for 6 tokens */
+	ck_assert_int_ge(dev[4].completions[0].n_tokens, 6);
+	/* the two samples of request 5 are different draws */
+	for (int t = 0; t < dev[5].completions[0].n_tokens && t < dev[5].completions[1].n_tokens;
+	     t++)
+		drawn_differ |= dev[5].completions[0].token_ids[t] != dev[5].completions[1].token_ids[t];
+	ck_assert_msg(drawn_differ || dev[5].completions[0].n_tokens != dev[5].completions[1].n_tokens,
+		      "n = 2 drew the same sequence twice");
+	vd_outputs_free(dev, 7);
+	vd_outputs_free(host, 7);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("engine");
@@ -402,6 +504,7 @@ int main(void)
 	tcase_add_test(tc, test_admission_errors);
 	tcase_add_test(tc, test_stop_strings);
 	tcase_add_test(tc, test_prompt_logprobs);
+	tcase_add_test(tc, test_sampling_paths_agree);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

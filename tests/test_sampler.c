@@ -6,11 +6,12 @@
 #include <string.h>
 
 #include "core/sampler.h"
+#include "kernels/cpu/sample.h"
 
 #define V 4
 #define DRAWS 40000
 
-static float scratch[V * 3];
+static _Alignas(16) unsigned char scratch[4096];
 
 static void params(vd_sampling_params *p, float temp)
 {
@@ -54,6 +55,7 @@ START_TEST(test_greedy)
 
 	params(&p, 0.0f);
 	vd_rng_seed(&rng, 1);
+	ck_assert_uint_le(vd_sample_scratch_bytes(V), sizeof(scratch));
 	ck_assert_int_eq(vd_sample_token(l, V, &p, &h, NULL, 0, &rng, scratch), 1); /* first max */
 }
 END_TEST
@@ -122,8 +124,10 @@ START_TEST(test_penalties)
 {
 	vd_sampling_params p;
 	vd_rng rng;
-	int32_t prompt[] = { 0 }, output[] = { 1, 1, 3 };
+	int32_t prompt[] = { 0 }, output[] = { 1, 1, 3 }, mark[V] = { -1, -1, -1, -1 };
 	vd_sample_history h = { .prompt = prompt, .n_prompt = 1, .output = output, .n_output = 3 };
+	vd_sample_hist hist[V];
+	vd_sample_row r;
 	float l[V] = { 2.0f, -1.0f, 0.5f, 1.0f };
 
 	params(&p, 0.0f);
@@ -131,13 +135,24 @@ START_TEST(test_penalties)
 	p.repetition_penalty = 2.0f;
 	p.frequency_penalty = 0.5f;
 	p.presence_penalty = 0.25f;
-	vd_sample_token(l, V, &p, &h, NULL, 0, &rng, scratch);
+	vd_sample_row_init(&p, &rng, &r);
+	r.n_hist = vd_sample_build_hist(&p, &h, NULL, 0, V, mark, hist);
+	ck_assert_int_eq(r.n_hist, 3); /* 0 (prompt), 1 (twice), 3 */
+	for (int i = 0; i < V; i++)
+		ck_assert_int_eq(mark[i], -1); /* left as found */
+	vd_cpu_apply_history(l, V, &r, hist);
 	/* repetition (prompt + output): 0: 2/2=1; 1: -1*2=-2; 3: 1/2=0.5;
 	 * then frequency/presence on output counts: 1 (x2): -2-1-0.25; 3: 0.5-0.5-0.25 */
 	ck_assert_float_eq_tol(l[0], 1.0f, 1e-6f);
 	ck_assert_float_eq_tol(l[1], -3.25f, 1e-6f);
 	ck_assert_float_eq_tol(l[2], 0.5f, 1e-6f);
 	ck_assert_float_eq_tol(l[3], -0.25f, 1e-6f);
+	/* greedy over the penalised logits: token 0 (1.0) beats 2 (0.5) */
+	l[0] = 2.0f, l[1] = -1.0f, l[2] = 0.5f, l[3] = 1.0f;
+	ck_assert_int_eq(vd_sample_token(l, V, &p, &h, NULL, 0, &rng, scratch), 0);
+	p.repetition_penalty = 8.0f; /* 0: 2/8 = 0.25 < 0.5 */
+	ck_assert_int_eq(vd_sample_token(l, V, &p, &h, NULL, 0, &rng, scratch), 2);
+	ck_assert_float_eq(l[0], 2.0f); /* logits unchanged */
 }
 END_TEST
 

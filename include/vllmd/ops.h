@@ -68,6 +68,61 @@ typedef struct vd_attn_meta {
 	const int64_t *slot_mapping;    /* (num_tokens): where each new K/V goes */
 } vd_attn_meta;
 
+/* One logits row of the sample_full op, in vLLM V1's order: tokens the
+ * history bans get -inf; then the repetition penalty (tokens seen in the
+ * prompt or output: x > 0 ? x / r : x * r), then frequency and presence
+ * (tokens in the output: x -= f * count + p, in that rounding order, no
+ * fused multiply-add); greedy rows (temperature < 1e-5) take the first
+ * maximum of that. Others divide by the temperature (t = x / T in f32),
+ * drop t - max(t) < min_p_log (f32), keep the top_k first of the order
+ * (t desc, id asc), then the shortest prefix of that order whose mass
+ * reaches top_p, the mass summed exactly as int64 weights
+ * llrint(exp((double)(t - t_max)) * 2^40) and compared as
+ * (double)prefix / (double)total >= top_p, and draw as `sample` does
+ * (untempered penalised x / T + g(key, j), double) over the survivors. */
+typedef struct vd_sample_row {
+	float temperature;        /* < 1e-5: greedy */
+	float top_p;              /* in (0, 1): on */
+	float min_p_log;          /* logf(min_p), or -INFINITY: off */
+	float repetition_penalty; /* 1 or <= 0: off */
+	float frequency_penalty;
+	float presence_penalty;
+	int32_t top_k;            /* in (0, N): on */
+	int32_t logprobs;         /* k >= 0: logprob outputs wanted (k <= lp_k) */
+	int64_t hist_off;         /* entries hist[hist_off .. hist_off + n_hist) */
+	int32_t n_hist;
+	int32_t pad_;
+	uint64_t key;             /* noise key of the draw */
+} vd_sample_row;
+
+/* A token of a row's history; a row lists each token at most once. */
+typedef struct vd_sample_hist {
+	int32_t token;            /* in [0, N) */
+	int32_t flags;            /* VD_HIST_BANNED, VD_HIST_SEEN */
+	float count;              /* times in the output (frequency, presence) */
+} vd_sample_hist;
+
+#define VD_HIST_BANNED 1 /* -inf before anything else (min_tokens) */
+#define VD_HIST_SEEN 2   /* in the prompt or output: repetition penalty */
+
+typedef struct vd_sample_args {
+	size_t struct_size;       /* sizeof(vd_sample_args) */
+	const vd_sample_row *rows; /* one per row of x, host */
+	const vd_sample_hist *hist; /* host */
+	int64_t n_hist;
+	int32_t lp_k;             /* stride of top_ids/top_lps; logprobs <= lp_k */
+	/* outputs, host, complete when the op returns */
+	int32_t *picks;           /* M */
+	/* for rows with logprobs >= 0, from the raw (unpenalised) logits x:
+	 * the pick's logprob and 1-based rank (1 + entries strictly greater),
+	 * and the `logprobs` best ids and logprobs (x desc, id asc); may be
+	 * NULL when no row asks */
+	float *chosen_lp;         /* M */
+	int32_t *chosen_rank;     /* M */
+	int32_t *top_ids;         /* M * lp_k */
+	float *top_lps;           /* M * lp_k */
+} vd_sample_args;
+
 typedef struct vd_ops {
 	uint32_t struct_size; /* sizeof(vd_ops) of the build that filled it */
 	uint32_t version;     /* VD_OPS_VERSION */
@@ -198,6 +253,15 @@ typedef struct vd_ops {
 	 * upload from it still returns once the source may be reused. */
 	vd_status (*host_alloc)(vd_backend *be, size_t bytes, void **out);
 	void (*host_free)(vd_backend *be, void *p);
+
+	/* --- sampling, continued --- */
+	/* Optional (NULL: download the logits and sample on the host). Every
+	 * row of x (M, N) f32 sampled with its own filters (vd_sample_row), the
+	 * picks and logprobs written to the host arrays of a. The same inputs
+	 * give the same picks as kernels/cpu/sample.h on the host (up to the
+	 * last bit of libm's exp and log, which moves a pick only when a draw
+	 * or a top_p mass lands within ~1e-12 of a tie). */
+	vd_status (*sample_full)(vd_backend *be, const vd_tensor *x, const vd_sample_args *a);
 } vd_ops;
 
 /* splitmix64's finaliser: the hash behind the sampling noise of `sample`. */

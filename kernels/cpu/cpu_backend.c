@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/sample.h"
 
 /* ------------------------------------------------------------ worker pool */
 
@@ -43,6 +44,7 @@ struct cpu_ctx {
 	void *arg;
 	int64_t total;
 	int nparts;
+	vd_ops test_ops;         /* the table of a test mode (see below) */
 };
 
 static int64_t part_begin(int64_t total, int nparts, int i)
@@ -564,6 +566,35 @@ static vd_status cpu_sample(vd_backend *be, const vd_tensor *x, const float *tem
 		}
 		out[m] = (int32_t)best;
 	}
+	return VD_OK;
+}
+
+static vd_status cpu_sample_full(vd_backend *be, const vd_tensor *x, const vd_sample_args *a)
+{
+	rows r;
+	void *scratch;
+	vd_status st;
+
+	(void)be;
+	if ((st = get_rows(x, "sample_full", "x", &r)))
+		return st;
+	if ((st = vd_check_sample_args(a, r.n, r.c, "cpu sample_full")))
+		return st;
+	scratch = malloc(vd_cpu_sample_scratch_bytes((int32_t)r.c));
+	if (!scratch)
+		return vd_errorf(VD_ERR_NOMEM, "cpu sample_full: out of memory");
+	for (int64_t m = 0; m < r.n; m++) {
+		const float *row = (const float *)r.p + m * r.rs;
+		const vd_sample_row *sr = &a->rows[m];
+
+		a->picks[m] = vd_cpu_sample_row(row, (int32_t)r.c, sr, a->hist + sr->hist_off,
+						scratch);
+		if (sr->logprobs >= 0)
+			vd_cpu_logprobs(row, (int32_t)r.c, a->picks[m], sr->logprobs,
+					&a->chosen_lp[m], &a->chosen_rank[m],
+					a->top_ids + m * a->lp_k, a->top_lps + m * a->lp_k);
+	}
+	free(scratch);
 	return VD_OK;
 }
 
@@ -1425,13 +1456,17 @@ static const vd_ops cpu_ops = {
 	.im2patch = cpu_im2patch,
 	.zero = cpu_zero,
 	.sample = cpu_sample,
+	.sample_full = cpu_sample_full,
 };
 
-/* Step graphs on the CPU, for tests only (VD_CPU_STEP_GRAPHS=1 when the
- * backend is created). The oracle has nothing to record, so a "recorded"
- * step runs as its ops are called and graph_end reports that it ran. The
- * engine's padded graph batches then run on the CPU, where tests check
- * them against op-by-op steps (and ASan checks their layout). */
+/* Test modes, read when the backend is created:
+ * - VD_CPU_STEP_GRAPHS=1: step graphs on the CPU. The oracle has nothing
+ *   to record, so a "recorded" step runs as its ops are called and
+ *   graph_end reports that it ran. The engine's padded graph batches then
+ *   run on the CPU, where tests check them against op-by-op steps (and
+ *   ASan checks their layout).
+ * - VD_CPU_HOST_SAMPLING=1: no sample_full, so the engine downloads logits
+ *   and samples on the host, for tests that compare the two paths. */
 static vd_status cpu_graph_begin(vd_backend *be, int id)
 {
 	(void)be;
@@ -1449,14 +1484,11 @@ static vd_status cpu_graph_end(vd_backend *be, int *ran)
 	return VD_OK;
 }
 
-static vd_ops cpu_ops_graphs;
-static pthread_once_t cpu_ops_graphs_once = PTHREAD_ONCE_INIT;
-
-static void cpu_ops_graphs_init(void)
+static bool env_on(const char *name)
 {
-	cpu_ops_graphs = cpu_ops;
-	cpu_ops_graphs.graph_begin = cpu_graph_begin;
-	cpu_ops_graphs.graph_end = cpu_graph_end;
+	const char *v = getenv(name);
+
+	return v && !strcmp(v, "1");
 }
 
 static void ctx_stop(cpu_ctx *c)
@@ -1517,9 +1549,15 @@ vd_status vd_cpu_backend_create(int num_threads, vd_backend **out)
 		c->started++;
 	}
 	be->ops = &cpu_ops;
-	if (getenv("VD_CPU_STEP_GRAPHS") && !strcmp(getenv("VD_CPU_STEP_GRAPHS"), "1")) {
-		pthread_once(&cpu_ops_graphs_once, cpu_ops_graphs_init);
-		be->ops = &cpu_ops_graphs;
+	if (env_on("VD_CPU_STEP_GRAPHS") || env_on("VD_CPU_HOST_SAMPLING")) {
+		c->test_ops = cpu_ops;
+		if (env_on("VD_CPU_STEP_GRAPHS")) {
+			c->test_ops.graph_begin = cpu_graph_begin;
+			c->test_ops.graph_end = cpu_graph_end;
+		}
+		if (env_on("VD_CPU_HOST_SAMPLING"))
+			c->test_ops.sample_full = NULL;
+		be->ops = &c->test_ops;
 	}
 	be->ctx = c;
 	be->device = VD_DEVICE_CPU;
