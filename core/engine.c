@@ -783,7 +783,16 @@ static vd_status profile_step(vd_engine *e)
 	b->qsl[0] = 0;
 	b->qsl[1] = (int32_t)T;
 	b->seq_lens[0] = (int32_t)T;
+	/* every row sampled with a sort (top_p) and logprobs: the sampler's
+	 * work arrays reach their peak now too */
+	b->use_picks = e->be->ops->sample_full != NULL;
+	b->n_hist = 0;
+	for (int64_t i = 0; i < nl; i++)
+		b->srows[i] = (vd_sample_row){ .temperature = 1.0f, .top_p = 0.5f,
+					       .min_p_log = -INFINITY, .repetition_penalty = 1.0f,
+					       .logprobs = 0, .key = (uint64_t)i };
 	st = run_decoder(e, T, 1, (T + bs - 1) / bs, (int)nl, NULL, NULL, -1);
+	b->use_picks = false;
 	if (st != VD_OK)
 		return vd_errorf(st, "profiling a step of %lld tokens failed: %s (lower "
 				 "max_num_batched_tokens or max_model_len)", (long long)T,

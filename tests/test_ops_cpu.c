@@ -854,6 +854,54 @@ START_TEST(test_rows)
 		}
 		ck_assert_int_eq(o->sample(be, &dst, temps, NULL, am), VD_ERR_INVALID_ARG);
 	}
+	/* sample_full: its rows agree with sample for plain rows; bad rows,
+	 * history and logprob requests are refused */
+	{
+		vd_sample_row sr[V];
+		vd_sample_hist hist[2] = { { .token = 1, .flags = VD_HIST_BANNED },
+					   { .token = 2, .flags = VD_HIST_SEEN, .count = 1.0f } };
+		int32_t am[V], pk[V], rank[V], ids[V * 2];
+		float temps[V], lp[V], lps[V * 2];
+		uint64_t keys[V];
+		vd_sample_args sa = { .struct_size = sizeof(sa), .rows = sr, .hist = hist, .n_hist = 2,
+				      .lp_k = 2, .picks = pk, .chosen_lp = lp, .chosen_rank = rank,
+				      .top_ids = ids, .top_lps = lps };
+
+		for (int r = 0; r < V; r++) {
+			temps[r] = r == 3 ? 0.0f : 0.8f;
+			keys[r] = 77u + (uint64_t)r;
+			sr[r] = (vd_sample_row){ .temperature = temps[r], .min_p_log = -INFINITY,
+						 .repetition_penalty = 1.0f, .logprobs = -1,
+						 .key = keys[r] };
+		}
+		ck_assert_int_eq(o->sample(be, &dst, temps, keys, am), VD_OK);
+		ck_assert_int_eq(o->sample_full(be, &dst, &sa), VD_OK);
+		ck_assert_mem_eq(am, pk, sizeof(am));
+		/* row 0: a 50 at column 2 banned by its history, then its logprobs */
+		sr[0] = (vd_sample_row){ .temperature = 0.0f, .min_p_log = -INFINITY,
+					 .repetition_penalty = 1.0f, .logprobs = 2, .n_hist = 2 };
+		hist[0].token = 2;
+		hist[0].flags = VD_HIST_BANNED;
+		hist[1].token = 4;
+		ck_assert_int_eq(o->sample_full(be, &dst, &sa), VD_OK);
+		ck_assert_int_ne(pk[0], 2);
+		ck_assert_int_eq(pk[0], 4); /* the other 50 (seen, no penalty set) */
+		ck_assert_int_eq(rank[0], 1); /* none strictly greater on the raw logits */
+		ck_assert_int_eq(ids[0], 2);
+		ck_assert_int_eq(ids[1], 4);
+		ck_assert_float_eq_tol(lps[0], lps[1], 1e-6f);
+		sr[0].logprobs = 3;
+		ck_assert_int_eq(o->sample_full(be, &dst, &sa), VD_ERR_INVALID_ARG);
+		sr[0].logprobs = -1;
+		hist[1].token = C;
+		ck_assert_int_eq(o->sample_full(be, &dst, &sa), VD_ERR_INVALID_ARG);
+		hist[1].token = 0;
+		sr[0].n_hist = 3;
+		ck_assert_int_eq(o->sample_full(be, &dst, &sa), VD_ERR_INVALID_ARG);
+		sr[0].n_hist = 0;
+		sr[1].temperature = NAN;
+		ck_assert_int_eq(o->sample_full(be, &dst, &sa), VD_ERR_INVALID_ARG);
+	}
 	o->free(be, &table);
 	o->free(be, &out);
 	o->free(be, &dst);

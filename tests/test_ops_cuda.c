@@ -1088,6 +1088,131 @@ START_TEST(test_sample)
 }
 END_TEST
 
+/* sample_full: the GPU's picks and logprobs against the host oracle on the
+ * same rows, for every filter and their mixes, with penalties and banned
+ * tokens, ties and -inf entries, at the vocabulary sizes of the three
+ * families; 70 rows of Qwen2-VL's vocabulary run in two chunks. Greedy
+ * rows, ranks and top ids must match exactly; a drawn pick may differ only
+ * where libm's last bit moves a near-tie (none expected). */
+static void sample_full_row(int64_t m, int32_t v, vd_sample_row *r, vd_sample_hist *hist,
+			    int64_t *n_hist)
+{
+	static const float top_ps[] = { 0.0f, 0.3f, 0.9f, 0.99f };
+	static const int32_t top_ks[] = { 0, 1, 5, 50 };
+	int kind = (int)(m % 8);
+
+	*r = (vd_sample_row){ .temperature = kind == 0 ? 0.0f : 0.5f + 0.25f * (float)(m % 4),
+			      .top_p = top_ps[(m / 2) % 4],
+			      .min_p_log = m % 5 == 1 ? logf(0.05f) : -INFINITY,
+			      .repetition_penalty = 1.0f,
+			      .top_k = top_ks[(m / 3) % 4],
+			      .logprobs = m % 3 == 0 ? -1 : (int32_t)((m * 7) % 21),
+			      .key = 0x9e3779b97f4a7c15ull * (uint64_t)(m + 11) };
+	r->hist_off = *n_hist;
+	if (m % 4 == 3 && v > 64) {
+		/* history: distinct tokens, a few banned, output counts */
+		int nh = 2 + (int)(m % 13);
+
+		r->repetition_penalty = 1.3f;
+		r->frequency_penalty = 0.25f;
+		r->presence_penalty = 0.5f;
+		for (int e = 0; e < nh; e++)
+			hist[(*n_hist)++] = (vd_sample_hist){
+				.token = (int32_t)((e * 7919 + m * 31) % v),
+				.flags = e % 5 == 4 ? VD_HIST_BANNED : VD_HIST_SEEN,
+				.count = (float)(e % 3) };
+		r->n_hist = nh;
+	}
+}
+
+START_TEST(test_sample_full)
+{
+	static const int64_t shapes[][2] = { { 16, 32064 }, { 70, 151936 }, { 64, 32000 },
+					     { 9, 7 }, { 3, 1 } };
+
+	for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++) {
+		int64_t n = shapes[si][0], v = shapes[si][1], n_hist = 0, drawn = 0, differ = 0;
+		pair p = pair_new(VD_DTYPE_F32, 2, shapes[si]);
+		float *h = host_rand(n * v, 4.0f, VD_DTYPE_F32);
+		vd_sample_row *rows = calloc((size_t)n, sizeof(*rows));
+		vd_sample_hist *hist = calloc((size_t)n * 16, sizeof(*hist));
+		int32_t *pk[2], *rank[2], *ids[2];
+		float *lp[2], *lps[2];
+		vd_sample_args a[2];
+
+		ck_assert_ptr_nonnull(rows);
+		ck_assert_ptr_nonnull(hist);
+		for (int b = 0; b < 2; b++) {
+			pk[b] = calloc((size_t)n, sizeof(int32_t));
+			rank[b] = calloc((size_t)n, sizeof(int32_t));
+			lp[b] = calloc((size_t)n, sizeof(float));
+			ids[b] = calloc((size_t)n * 20, sizeof(int32_t));
+			lps[b] = calloc((size_t)n * 20, sizeof(float));
+			ck_assert(pk[b] && rank[b] && lp[b] && ids[b] && lps[b]);
+		}
+		for (int64_t m = 0; m < n; m++) {
+			float *row = h + m * v;
+
+			sample_full_row(m, (int32_t)v, &rows[m], hist, &n_hist);
+			if (rows[m].logprobs > v)
+				rows[m].logprobs = (int32_t)v;
+			/* ties (the sort must keep the lower id first) and -inf */
+			for (int64_t j = 0; j + 40 < v && j < 4000; j += 40)
+				row[j + 17] = row[j];
+			if (v > 8) {
+				row[v - 1] = -INFINITY;
+				row[3] = -INFINITY;
+				row[5] = 0.0f;
+				row[6] = -0.0f;
+			}
+		}
+		pair_set(&p, h);
+		for (int b = 0; b < 2; b++)
+			a[b] = (vd_sample_args){ .struct_size = sizeof(a[b]), .rows = rows, .hist = hist,
+						 .n_hist = n_hist, .lp_k = 20, .picks = pk[b],
+						 .chosen_lp = lp[b], .chosen_rank = rank[b],
+						 .top_ids = ids[b], .top_lps = lps[b] };
+		ck_assert_int_eq(cpu->ops->sample_full(cpu, &p.c, &a[0]), VD_OK);
+		ck_assert_msg(gpu->ops->sample_full(gpu, &p.g, &a[1]) == VD_OK, "gpu: %s",
+			      vd_error_message());
+		for (int64_t m = 0; m < n; m++) {
+			if (rows[m].temperature == 0.0f)
+				ck_assert_msg(pk[0][m] == pk[1][m], "(%lld, %lld) greedy row %lld: cpu %d gpu %d",
+					      (long long)n, (long long)v, (long long)m, pk[0][m], pk[1][m]);
+			else
+				drawn++, differ += pk[0][m] != pk[1][m];
+			if (rows[m].logprobs < 0 || pk[0][m] != pk[1][m])
+				continue;
+			ck_assert_int_eq(rank[0][m], rank[1][m]);
+			ck_assert_float_eq_tol(lp[0][m], lp[1][m], 1e-4f);
+			for (int k = 0; k < rows[m].logprobs; k++) {
+				ck_assert_int_eq(ids[0][m * 20 + k], ids[1][m * 20 + k]);
+				ck_assert_float_eq_tol(lps[0][m * 20 + k], lps[1][m * 20 + k], 1e-4f);
+			}
+		}
+		printf("sample_full (%lld, %lld): %lld of %lld drawn picks differ\n", (long long)n,
+		       (long long)v, (long long)differ, (long long)drawn);
+		ck_assert_msg(differ <= drawn / 100, "sample_full (%lld, %lld): %lld of %lld drawn "
+			      "picks differ", (long long)n, (long long)v, (long long)differ,
+			      (long long)drawn);
+		/* the same call again draws the same tokens */
+		ck_assert_int_eq(gpu->ops->sample_full(gpu, &p.g, &a[0]), VD_OK);
+		ck_assert_mem_eq(pk[0], pk[1], sizeof(int32_t) * (size_t)n);
+		for (int b = 0; b < 2; b++) {
+			free(pk[b]);
+			free(rank[b]);
+			free(lp[b]);
+			free(ids[b]);
+			free(lps[b]);
+		}
+		free(rows);
+		free(hist);
+		free(h);
+		pair_free(&p);
+	}
+}
+END_TEST
+
 START_TEST(test_errors)
 {
 	pair x = rand2(VD_DTYPE_F32, 4, 16, 1.0f), w = rand1(VD_DTYPE_F32, 16, 1.0f);
@@ -1160,6 +1285,7 @@ static Suite *suite(void)
 	tcase_add_test(rows, test_rows);
 	tcase_add_test(rows, test_im2patch);
 	tcase_add_test(rows, test_sample);
+	tcase_add_test(rows, test_sample_full);
 	tcase_add_test(rows, test_errors);
 	suite_add_tcase(s, mem);
 	suite_add_tcase(s, dense);

@@ -13,45 +13,8 @@
 
 #ifdef __cplusplus
 extern "C" {
-/* The checks every backend's sample_full makes on a for x of M rows of N. */
-static inline vd_status vd_check_sample_args(const vd_sample_args *a, int64_t M, int64_t N,
-					     const char *who)
-{
-	int lp = 0;
-
-	if (!a || a->struct_size < sizeof(*a) || !a->rows || !a->picks)
-		return vd_errorf(VD_ERR_INVALID_ARG, "%s: no rows or picks", who);
-	if (N < 1 || N > INT32_MAX)
-		return vd_errorf(VD_ERR_INVALID_ARG, "%s: rows of %lld entries", who, (long long)N);
-	if (a->n_hist < 0 || (a->n_hist > 0 && !a->hist) || a->lp_k < 0)
-		return vd_errorf(VD_ERR_INVALID_ARG, "%s: bad history or lp_k", who);
-	for (int64_t m = 0; m < M; m++) {
-		const vd_sample_row *r = &a->rows[m];
-
-		if (r->hist_off < 0 || r->n_hist < 0 || r->hist_off > a->n_hist - r->n_hist)
-			return vd_errorf(VD_ERR_INVALID_ARG, "%s: row %lld: history out of range",
-					 who, (long long)m);
-		if (r->logprobs > a->lp_k)
-			return vd_errorf(VD_ERR_INVALID_ARG, "%s: row %lld: %d logprobs, lp_k %d",
-					 who, (long long)m, (int)r->logprobs, (int)a->lp_k);
-		if (!(r->temperature >= 0.0f) || isinf(r->temperature))
-			return vd_errorf(VD_ERR_INVALID_ARG, "%s: row %lld: temperature", who,
-					 (long long)m);
-		lp |= r->logprobs >= 0;
-	}
-	for (int64_t i = 0; i < a->n_hist; i++)
-		if (a->hist[i].token < 0 || a->hist[i].token >= N)
-			return vd_errorf(VD_ERR_INVALID_ARG, "%s: history token %d out of range",
-					 who, (int)a->hist[i].token);
-	if (lp && (!a->chosen_lp || !a->chosen_rank || (a->lp_k > 0 && (!a->top_ids || !a->top_lps))))
-		return vd_errorf(VD_ERR_INVALID_ARG, "%s: logprob outputs missing", who);
-	return VD_OK;
-}
-
-#ifdef __cplusplus
-}
 #endif
-#endif
+
 
 /* Bytes of scratch vd_cpu_sample_row needs for rows of V entries. */
 size_t vd_cpu_sample_scratch_bytes(int32_t V);

@@ -7,6 +7,9 @@
  * in f32 whatever the storage dtype (f32, bf16, f16). Layouts accepted are
  * the CPU oracle's (kernels/cpu/cpu_backend.c): row views, (T, H, D) views
  * with a contiguous head dim, any strides for copy/download/im2patch. */
+#include <cub/block/block_reduce.cuh>
+#include <cub/block/block_scan.cuh>
+#include <cub/device/device_segmented_radix_sort.cuh>
 #include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
@@ -22,6 +25,7 @@
 #include <time.h>
 
 #include "kernels/cuda/cuda_backend.h"
+#include "kernels/cpu/sample.h"
 
 /* ------------------------------------------------------------ error checks */
 
@@ -164,6 +168,10 @@ typedef struct cu_ctx {
 		double sec;
 		long calls;
 	} prof_tab[32];
+
+	/* VD_CUDA_HOST_SAMPLING=1 (tests): the table without sample_full, so
+	 * the engine samples on the host and tests compare the two paths */
+	vd_ops test_ops;
 } cu_ctx;
 
 static double host_now(void)
@@ -2776,6 +2784,8 @@ static vd_status cu_sample(vd_backend *be, const vd_tensor *x, const float *temp
 	return VD_OK;
 }
 
+#include "kernels/cuda/sample.cuh"
+
 /* ------------------------------------------------------------ lifecycle */
 
 static const vd_ops cuda_ops = {
@@ -2810,6 +2820,7 @@ static const vd_ops cuda_ops = {
 	/* .graph_end = */ cu_graph_end,
 	/* .host_alloc = */ cu_host_alloc,
 	/* .host_free = */ cu_host_free,
+	/* .sample_full = */ cu_sample_full,
 };
 
 int vd_cuda_device_count(void)
@@ -2975,6 +2986,11 @@ vd_status vd_cuda_backend_create(int device, vd_backend **out)
 		return st;
 	}
 	be->ops = &cuda_ops;
+	if (env_on("VD_CUDA_HOST_SAMPLING")) {
+		c->test_ops = cuda_ops;
+		c->test_ops.sample_full = NULL;
+		be->ops = &c->test_ops;
+	}
 	be->ctx = c;
 	be->device = VD_DEVICE_CUDA;
 	be->dtype = VD_DTYPE_BF16;
