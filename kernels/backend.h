@@ -35,6 +35,12 @@ static inline int vd_cuda_device_count(void)
 	return 0;
 }
 
+static inline const char *vd_cuda_patch_conv_path(vd_backend *be)
+{
+	(void)be;
+	return NULL;
+}
+
 static inline vd_status vd_cuda_mem_info(vd_backend *be, int64_t *free_bytes,
 					 int64_t *total_bytes)
 {

@@ -237,6 +237,8 @@ typedef struct clip_scratch {
 	int32_t *cu;       /* (n + 1) image boundaries */
 } clip_scratch;
 
+static vd_status patches_linear(vd_clip *c, clip_scratch *s, int n);
+
 /* Embeddings of n images into x (R, hidden): CLS then patches per image,
  * plus position embeddings, then pre_layrnorm. */
 static vd_status embed_images(vd_clip *c, clip_scratch *s, const float *pixels, int n,
@@ -246,28 +248,25 @@ static vd_status embed_images(vd_clip *c, clip_scratch *s, const float *pixels, 
 	const vd_ops *o = be->ops;
 	int64_t C = c->cfg.num_channels, S = c->cfg.image_size, p = c->cfg.patch_size;
 	int64_t P = c->num_patches, hid = c->cfg.hidden_size;
-	int64_t img_shape[4] = { n, C, S, S }, pshape[2] = { n * P, C * p * p };
+	int64_t img_shape[4] = { n, C, S, S };
 	int64_t eshape[2] = { n * P, hid };
 	vd_status st;
 
 	if ((st = o->alloc(be, &s->img, c->dtype, 4, img_shape)) ||
 	    (st = o->upload(be, &s->img, pixels, VD_DTYPE_F32, n * C * S * S)) ||
-	    (st = o->alloc(be, &s->patches, c->dtype, 2, pshape)) ||
 	    (st = o->alloc(be, &s->emb, c->dtype, 2, eshape)))
 		return st;
-	for (int i = 0; i < n; i++) {
-		vd_tensor im = vd_tensor_rows(&s->img, i, 1), pr = vd_tensor_rows(&s->patches, i * P, P);
-
-		/* drop the leading image dim: (C, S, S) */
-		im.ndim = 3;
-		memmove(im.shape, im.shape + 1, 3 * sizeof(int64_t));
-		memmove(im.stride, im.stride + 1, 3 * sizeof(int64_t));
-		if ((st = o->im2patch(be, &im, (int)p, &pr)))
-			return st;
+	for (int i = 0; i < n; i++)
 		for (int64_t j = 0; j < P; j++)
 			s->rows[i * P + j] = (int32_t)(i * (1 + P) + 1 + j);
-	}
-	if ((st = o->linear(be, &s->patches, &c->patch_w, NULL, &s->emb)) ||
+	/* the patch convolution: the backend's own (cuDNN), or im2patch and
+	 * linear, which are the same sums */
+	st = o->patch_conv ? o->patch_conv(be, &s->img, 2, (const int64_t[]){ C, S, S },
+					   (const int64_t[]){ p, p }, &c->patch_w, &s->emb)
+			   : VD_ERR_UNSUPPORTED;
+	if (st == VD_ERR_UNSUPPORTED)
+		st = patches_linear(c, s, n);
+	if (st != VD_OK ||
 	    (st = o->scatter_rows(be, &s->emb, s->rows, n * P, x)))
 		return st;
 	for (int i = 0; i < n; i++) {
@@ -279,6 +278,31 @@ static vd_status embed_images(vd_clip *c, clip_scratch *s, const float *pixels, 
 			return st;
 	}
 	return o->layernorm(be, x, &c->pre_w, &c->pre_b, c->cfg.layer_norm_eps, x);
+}
+
+/* The patch embeddings of n images in s->img as im2patch and linear, into
+ * s->emb. */
+static vd_status patches_linear(vd_clip *c, clip_scratch *s, int n)
+{
+	vd_backend *be = c->be;
+	const vd_ops *o = be->ops;
+	int64_t C = c->cfg.num_channels, p = c->cfg.patch_size, P = c->num_patches;
+	int64_t pshape[2] = { n * P, C * p * p };
+	vd_status st;
+
+	if ((st = o->alloc(be, &s->patches, c->dtype, 2, pshape)))
+		return st;
+	for (int i = 0; i < n; i++) {
+		vd_tensor im = vd_tensor_rows(&s->img, i, 1), pr = vd_tensor_rows(&s->patches, i * P, P);
+
+		/* drop the leading image dim: (C, S, S) */
+		im.ndim = 3;
+		memmove(im.shape, im.shape + 1, 3 * sizeof(int64_t));
+		memmove(im.stride, im.stride + 1, 3 * sizeof(int64_t));
+		if ((st = o->im2patch(be, &im, (int)p, &pr)))
+			return st;
+	}
+	return o->linear(be, &s->patches, &c->patch_w, NULL, &s->emb);
 }
 
 static vd_status run_layer(vd_clip *c, const clip_layer *L, clip_scratch *s, int n, vd_tensor *x)

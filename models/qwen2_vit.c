@@ -232,6 +232,25 @@ void vd_qwen2_vit_destroy(vd_qwen2_vit *v)
 	free(v);
 }
 
+/* The Conv3d patch embedding of px (N, C T p p) into x (N, E): the
+ * backend's convolution over N samples of (C, T, p, p), or linear when the
+ * backend has none for it; both are the same sums. */
+static vd_status patch_embed(vd_qwen2_vit *v, const vd_tensor *px, vd_tensor *x)
+{
+	const vd_ops *o = v->be->ops;
+	int64_t T = v->cfg.temporal_patch_size, p = v->cfg.patch_size;
+	int64_t kernel[3] = { T, p, p };
+	int64_t size[4] = { v->cfg.in_chans, T, p, p };
+	vd_status st;
+
+	if (o->patch_conv) {
+		st = o->patch_conv(v->be, px, 3, size, kernel, &v->patch_w, x);
+		if (st != VD_ERR_UNSUPPORTED)
+			return st;
+	}
+	return o->linear(v->be, px, &v->patch_w, NULL, x);
+}
+
 /* Rotary (h, w) positions (2, N) and frame boundaries cu (frames + 1) of
  * n images, patches in merge-block order as rot_pos_emb enumerates them:
  * for each frame, merge blocks in raster order, inside a block raster. */
@@ -310,7 +329,7 @@ vd_status vd_qwen2_vit_forward(vd_qwen2_vit *v, const float *pixels, const int64
 	if ((st = alloc2(v, &x, N, E)) || (st = alloc2(v, &h, N, E)) ||
 	    (st = alloc2(v, &qkv, N, 3 * E)) || (st = alloc2(v, &attn, N, E)) ||
 	    (st = alloc2(v, &f, N, v->cfg.mlp_dim)) ||
-	    (st = o->linear(be, &px, &v->patch_w, NULL, &x)))
+	    (st = patch_embed(v, &px, &x)))
 		goto out;
 	{
 		vd_vit_args va = { .heads = H, .head_dim = D, .eps = v->cfg.layer_norm_eps,

@@ -940,6 +940,50 @@ START_TEST(test_im2patch_conv)
 	ck_assert_int_eq(o->linear(be, &patches, &kern, NULL, &y), VD_OK);
 	assert_close(f32(&y), want, NPH * NPW * N, 1e-5, "im2patch conv");
 	ck_assert_int_eq(o->im2patch(be, &img, 5, &patches), VD_ERR_INVALID_ARG);
+	/* patch_conv: the same sums over the whole (divisible) image, and for
+	 * 3-D patches given as flattened rows it is linear itself */
+	{
+		vd_tensor img2 = new_rand(be, 3, C, NPH * P, NPW * P, 0);
+		vd_tensor y2 = new_tensor(be, 2, NPH * NPW, N, 0, 0);
+		vd_tensor rows = new_rand(be, 2, 6, C * 2 * P * P, 0, 0);
+		vd_tensor k3 = new_rand(be, 2, N, C * 2 * P * P, 0, 0);
+		vd_tensor y3 = new_tensor(be, 2, 6, N, 0, 0), y3l = new_tensor(be, 2, 6, N, 0, 0);
+		double w3[6 * N];
+
+		for (int py = 0; py < NPH; py++)
+			for (int px = 0; px < NPW; px++)
+				for (int n = 0; n < N; n++) {
+					double s = 0;
+
+					for (int c = 0; c < C; c++)
+						for (int ky = 0; ky < P; ky++)
+							for (int kx = 0; kx < P; kx++)
+								s += (double)f32(&img2)[(c * NPH * P + py * P + ky) *
+											NPW * P + px * P + kx] *
+								     f32(&kern)[((n * C + c) * P + ky) * P + kx];
+					want[(py * NPW + px) * N + n] = s;
+				}
+		ck_assert_int_eq(o->patch_conv(be, &img2, 2, (const int64_t[]){ C, NPH * P, NPW * P },
+					       (const int64_t[]){ P, P }, &kern, &y2), VD_OK);
+		assert_close(f32(&y2), want, NPH * NPW * N, 1e-5, "patch_conv 2-D");
+		ck_assert_int_eq(o->linear(be, &rows, &k3, NULL, &y3l), VD_OK);
+		for (int i = 0; i < 6 * N; i++)
+			w3[i] = f32(&y3l)[i];
+		ck_assert_int_eq(o->patch_conv(be, &rows, 3, (const int64_t[]){ C, 2, P, P },
+					       (const int64_t[]){ 2, P, P }, &k3, &y3), VD_OK);
+		assert_close(f32(&y3), w3, 6 * N, 1e-6, "patch_conv 3-D");
+		/* a kernel that does not divide, a y of the wrong size */
+		ck_assert_int_eq(o->patch_conv(be, &img, 2, (const int64_t[]){ C, H, W },
+					       (const int64_t[]){ P, P }, &kern, &y), VD_ERR_INVALID_ARG);
+		ck_assert_int_eq(o->patch_conv(be, &img2, 2, (const int64_t[]){ C, NPH * P, NPW * P },
+					       (const int64_t[]){ P, P }, &kern, &patches), VD_ERR_INVALID_ARG);
+		o->free(be, &img2);
+		o->free(be, &y2);
+		o->free(be, &rows);
+		o->free(be, &k3);
+		o->free(be, &y3);
+		o->free(be, &y3l);
+	}
 	o->free(be, &img);
 	o->free(be, &patches);
 	o->free(be, &kern);

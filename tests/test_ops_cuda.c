@@ -1025,6 +1025,59 @@ START_TEST(test_im2patch)
 }
 END_TEST
 
+/* patch_conv on cuDNN against the CPU's im2patch-and-linear sums: CLIP's
+ * 336/14 convolution over a batch, Qwen2-VL's temporal (2, 14, 14) patches
+ * given as flattened rows, and an odd rectangular kernel. The GPU must take
+ * the cuDNN path (VD_CUDA_CUDNN=0 runs the test without it). */
+START_TEST(test_patch_conv)
+{
+	static const struct {
+		const char *what;
+		int nd;
+		int64_t xshape[4], xdims, size[4], kernel[3], O, L;
+	} cases[] = {
+		{ "patch_conv clip 4 x 336/14", 2, { 4, 3, 336, 336 }, 4, { 3, 336, 336 }, { 14, 14 },
+		  1024, 576 },
+		{ "patch_conv qwen2vl 1000 x (2, 14, 14)", 3, { 1000, 3 * 2 * 14 * 14 }, 2,
+		  { 3, 2, 14, 14 }, { 2, 14, 14 }, 1280, 1 },
+		{ "patch_conv odd (28, 42) / (14, 7)", 2, { 2, 3, 28, 42 }, 4, { 3, 28, 42 }, { 14, 7 },
+		  16, 12 },
+	};
+	int off = getenv("VD_CUDA_CUDNN") && !strcmp(getenv("VD_CUDA_CUDNN"), "0");
+
+	for (int d = 0; d < NDT; d++) {
+		vd_dtype dt = dtypes[d];
+
+		for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+			int64_t K = cases[i].size[0], B = cases[i].xshape[0];
+			pair x, w, y;
+			vd_status st;
+
+			for (int k = 0; k < cases[i].nd; k++)
+				K *= cases[i].kernel[k];
+			x = pair_rand(dt, (int)cases[i].xdims, cases[i].xshape, 1.0f);
+			w = rand2(dt, cases[i].O, K, 0.05f);
+			y = rand2(dt, B * cases[i].L, cases[i].O, 1.0f);
+			ck_assert_int_eq(cpu->ops->patch_conv(cpu, &x.c, cases[i].nd, cases[i].size,
+							      cases[i].kernel, &w.c, &y.c), VD_OK);
+			st = gpu->ops->patch_conv(gpu, &x.g, cases[i].nd, cases[i].size, cases[i].kernel,
+						  &w.g, &y.g);
+			printf("%s %s: %s\n", cases[i].what, vd_dtype_name(dt),
+			       vd_cuda_patch_conv_path(gpu) ? vd_cuda_patch_conv_path(gpu) : "?");
+			if (off) {
+				ck_assert_int_eq(st, VD_ERR_UNSUPPORTED);
+			} else {
+				ck_assert_msg(st == VD_OK, "%s: %s", cases[i].what, vd_error_message());
+				check_pair(&y, dt, TOL_MM, cases[i].what);
+			}
+			pair_free(&x);
+			pair_free(&w);
+			pair_free(&y);
+		}
+	}
+}
+END_TEST
+
 /* ------------------------------------------------------------ errors */
 
 /* Picks: greedy rows the same index as the CPU oracle on the same (rounded)
@@ -1284,6 +1337,7 @@ static Suite *suite(void)
 	tcase_add_test(attn, test_attention_segments);
 	tcase_add_test(rows, test_rows);
 	tcase_add_test(rows, test_im2patch);
+	tcase_add_test(rows, test_patch_conv);
 	tcase_add_test(rows, test_sample);
 	tcase_add_test(rows, test_sample_full);
 	tcase_add_test(rows, test_errors);

@@ -262,6 +262,21 @@ typedef struct vd_ops {
 	 * last bit of libm's exp and log, which moves a pick only when a draw
 	 * or a top_p mass lands within ~1e-12 of a tie). */
 	vd_status (*sample_full)(vd_backend *be, const vd_tensor *x, const vd_sample_args *a);
+
+	/* --- vision, continued --- */
+	/* Optional (NULL, or VD_ERR_UNSUPPORTED for a call: use im2patch and
+	 * linear). The patch embedding as one convolution whose stride is its
+	 * kernel, no padding, no bias, through the backend's convolution
+	 * library (cuDNN on the GPU). x is packed and holds B samples of
+	 * size[0] channels by size[1] .. size[nd] (its shape may be any that
+	 * packs them, e.g. (B, C, H, W), or (B, C T p p) for flattened
+	 * patches); kernel[nd] divides each spatial size; w (O, C * k_1 * ..
+	 * * k_nd) packed, read as (O, C, k_1 .. k_nd); y (B * S_1/k_1 * .. *
+	 * S_nd/k_nd, O) packed, rows in (b, s_1 .. s_nd) order: one token per
+	 * patch. nd is 2 (CLIP) or 3 (Qwen2-VL's temporal patches). x, w and y
+	 * share one float dtype. */
+	vd_status (*patch_conv)(vd_backend *be, const vd_tensor *x, int nd, const int64_t *size,
+				const int64_t *kernel, const vd_tensor *w, vd_tensor *y);
 } vd_ops;
 
 /* splitmix64's finaliser: the hash behind the sampling noise of `sample`. */

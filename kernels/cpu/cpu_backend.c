@@ -1426,6 +1426,70 @@ static vd_status cpu_im2patch(vd_backend *be, const vd_tensor *img, int p, vd_te
 	return VD_OK;
 }
 
+/* patch_conv: the patches gathered into rows (b, s..) x (c, k..), then
+ * linear with w (O, C k..): the same sums as im2patch and linear. */
+static vd_status cpu_patch_conv(vd_backend *be, const vd_tensor *x, int nd, const int64_t *size,
+				const int64_t *kernel, const vd_tensor *w, vd_tensor *y)
+{
+	int64_t B, C, L = 1, K = 1, out[3] = { 1, 1, 1 }, k[3] = { 1, 1, 1 }, S[3] = { 1, 1, 1 };
+	int64_t pshape[2];
+	const float *xs;
+	float *pd;
+	vd_tensor pt;
+	vd_status st;
+
+	if ((st = check_f32(x, "patch_conv", "x")) || (st = check_f32(w, "patch_conv", "w")) ||
+	    (st = check_f32(y, "patch_conv", "y")))
+		return st;
+	if ((nd != 2 && nd != 3) || !size || !kernel || w->ndim != 2 || y->ndim != 2 ||
+	    !vd_tensor_is_contiguous(x) || size[0] <= 0)
+		return vd_errorf(VD_ERR_INVALID_ARG,
+				 "cpu patch_conv: x packed, 2 or 3 spatial dims, w and y 2-D");
+	C = size[0];
+	/* 2-D as 3-D with a leading spatial dim of 1 */
+	for (int i = 0; i < nd; i++) {
+		int d = 3 - nd + i;
+
+		if (kernel[i] <= 0 || size[1 + i] <= 0 || size[1 + i] % kernel[i])
+			return vd_errorf(VD_ERR_INVALID_ARG, "cpu patch_conv: kernel %lld does not divide %lld",
+					 (long long)kernel[i], (long long)size[1 + i]);
+		k[d] = kernel[i];
+		S[d] = size[1 + i];
+		out[d] = S[d] / k[d];
+		L *= out[d];
+		K *= k[d];
+	}
+	B = vd_tensor_numel(x) / (C * S[0] * S[1] * S[2]);
+	if (B * C * S[0] * S[1] * S[2] != vd_tensor_numel(x))
+		return vd_errorf(VD_ERR_INVALID_ARG, "cpu patch_conv: x does not hold whole samples");
+	if (w->shape[1] != C * K || y->shape[0] != B * L || y->shape[1] != w->shape[0])
+		return vd_errorf(VD_ERR_INVALID_ARG, "cpu patch_conv: w must be (O, %lld) and y (%lld, O)",
+				 (long long)(C * K), (long long)(B * L));
+	pshape[0] = B * L;
+	pshape[1] = C * K;
+	if ((st = cpu_alloc(be, &pt, VD_DTYPE_F32, 2, pshape)))
+		return st;
+	xs = x->data;
+	pd = pt.data;
+	for (int64_t b = 0; b < B; b++)
+		for (int64_t o0 = 0; o0 < out[0]; o0++)
+			for (int64_t o1 = 0; o1 < out[1]; o1++)
+				for (int64_t o2 = 0; o2 < out[2]; o2++)
+					for (int64_t c = 0; c < C; c++)
+						for (int64_t i0 = 0; i0 < k[0]; i0++)
+							for (int64_t i1 = 0; i1 < k[1]; i1++) {
+								const float *src = xs + (((b * C + c) * S[0] +
+									o0 * k[0] + i0) * S[1] + o1 * k[1] + i1) *
+									S[2] + o2 * k[2];
+
+								memcpy(pd, src, sizeof(float) * (size_t)k[2]);
+								pd += k[2];
+							}
+	st = cpu_linear(be, &pt, w, NULL, y);
+	cpu_free(be, &pt);
+	return st;
+}
+
 /* ------------------------------------------------------------- lifecycle */
 
 static const vd_ops cpu_ops = {
@@ -1457,6 +1521,7 @@ static const vd_ops cpu_ops = {
 	.zero = cpu_zero,
 	.sample = cpu_sample,
 	.sample_full = cpu_sample_full,
+	.patch_conv = cpu_patch_conv,
 };
 
 /* Test modes, read when the backend is created:

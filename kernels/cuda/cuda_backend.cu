@@ -10,6 +10,11 @@
 #include <cub/block/block_reduce.cuh>
 #include <cub/block/block_scan.cuh>
 #include <cub/device/device_segmented_radix_sort.cuh>
+#if __has_include(<cudnn.h>)
+#include <cudnn.h>
+#include <dlfcn.h>
+#define VD_HAVE_CUDNN 1
+#endif
 #include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
@@ -18,6 +23,7 @@
 #include <mma.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <stdio.h>
@@ -172,6 +178,14 @@ typedef struct cu_ctx {
 	/* VD_CUDA_HOST_SAMPLING=1 (tests): the table without sample_full, so
 	 * the engine samples on the host and tests compare the two paths */
 	vd_ops test_ops;
+
+	/* patch_conv: cuDNN, opened on first use (conv_cudnn.cuh) */
+	int dnn_state;       /* 0 not tried, 1 open, -1 unavailable */
+	struct dnn_api *dnn;
+#ifdef VD_HAVE_CUDNN
+	cudnnHandle_t dnn_h;
+#endif
+	char dnn_path[160];  /* how the last call ran, or why it could not */
 } cu_ctx;
 
 static double host_now(void)
@@ -2785,6 +2799,7 @@ static vd_status cu_sample(vd_backend *be, const vd_tensor *x, const float *temp
 }
 
 #include "kernels/cuda/sample.cuh"
+#include "kernels/cuda/conv_cudnn.cuh"
 
 /* ------------------------------------------------------------ lifecycle */
 
@@ -2821,6 +2836,7 @@ static const vd_ops cuda_ops = {
 	/* .host_alloc = */ cu_host_alloc,
 	/* .host_free = */ cu_host_free,
 	/* .sample_full = */ cu_sample_full,
+	/* .patch_conv = */ cu_patch_conv,
 };
 
 int vd_cuda_device_count(void)
@@ -2855,6 +2871,9 @@ static void ctx_release(cu_ctx *c)
 				c->prof_tab[i].calls);
 		fputc('\n', stderr);
 	}
+#ifdef VD_HAVE_CUDNN
+	dnn_close(c);
+#endif
 	if (c->stream) {
 		cudaSetDevice(c->device);
 		cudaStreamSynchronize(c->stream);

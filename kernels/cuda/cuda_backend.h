@@ -28,6 +28,11 @@ vd_status vd_cuda_backend_create(int device, vd_backend **out);
  * (memory held by this backend's pool counts as used). */
 vd_status vd_cuda_mem_info(vd_backend *be, int64_t *free_bytes, int64_t *total_bytes);
 
+/* How the last patch_conv ran: "cuDNN <version>, algo <n>", or why it
+ * could not (cuDNN not found, shape unsupported, VD_CUDA_CUDNN=0); NULL
+ * before the first call. Borrowed from the backend. */
+const char *vd_cuda_patch_conv_path(vd_backend *be);
+
 /* Wait for queued work and free the backend; tensors it allocated must
  * already be freed. NULL is a no-op. */
 void vd_cuda_backend_destroy(vd_backend *be);
