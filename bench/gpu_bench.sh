@@ -82,5 +82,6 @@ bench_profile() {
 	run "ops_bench" 120 "$BIN/ops_cuda_bench" 50
 	VD_CUDA_GEMV=0 run "ops_bench_cublas" 120 "$BIN/ops_cuda_bench" 50
 	grep -h "M=1 \|M=8 \|attention" "$OUT/ops_bench.log" | sed 's/^/gemv   /' | tee -a "$SUMMARY"
+	grep -h "sample_full\|patch_conv\|im2patch\|^gemm" "$OUT/ops_bench.log" | tee -a "$SUMMARY"
 	grep -h "M=1 \|M=8 " "$OUT/ops_bench_cublas.log" | sed 's/^/cublas /' | tee -a "$SUMMARY"
 }

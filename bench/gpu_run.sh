@@ -16,7 +16,7 @@
 #   profile per-op GPU time (VD_CUDA_PROFILE=1) of LLaVA's vision tower and
 #           decode
 #   sanitize compute-sanitizer memcheck and racecheck over the attention
-#           parity tests
+#           parity tests, memcheck over the row ops (sampler, patch_conv)
 #
 # Environment: OUT (where summary.txt, results.tgz and logs.tgz go,
 # default /tmp/vllmd-gpu), PACK (default .devpack.tar.xz), CKPT_DIR (where
@@ -57,6 +57,18 @@ done
 mkdir -p tests/data/tok/qwen2 && cp -n "$P"/tok/tokenizer*.json tests/data/tok/qwen2/
 BIN="$P/bin"
 say "libraries taken from the pack: $(ls "$P/use" | tr '\n' ' ')"
+# cuDNN is opened at run time (patch_conv); when the loader's search path
+# lacks it, use the CUDA toolkit's or the one PyTorch's wheel carries
+if ! ldconfig -p 2>/dev/null | grep -q 'libcudnn.so.9 '; then
+	for d in /usr/local/cuda/lib64 /usr/lib/x86_64-linux-gnu \
+		$(python3 -c 'import nvidia.cudnn as m; print(list(m.__path__)[0] + "/lib")' 2>/dev/null); do
+		if [ -e "$d/libcudnn.so.9" ]; then
+			export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$d"
+			break
+		fi
+	done
+fi
+say "cuDNN: $( (ldconfig -p 2>/dev/null; for d in ${LD_LIBRARY_PATH//:/ }; do ls "$d"/libcudnn.so.9 2>/dev/null; done) | grep -m1 -o '[^ ]*libcudnn.so.9[^ ]*' || echo 'not found')"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 GPU_NAME=$(head -1 "$OUT/gpu.txt" | cut -d, -f1)
 say "gpu: $GPU_NAME; date: $(date -u +%F)"
@@ -94,6 +106,10 @@ if has_phase sanitize; then
 	CK_RUN_CASE=attention CK_FORK=no run sanitize_racecheck 120 "$CS" --tool racecheck \
 		--error-exitcode 3 "$BIN/test_ops_cuda"
 	grep -h "RACECHECK SUMMARY\|ERROR SUMMARY" "$OUT/sanitize_racecheck.log" | tee -a "$SUMMARY"
+	# the sampler's and patch_conv's kernels (the "rows" case)
+	CK_RUN_CASE=rows CK_FORK=no run sanitize_memcheck_rows 240 "$CS" --tool memcheck \
+		--error-exitcode 3 "$BIN/test_ops_cuda"
+	grep -h "ERROR SUMMARY" "$OUT/sanitize_memcheck_rows.log" | tee -a "$SUMMARY"
 fi
 if has_phase tests; then
 	run ops_cuda 300 "$BIN/test_ops_cuda"
@@ -104,6 +120,7 @@ if has_phase tests; then
 		VD_TEST_DEVICE=cuda VD_TEST_DTYPE=bfloat16 run "${t}_cuda_bf16" 300 "$BIN/$t"
 	done
 	grep -h "match transformers\|diverged\|step graphs" "$OUT"/test_*_cuda_*.log >>"$SUMMARY"
+	grep -h "^patch_conv\|^sample_full" "$OUT/ops_cuda.log" | sort -u >>"$SUMMARY"
 fi
 
 source bench/gpu_bench.sh

@@ -1,5 +1,8 @@
 /* Times CUDA ops at LLaVA-1.5-7B decode shapes (bf16): the linears of one
- * layer and the lm_head, paged attention over long contexts, rmsnorm.
+ * layer and the lm_head, paged attention over long contexts, rmsnorm; the
+ * sampler (sample_full: greedy, a plain draw, top_p with its sort, and
+ * logprobs) at LLaVA's and Qwen2-VL's vocabularies; CLIP's patch
+ * convolution through cuDNN against im2patch and linear.
  * Prints microseconds per call and the bandwidth implied by the bytes each
  * call must read (weights, KV cache), to compare with the card's ~4 TB/s.
  * Usage: ops_cuda_bench [iterations]. Needs a CUDA device. */
@@ -144,6 +147,120 @@ static void bench_rmsnorm(int64_t M, int iters)
 	be->ops->free(be, &w);
 }
 
+/* A large GEMM with bias, as the vision towers run them: TFLOP/s in the
+ * last column (the matrix units' rate, not bandwidth). */
+static void bench_gemm(const char *name, int64_t M, int64_t K, int64_t N, int iters)
+{
+	vd_tensor x = rand2(M, K), w = rand2(N, K), y = rand2(M, N);
+	vd_tensor b = rand_tensor(1, &N);
+	char what[80];
+	double t0;
+
+	CHECK(be->ops->linear(be, &x, &w, &b, &y));
+	CHECK(be->ops->sync(be));
+	t0 = now();
+	for (int i = 0; i < iters; i++)
+		CHECK(be->ops->linear(be, &x, &w, &b, &y));
+	CHECK(be->ops->sync(be));
+	snprintf(what, sizeof(what), "gemm %s (column: TFLOP/s)", name);
+	report(what, now() - t0, iters, 2.0 * (double)M * (double)N * (double)K * 1e-3);
+	be->ops->free(be, &x);
+	be->ops->free(be, &w);
+	be->ops->free(be, &y);
+	be->ops->free(be, &b);
+}
+
+/* sample_full over M rows of V f32 logits: what a step's sampling costs. */
+static void bench_sample(int64_t M, int64_t V, const char *mode, int iters)
+{
+	int64_t shape[2] = { M, V };
+	vd_tensor x;
+	float *h = malloc(sizeof(float) * (size_t)(M * V));
+	vd_sample_row *rows = calloc((size_t)M, sizeof(*rows));
+	int32_t *picks = malloc(sizeof(int32_t) * (size_t)M), *rank = malloc(sizeof(int32_t) * (size_t)M);
+	int32_t *ids = malloc(sizeof(int32_t) * (size_t)M * 5);
+	float *lp = malloc(sizeof(float) * (size_t)M), *lps = malloc(sizeof(float) * (size_t)M * 5);
+	vd_sample_args a = { .struct_size = sizeof(a), .rows = rows, .lp_k = 5, .picks = picks,
+			     .chosen_lp = lp, .chosen_rank = rank, .top_ids = ids, .top_lps = lps };
+	char what[80];
+	double t0;
+
+	if (!h || !rows || !picks || !rank || !ids || !lp || !lps)
+		exit(1);
+	for (int64_t i = 0; i < M * V; i++)
+		h[i] = (float)((i * 2654435761u) % 20011) / 2000.0f - 5.0f;
+	for (int64_t m = 0; m < M; m++)
+		rows[m] = (vd_sample_row){ .temperature = strcmp(mode, "greedy") ? 0.8f : 0.0f,
+					   .top_p = strcmp(mode, "top_p 0.9") ? 0.0f : 0.9f,
+					   .min_p_log = -1e30f, .repetition_penalty = 1.0f,
+					   .logprobs = strcmp(mode, "logprobs 5") ? -1 : 5,
+					   .key = (uint64_t)m + 1 };
+	CHECK(be->ops->alloc(be, &x, VD_DTYPE_F32, 2, shape));
+	CHECK(be->ops->upload(be, &x, h, VD_DTYPE_F32, M * V));
+	CHECK(be->ops->sample_full(be, &x, &a));
+	t0 = now();
+	for (int i = 0; i < iters; i++)
+		CHECK(be->ops->sample_full(be, &x, &a));
+	snprintf(what, sizeof(what), "sample_full %s (%lld, %lld)", mode, (long long)M,
+		 (long long)V);
+	report(what, now() - t0, iters, 4.0 * (double)(M * V));
+	be->ops->free(be, &x);
+	free(h);
+	free(rows);
+	free(picks);
+	free(rank);
+	free(ids);
+	free(lp);
+	free(lps);
+}
+
+/* CLIP ViT-L/14-336's patch embedding for n images: patch_conv (cuDNN)
+ * and im2patch + linear. */
+static void bench_patch(int n, int iters)
+{
+	int64_t ishape[4] = { n, 3, 336, 336 }, pshape[2] = { (int64_t)n * 576, 588 };
+	vd_tensor img = rand_tensor(4, ishape), w = rand2(1024, 588), y = rand2((int64_t)n * 576, 1024);
+	vd_tensor pt = rand_tensor(2, pshape);
+	char what[80];
+	double t0, flops = 2.0 * n * 576 * 588 * 1024;
+	vd_status st;
+
+	st = be->ops->patch_conv(be, &img, 2, (const int64_t[]){ 3, 336, 336 },
+				 (const int64_t[]){ 14, 14 }, &w, &y);
+	printf("patch_conv: %s (%s)\n", st == VD_OK ? "ok" : vd_error_message(),
+	       vd_cuda_patch_conv_path(be) ? vd_cuda_patch_conv_path(be) : "-");
+	if (st == VD_OK) {
+		CHECK(be->ops->sync(be));
+		t0 = now();
+		for (int i = 0; i < iters; i++)
+			CHECK(be->ops->patch_conv(be, &img, 2, (const int64_t[]){ 3, 336, 336 },
+						  (const int64_t[]){ 14, 14 }, &w, &y));
+		CHECK(be->ops->sync(be));
+		snprintf(what, sizeof(what), "patch_conv cuDNN %d x 336/14 (column: TFLOP/s)", n);
+		report(what, now() - t0, iters, flops * 1e-3);
+	}
+	CHECK(be->ops->sync(be));
+	t0 = now();
+	for (int i = 0; i < iters; i++) {
+		for (int k = 0; k < n; k++) {
+			vd_tensor im = vd_tensor_rows(&img, k, 1), pr = vd_tensor_rows(&pt, k * 576, 576);
+
+			im.ndim = 3;
+			memmove(im.shape, im.shape + 1, 3 * sizeof(int64_t));
+			memmove(im.stride, im.stride + 1, 3 * sizeof(int64_t));
+			CHECK(be->ops->im2patch(be, &im, 14, &pr));
+		}
+		CHECK(be->ops->linear(be, &pt, &w, NULL, &y));
+	}
+	CHECK(be->ops->sync(be));
+	snprintf(what, sizeof(what), "im2patch+linear %d x 336/14 (column: TFLOP/s)", n);
+	report(what, now() - t0, iters, flops * 1e-3);
+	be->ops->free(be, &img);
+	be->ops->free(be, &w);
+	be->ops->free(be, &y);
+	be->ops->free(be, &pt);
+}
+
 int main(int argc, char **argv)
 {
 	int iters = argc > 1 ? atoi(argv[1]) : 200;
@@ -167,6 +284,22 @@ int main(int argc, char **argv)
 	bench_attention(256, 700, iters / 5 > 0 ? iters / 5 : 1);
 	bench_rmsnorm(1, iters);
 	bench_rmsnorm(32, iters);
+	{
+		static const char *const modes[] = { "greedy", "draw", "top_p 0.9", "logprobs 5" };
+
+		for (int v = 0; v < 2; v++)
+			for (int m = 0; m < 4; m++) {
+				bench_sample(1, v ? 151936 : 32064, modes[m], iters / 4 + 1);
+				bench_sample(256, v ? 151936 : 32064, modes[m], iters / 20 + 1);
+			}
+	}
+	bench_patch(64, iters / 20 + 1);
+	/* CLIP ViT-L/14-336 at 64 images (36,928 rows), and a square one */
+	bench_gemm("clip qkv 36928x1024->3072", 36928, 1024, 3072, iters / 10 + 1);
+	bench_gemm("clip o 36928x1024->1024", 36928, 1024, 1024, iters / 10 + 1);
+	bench_gemm("clip fc1 36928x1024->4096", 36928, 1024, 4096, iters / 10 + 1);
+	bench_gemm("clip fc2 36928x4096->1024", 36928, 4096, 1024, iters / 10 + 1);
+	bench_gemm("square 8192^3", 8192, 8192, 8192, iters / 10 + 1);
 	vd_cuda_backend_destroy(be);
 	return 0;
 }
