@@ -141,6 +141,7 @@ __global__ void __launch_bounds__(DEC_THREADS) k_decode(attn_args a, int kvh)
 				l += p;
 			}
 			l = warp_sum(l);
+			__syncwarp(); /* every lane read s_m[g] before lane 0 rewrites it */
 			if (lane == 0) {
 				float f = mo == -INFINITY ? 0.0f : __expf(mo - mn);
 
