@@ -1025,24 +1025,27 @@ START_TEST(test_im2patch)
 }
 END_TEST
 
-/* patch_conv on cuDNN against the CPU's im2patch-and-linear sums: CLIP's
+/* patch_conv against the CPU's im2patch-and-linear sums, in each form the
+ * backend has (cuDNN, im2patch + GEMM) and as it picks for itself: CLIP's
  * 336/14 convolution over a batch, Qwen2-VL's temporal (2, 14, 14) patches
- * given as flattened rows, and an odd rectangular kernel. The GPU must take
- * the cuDNN path (VD_CUDA_CUDNN=0 runs the test without it). */
+ * given as flattened rows, and an odd rectangular kernel (cuDNN only).
+ * cuDNN must be there unless VD_CUDA_CUDNN=0. */
 START_TEST(test_patch_conv)
 {
 	static const struct {
 		const char *what;
 		int nd;
 		int64_t xshape[4], xdims, size[4], kernel[3], O, L;
+		bool gemm;
 	} cases[] = {
 		{ "patch_conv clip 4 x 336/14", 2, { 4, 3, 336, 336 }, 4, { 3, 336, 336 }, { 14, 14 },
-		  1024, 576 },
+		  1024, 576, true },
 		{ "patch_conv qwen2vl 1000 x (2, 14, 14)", 3, { 1000, 3 * 2 * 14 * 14 }, 2,
-		  { 3, 2, 14, 14 }, { 2, 14, 14 }, 1280, 1 },
+		  { 3, 2, 14, 14 }, { 2, 14, 14 }, 1280, 1, true },
 		{ "patch_conv odd (28, 42) / (14, 7)", 2, { 2, 3, 28, 42 }, 4, { 3, 28, 42 }, { 14, 7 },
-		  16, 12 },
+		  16, 12, false },
 	};
+	static const char *const forms[] = { "cudnn", "gemm", NULL };
 	int off = getenv("VD_CUDA_CUDNN") && !strcmp(getenv("VD_CUDA_CUDNN"), "0");
 
 	for (int d = 0; d < NDT; d++) {
@@ -1051,7 +1054,6 @@ START_TEST(test_patch_conv)
 		for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 			int64_t K = cases[i].size[0], B = cases[i].xshape[0];
 			pair x, w, y;
-			vd_status st;
 
 			for (int k = 0; k < cases[i].nd; k++)
 				K *= cases[i].kernel[k];
@@ -1060,15 +1062,26 @@ START_TEST(test_patch_conv)
 			y = rand2(dt, B * cases[i].L, cases[i].O, 1.0f);
 			ck_assert_int_eq(cpu->ops->patch_conv(cpu, &x.c, cases[i].nd, cases[i].size,
 							      cases[i].kernel, &w.c, &y.c), VD_OK);
-			st = gpu->ops->patch_conv(gpu, &x.g, cases[i].nd, cases[i].size, cases[i].kernel,
-						  &w.g, &y.g);
-			printf("%s %s: %s\n", cases[i].what, vd_dtype_name(dt),
-			       vd_cuda_patch_conv_path(gpu) ? vd_cuda_patch_conv_path(gpu) : "?");
-			if (off) {
-				ck_assert_int_eq(st, VD_ERR_UNSUPPORTED);
-			} else {
-				ck_assert_msg(st == VD_OK, "%s: %s", cases[i].what, vd_error_message());
-				check_pair(&y, dt, TOL_MM, cases[i].what);
+			for (int f = 0; f < 3; f++) {
+				bool can = f == 0 ? !off : f == 1 ? cases[i].gemm : !off || cases[i].gemm;
+				char what[96];
+				vd_status st;
+
+				if (forms[f])
+					setenv("VD_CUDA_PATCH", forms[f], 1);
+				st = gpu->ops->patch_conv(gpu, &x.g, cases[i].nd, cases[i].size,
+							  cases[i].kernel, &w.g, &y.g);
+				unsetenv("VD_CUDA_PATCH");
+				snprintf(what, sizeof(what), "%s [%s]", cases[i].what,
+					 forms[f] ? forms[f] : "auto");
+				if (!can) {
+					ck_assert_msg(st == VD_ERR_UNSUPPORTED, "%s: %d", what, st);
+					continue;
+				}
+				ck_assert_msg(st == VD_OK, "%s: %s", what, vd_error_message());
+				printf("%s %s: %s\n", what, vd_dtype_name(dt),
+				       vd_cuda_patch_conv_path(gpu) ? vd_cuda_patch_conv_path(gpu) : "?");
+				check_pair(&y, dt, TOL_MM, what);
 			}
 			pair_free(&x);
 			pair_free(&w);
@@ -1260,6 +1273,39 @@ START_TEST(test_sample_full)
 		}
 		free(rows);
 		free(hist);
+		free(h);
+		pair_free(&p);
+	}
+	/* plain rows (greedy or a draw, nothing else) of small batches: the
+	 * GPU splits each row over many blocks */
+	for (int si = 0; si < 3; si++) {
+		int64_t n = si == 0 ? 1 : si == 1 ? 3 : 8, v = si == 1 ? 32064 : 151936;
+		int64_t shape[2] = { n, v };
+		pair p = pair_new(VD_DTYPE_F32, 2, shape);
+		float *h = host_rand(n * v, 4.0f, VD_DTYPE_F32);
+		vd_sample_row rows[8];
+		int32_t a[8], b[8];
+		vd_sample_args sa = { .struct_size = sizeof(sa), .rows = rows, .picks = a };
+		int differ = 0;
+
+		for (int64_t m = 0; m < n; m++) {
+			rows[m] = (vd_sample_row){ .temperature = m % 2 ? 0.9f : 0.0f,
+						   .min_p_log = -INFINITY, .repetition_penalty = 1.0f,
+						   .logprobs = -1, .key = 977u * (uint64_t)(m + 1) };
+			h[m * v + v - 5] = 60.0f; /* a late tie for the greedy rows */
+			h[m * v + v - 2] = 60.0f;
+		}
+		pair_set(&p, h);
+		ck_assert_int_eq(cpu->ops->sample_full(cpu, &p.c, &sa), VD_OK);
+		sa.picks = b;
+		ck_assert_int_eq(gpu->ops->sample_full(gpu, &p.g, &sa), VD_OK);
+		for (int64_t m = 0; m < n; m++) {
+			if (m % 2 == 0)
+				ck_assert_int_eq(b[m], (int32_t)(v - 5));
+			differ += a[m] != b[m];
+		}
+		ck_assert_msg(differ == 0, "split rows (%lld, %lld): %d picks differ", (long long)n,
+			      (long long)v, differ);
 		free(h);
 		pair_free(&p);
 	}

@@ -179,13 +179,17 @@ typedef struct cu_ctx {
 	 * the engine samples on the host and tests compare the two paths */
 	vd_ops test_ops;
 
-	/* patch_conv: cuDNN, opened on first use (conv_cudnn.cuh) */
+	/* patch_conv (conv_cudnn.cuh): cuDNN, opened on first use, and the
+	 * plans of the shapes seen */
 	int dnn_state;       /* 0 not tried, 1 open, -1 unavailable */
 	struct dnn_api *dnn;
 #ifdef VD_HAVE_CUDNN
 	cudnnHandle_t dnn_h;
 #endif
-	char dnn_path[160];  /* how the last call ran, or why it could not */
+	char dnn_why[128];   /* why cuDNN is unavailable */
+	char dnn_path[160];  /* how the last call ran */
+	struct patch_plan *patch_plans;
+	int patch_next;
 } cu_ctx;
 
 static double host_now(void)
@@ -1025,38 +1029,20 @@ static cudaDataType_t blas_type(int dt)
 
 #include "kernels/cuda/gemm.cuh"
 
-/* y (M,N) = x (M,K) w (N,K)^T + b, f32 accumulation. cuBLAS is column-major,
- * so it computes y^T = w x^T: A = w read transposed (lda = w row stride),
- * B = x (ldb = x row stride), C = y (ldc = y row stride). Dtypes may mix:
- * x is converted to w's dtype when they differ, and y goes through f32
- * scratch when cuBLAS cannot write it directly. */
-static vd_status cu_linear(vd_backend *be, const vd_tensor *x, const vd_tensor *w,
-			   const vd_tensor *b, vd_tensor *y)
+/* The work of linear after its checks: y = x w^T (+ b) on c's stream.
+ * Also used by ops that contain a GEMM (patch_conv). */
+static vd_status linear_run(cu_ctx *c, const rv &xr, const rv &wr, const rv *bp, const rv &yr)
 {
-	rv xr, wr, yr, br = { NULL, 0, 0, 0, 0 };
+	rv br = { NULL, 0, 0, 0, 0 };
+	const void *b = bp;
 	float alpha = 1.0f, beta;
 	bool direct;
 	size_t xbytes = 0, ybytes = 0;
 	char *tmp = NULL;
 	rv xa, ya;
 
-	TRY(get_rows(x, "linear", "x", &xr));
-	TRY(get_rows(w, "linear", "w", &wr));
-	TRY(get_rows(y, "linear", "y", &yr));
-	if (xr.c != wr.c || yr.n != xr.n || yr.c != wr.n)
-		return vd_errorf(VD_ERR_INVALID_ARG,
-				 "cuda linear: x (%lld, %lld) @ w (%lld, %lld)^T -> y (%lld, %lld) mismatch",
-				 (long long)xr.n, (long long)xr.c, (long long)wr.n, (long long)wr.c,
-				 (long long)yr.n, (long long)yr.c);
-	if (b)
-		TRY(get_vec(b, wr.n, "linear", "b", &br));
-	if (xr.c > INT32_MAX || xr.n > INT32_MAX || wr.n > INT32_MAX || xr.rs > INT32_MAX ||
-	    wr.rs > INT32_MAX || yr.rs > INT32_MAX)
-		return vd_errorf(VD_ERR_UNSUPPORTED, "cuda linear: dimensions exceed cuBLAS int range");
-	TRY(check_grid(yr.n, yr.c, "linear"));
-	ENTER(be);
-	GRAPH_OP("linear", xr, wr, yr, br);
-	GRAPH_SKIP();
+	if (bp)
+		br = *bp;
 	if (xr.n == 0 || wr.n == 0)
 		return VD_OK;
 	/* one row: the GEMV kernel writes y in any float dtype, no staging */
@@ -1066,7 +1052,7 @@ static vd_status cu_linear(vd_backend *be, const vd_tensor *x, const vd_tensor *
 		else
 			launch_gemv_t<__half>(c, &xr, &wr, &br, &yr);
 		LAUNCHED();
-		return op_done(c, "linear");
+		return VD_OK;
 	}
 	direct = wr.dt == VD_DTYPE_F32 ? yr.dt == VD_DTYPE_F32 : (yr.dt == wr.dt || yr.dt == VD_DTYPE_F32);
 	if (xr.dt != wr.dt && xr.c > 0)
@@ -1088,7 +1074,7 @@ static vd_status cu_linear(vd_backend *be, const vd_tensor *x, const vd_tensor *
 
 		TRY(lt_linear(c, &wr, &xa, &br, &ya, &ran));
 		if (ran)
-			return op_done(c, "linear");
+			return VD_OK;
 	}
 	beta = 0.0f;
 	if (b || xr.c == 0) {
@@ -1109,6 +1095,37 @@ static vd_status cu_linear(vd_backend *be, const vd_tensor *x, const vd_tensor *
 
 		TRY(launch_copy(c, &s, &d));
 	}
+	return VD_OK;
+}
+
+/* y (M,N) = x (M,K) w (N,K)^T + b, f32 accumulation. cuBLAS is column-major,
+ * so it computes y^T = w x^T: A = w read transposed (lda = w row stride),
+ * B = x (ldb = x row stride), C = y (ldc = y row stride). Dtypes may mix:
+ * x is converted to w's dtype when they differ, and y goes through f32
+ * scratch when cuBLAS cannot write it directly. */
+static vd_status cu_linear(vd_backend *be, const vd_tensor *x, const vd_tensor *w,
+			   const vd_tensor *b, vd_tensor *y)
+{
+	rv xr, wr, yr, br = { NULL, 0, 0, 0, 0 };
+
+	TRY(get_rows(x, "linear", "x", &xr));
+	TRY(get_rows(w, "linear", "w", &wr));
+	TRY(get_rows(y, "linear", "y", &yr));
+	if (xr.c != wr.c || yr.n != xr.n || yr.c != wr.n)
+		return vd_errorf(VD_ERR_INVALID_ARG,
+				 "cuda linear: x (%lld, %lld) @ w (%lld, %lld)^T -> y (%lld, %lld) mismatch",
+				 (long long)xr.n, (long long)xr.c, (long long)wr.n, (long long)wr.c,
+				 (long long)yr.n, (long long)yr.c);
+	if (b)
+		TRY(get_vec(b, wr.n, "linear", "b", &br));
+	if (xr.c > INT32_MAX || xr.n > INT32_MAX || wr.n > INT32_MAX || xr.rs > INT32_MAX ||
+	    wr.rs > INT32_MAX || yr.rs > INT32_MAX)
+		return vd_errorf(VD_ERR_UNSUPPORTED, "cuda linear: dimensions exceed cuBLAS int range");
+	TRY(check_grid(yr.n, yr.c, "linear"));
+	ENTER(be);
+	GRAPH_OP("linear", xr, wr, yr, br);
+	GRAPH_SKIP();
+	TRY(linear_run(c, xr, wr, b ? &br : NULL, yr));
 	return op_done(c, "linear");
 }
 
@@ -2871,9 +2888,7 @@ static void ctx_release(cu_ctx *c)
 				c->prof_tab[i].calls);
 		fputc('\n', stderr);
 	}
-#ifdef VD_HAVE_CUDNN
-	dnn_close(c);
-#endif
+	patch_plans_free(c);
 	if (c->stream) {
 		cudaSetDevice(c->device);
 		cudaStreamSynchronize(c->stream);

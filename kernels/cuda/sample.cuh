@@ -196,6 +196,47 @@ __global__ void __launch_bounds__(SF_THREADS) k_sf_prep(sf_args a)
 		a.picks[m] = best.i < 0 ? 0 : best.i;
 }
 
+/* Plain rows (no history, no min_p, no sort) of a chunk with few rows:
+ * each row split over gridDim.y blocks, each the best of its columns
+ * (greedy: the first maximum; drawn: the Gumbel-max score), then
+ * k_sf_pick folds the splits. Splitting keeps the GPU busy when a step has
+ * one or a few rows over a 152k vocabulary. */
+__global__ void __launch_bounds__(SF_THREADS) k_sf_split(sf_args a, sf_best *part)
+{
+	__shared__ sf_smem sm;
+	int64_t m = a.m0 + blockIdx.x;
+	const vd_sample_row r = a.rows[m];
+	const float *p = a.x + m * a.rs;
+	int32_t n = a.n, per = (n + gridDim.y - 1) / gridDim.y;
+	int32_t c0 = blockIdx.y * per, c1 = c0 + per < n ? c0 + per : n;
+	bool greedy = r.temperature < 1e-5f;
+	double inv = greedy ? 0.0 : 1.0 / (double)r.temperature;
+	sf_best best = { -INFINITY, -1 };
+
+	for (int32_t i = c0 + threadIdx.x; i < c1; i += blockDim.x) {
+		if (greedy) {
+			best = sf_best_op()(best, sf_best{ (double)p[i], i });
+		} else if (__fdiv_rn(p[i], r.temperature) != -INFINITY) {
+			best = sf_best_op()(best, sf_best{ sf_score(p[i], inv, r.key, i), i });
+		}
+	}
+	best = sf_best_reduce(sm.best).Reduce(best, sf_best_op());
+	if (threadIdx.x == 0)
+		part[blockIdx.x * gridDim.y + blockIdx.y] = best;
+}
+
+__global__ void k_sf_pick(sf_args a, const sf_best *part, int splits)
+{
+	int64_t m = a.m0 + blockIdx.x;
+	sf_best best = { -INFINITY, -1 };
+
+	if (threadIdx.x != 0)
+		return;
+	for (int j = 0; j < splits; j++)
+		best = sf_best_op()(best, part[blockIdx.x * splits + j]);
+	a.picks[m] = best.i < 0 ? 0 : best.i;
+}
+
 __global__ void __launch_bounds__(SF_THREADS) k_sf_filter(sf_args a)
 {
 	__shared__ sf_smem sm;
@@ -329,6 +370,32 @@ static char *sf_take(char **at, size_t bytes)
 	return p;
 }
 
+#define SF_MAX_SPLITS 64
+
+/* Blocks per row for a chunk of plain rows (k_sf_split), or 1: the chunk
+ * then runs on k_sf_prep. Splits fill about two blocks per SM, each over
+ * 2,048 columns at least. */
+static int sf_splits(const cu_ctx *c, const vd_sample_row *rows, int64_t n, int32_t N)
+{
+	int64_t want;
+
+	for (int64_t m = 0; m < n; m++) {
+		const vd_sample_row *r = &rows[m];
+		bool drawn = r->temperature >= 1e-5f;
+
+		if (r->n_hist > 0 || (drawn && (r->min_p_log > -INFINITY ||
+						(r->top_k > 0 && r->top_k < N) ||
+						(r->top_p > 0.0f && r->top_p < 1.0f))))
+			return 1;
+	}
+	want = (2 * (int64_t)c->num_sms + n - 1) / n;
+	if (want > N / 2048)
+		want = N / 2048;
+	if (want > SF_MAX_SPLITS)
+		want = SF_MAX_SPLITS;
+	return want > 1 ? (int)want : 1;
+}
+
 /* Work-array entries one chunk of rows may use (pen, keys, ids, sorted
  * copies: 16 bytes each), so a large batch over a large vocabulary stays
  * near 128 MiB of scratch. */
@@ -347,6 +414,8 @@ static vd_status cu_sample_full(vd_backend *be, const vd_tensor *x, const vd_sam
 	float *skeys;
 	int32_t *sids;
 	void *tmp;
+	sf_best *part;
+	int splits;
 	bool any_lp = false;
 
 	TRY(get_rows(x, "sample_full", "x", &xr));
@@ -413,7 +482,8 @@ static vd_status cu_sample_full(vd_backend *be, const vd_tensor *x, const vd_sam
 				   sizeof(float) * (size_t)(M * lpk), sizeof(float) * (size_t)M,
 				   sizeof(float) * (size_t)(R * N), sizeof(float) * (size_t)(Smax * N),
 				   sizeof(float) * (size_t)(Smax * N), sizeof(int32_t) * (size_t)(Smax * N),
-				   sizeof(int32_t) * (size_t)(Smax * N), sort_bytes };
+				   sizeof(int32_t) * (size_t)(Smax * N), sort_bytes,
+				   sizeof(sf_best) * (size_t)(R * SF_MAX_SPLITS) };
 
 		for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++)
 			need += align_up(parts[i] > 0 ? parts[i] : 1, 256);
@@ -442,6 +512,7 @@ static vd_status cu_sample_full(vd_backend *be, const vd_tensor *x, const vd_sam
 	a.ids = (int32_t *)sf_take(&at, sizeof(int32_t) * (size_t)(Smax * N));
 	sids = (int32_t *)sf_take(&at, sizeof(int32_t) * (size_t)(Smax * N));
 	tmp = sf_take(&at, sort_bytes);
+	part = (sf_best *)sf_take(&at, sizeof(sf_best) * (size_t)(R * SF_MAX_SPLITS));
 	a.skeys = skeys;
 	a.sids = sids;
 	/* chunk by chunk: the penalised copies and sort keys of a chunk are
@@ -453,7 +524,15 @@ static vd_status cu_sample_full(vd_backend *be, const vd_tensor *x, const vd_sam
 			ns++;
 		a.m0 = m0;
 		a.s0 = (int32_t)s0;
-		k_sf_prep<<<(unsigned)rows, SF_THREADS, 0, c->stream>>>(a);
+		splits = sf_splits(c, sa->rows + m0, rows, N);
+		if (splits > 1) {
+			k_sf_split<<<dim3((unsigned)rows, (unsigned)splits), SF_THREADS, 0, c->stream>>>(
+				a, part);
+			LAUNCHED();
+			k_sf_pick<<<(unsigned)rows, 32, 0, c->stream>>>(a, part, splits);
+		} else {
+			k_sf_prep<<<(unsigned)rows, SF_THREADS, 0, c->stream>>>(a);
+		}
 		LAUNCHED();
 		if (ns > 0) {
 			size_t tb = sort_bytes;
