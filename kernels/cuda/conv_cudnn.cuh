@@ -23,11 +23,21 @@ typedef struct patch_plan {
 	void *xd, *yd, *wd, *cd;   /* cuDNN descriptors */
 	int algo;                  /* cuDNN's algorithm, or -1: no cuDNN form */
 	size_t ws;                 /* its workspace */
-	int choice;                /* 0 not decided, 1 cuDNN, 2 im2patch + GEMM */
-	float ms_dnn, ms_gemm;     /* the timings it was decided on */
 } patch_plan;
 
+/* The form a convolution takes whatever the batch: decided once, on the
+ * first batch seen, by timing both. The engine's encoder batches vary, so
+ * deciding per batch size would time (and ask cuDNN) again and again. */
+typedef struct patch_choice {
+	bool used;
+	int dt, nd, C, O;
+	int size[3], kernel[3];
+	int form;                  /* 1 cuDNN, 2 im2patch + GEMM */
+	float ms_dnn, ms_gemm;     /* the timings it was decided on */
+} patch_choice;
+
 #define PATCH_PLANS 8
+#define PATCH_CHOICES 16
 
 static bool env_is(const char *name, const char *value)
 {
@@ -57,6 +67,7 @@ struct dnn_api {
 	decltype(&cudnnSetConvolutionNdDescriptor) SetConvolutionNdDescriptor;
 	decltype(&cudnnSetConvolutionMathType) SetConvolutionMathType;
 	decltype(&cudnnFindConvolutionForwardAlgorithm) FindConvolutionForwardAlgorithm;
+	decltype(&cudnnGetConvolutionForwardAlgorithm_v7) GetConvolutionForwardAlgorithm_v7;
 	decltype(&cudnnGetConvolutionForwardWorkspaceSize) GetConvolutionForwardWorkspaceSize;
 	decltype(&cudnnConvolutionForward) ConvolutionForward;
 };
@@ -124,6 +135,7 @@ static bool dnn_open(cu_ctx *c)
 	DNN_SYM(SetConvolutionNdDescriptor)
 	DNN_SYM(SetConvolutionMathType)
 	DNN_SYM(FindConvolutionForwardAlgorithm)
+	DNN_SYM(GetConvolutionForwardAlgorithm_v7)
 	DNN_SYM(GetConvolutionForwardWorkspaceSize)
 	DNN_SYM(ConvolutionForward)
 #undef DNN_SYM
@@ -173,9 +185,11 @@ static void dnn_plan_drop(cu_ctx *c, patch_plan *p)
 	p->xd = p->yd = p->wd = p->cd = NULL;
 }
 
-/* The descriptors of p's convolution and the algorithm cuDNN's timing finds
- * fastest within DNN_MAX_WS of workspace; p->algo stays -1 when none. */
-static void dnn_plan_make(cu_ctx *c, patch_plan *p)
+/* The descriptors of p's convolution and its algorithm within DNN_MAX_WS
+ * of workspace: the one cuDNN's own timing finds fastest (find), or its
+ * heuristics' first choice (cheap, for a shape already decided). p->algo
+ * stays -1 when there is none. */
+static void dnn_plan_make(cu_ctx *c, patch_plan *p, bool find)
 {
 	const dnn_api *d = c->dnn;
 	cudnnDataType_t dt;
@@ -205,7 +219,8 @@ static void dnn_plan_make(cu_ctx *c, patch_plan *p)
 	    d->SetConvolutionNdDescriptor(cd, nd, pad, stride, dil, CUDNN_CROSS_CORRELATION,
 					  CUDNN_DATA_FLOAT) ||
 	    d->SetConvolutionMathType(cd, tm ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH) ||
-	    d->FindConvolutionForwardAlgorithm(c->dnn_h, xd, wd, cd, yd, 8, &n, perf))
+	    (find ? d->FindConvolutionForwardAlgorithm(c->dnn_h, xd, wd, cd, yd, 8, &n, perf)
+		  : d->GetConvolutionForwardAlgorithm_v7(c->dnn_h, xd, wd, cd, yd, 8, &n, perf)))
 		return;
 	for (int i = 0; i < n; i++) {
 		size_t need = 0;
@@ -336,8 +351,8 @@ static vd_status time_form(cu_ctx *c, patch_fn f, const patch_plan *p, const voi
 	return st;
 }
 
-/* The plan of a shape, made (but not yet decided) when new. */
-static vd_status patch_plan_get(cu_ctx *c, const patch_plan *key, patch_plan **out)
+/* The cuDNN plan of a shape (batch included), made when new. */
+static vd_status patch_plan_get(cu_ctx *c, const patch_plan *key, bool find, patch_plan **out)
 {
 	patch_plan *p;
 
@@ -365,9 +380,45 @@ static vd_status patch_plan_get(cu_ctx *c, const patch_plan *key, patch_plan **o
 	p->algo = -1;
 #ifdef VD_HAVE_CUDNN
 	if (dnn_open(c))
-		dnn_plan_make(c, p);
+		dnn_plan_make(c, p, find);
 #endif
 	*out = p;
+	return VD_OK;
+}
+
+/* The choice entry of a convolution (batch left out), *fresh when new. */
+static vd_status patch_choice_get(cu_ctx *c, const patch_plan *key, patch_choice **out)
+{
+	patch_choice k, *e;
+
+	if (!c->patch_choices) {
+		c->patch_choices = (patch_choice *)calloc(PATCH_CHOICES, sizeof(patch_choice));
+		if (!c->patch_choices)
+			return vd_errorf(VD_ERR_NOMEM, "cuda patch_conv: out of host memory");
+	}
+	memset(&k, 0, sizeof(k));
+	k.used = true;
+	k.dt = key->dt;
+	k.nd = key->nd;
+	k.C = key->xdim[1];
+	k.O = key->wdim[0];
+	for (int i = 0; i < key->nd; i++) {
+		k.size[i] = key->xdim[2 + i];
+		k.kernel[i] = key->wdim[2 + i];
+	}
+	for (int i = 0; i < PATCH_CHOICES; i++) {
+		e = &c->patch_choices[i];
+		if (e->used && e->dt == k.dt && e->nd == k.nd && e->C == k.C && e->O == k.O &&
+		    !memcmp(e->size, k.size, sizeof(k.size)) &&
+		    !memcmp(e->kernel, k.kernel, sizeof(k.kernel))) {
+			*out = e;
+			return VD_OK;
+		}
+	}
+	e = &c->patch_choices[c->choice_next];
+	c->choice_next = (c->choice_next + 1) % PATCH_CHOICES;
+	*e = k;
+	*out = e;
 	return VD_OK;
 }
 
@@ -380,6 +431,8 @@ static void patch_plans_free(cu_ctx *c)
 	}
 	free(c->patch_plans);
 	c->patch_plans = NULL;
+	free(c->patch_choices);
+	c->patch_choices = NULL;
 #ifdef VD_HAVE_CUDNN
 	if (c->dnn) {
 		c->dnn->Destroy(c->dnn_h);
@@ -395,9 +448,9 @@ static vd_status cu_patch_conv(vd_backend *be, const vd_tensor *x, int nd, const
 {
 	int64_t B, C, O, L = 1, K = 1, per = 1;
 	patch_plan key, *p;
+	patch_choice *ch;
 	int form, force;
 	bool dnn_ok, gemm_ok;
-	const char *dnn_name = "cuDNN";
 
 	TRY(check_t(x, "patch_conv", "x", true));
 	TRY(check_t(w, "patch_conv", "w", true));
@@ -439,6 +492,7 @@ static vd_status cu_patch_conv(vd_backend *be, const vd_tensor *x, int nd, const
 	key.nd = nd;
 	key.L = L;
 	key.K = K;
+	key.algo = -1;
 	key.xdim[0] = key.ydim[0] = (int)B;
 	key.xdim[1] = key.wdim[1] = (int)C;
 	key.wdim[0] = key.ydim[1] = (int)O;
@@ -447,41 +501,54 @@ static vd_status cu_patch_conv(vd_backend *be, const vd_tensor *x, int nd, const
 		key.wdim[2 + i] = (int)kernel[i];
 		key.ydim[2 + i] = (int)(size[1 + i] / kernel[i]);
 	}
-	TRY(patch_plan_get(c, &key, &p));
-	dnn_ok = p->algo >= 0;
-	gemm_ok = gemm_form_ok(p);
+	TRY(patch_choice_get(c, &key, &ch));
+	gemm_ok = gemm_form_ok(&key);
 	force = env_is("VD_CUDA_PATCH", "cudnn") ? 1 : env_is("VD_CUDA_PATCH", "gemm") ? 2 : 0;
-	if ((force == 1 && !dnn_ok) || (force == 2 && !gemm_ok) || (!dnn_ok && !gemm_ok))
+	form = force ? force : ch->form;
+	/* a cuDNN plan for this batch unless the GEMM form is already chosen */
+	p = &key;
+	if (form != 2)
+		TRY(patch_plan_get(c, &key, form == 0, &p));
+	dnn_ok = p->algo >= 0;
+	if ((force == 1 && !dnn_ok) || (force == 2 && !gemm_ok) ||
+	    (form == 0 && !dnn_ok && !gemm_ok))
 		return vd_errorf(VD_ERR_UNSUPPORTED, "cuda patch_conv: %s",
-				 !dnn_ok ? (c->dnn_why[0] ? c->dnn_why : "cuDNN has no algorithm")
-					 : "no GEMM form for this shape");
-	form = force ? force : p->choice;
+				 force != 2 && !dnn_ok ? (c->dnn_why[0] ? c->dnn_why
+								       : "cuDNN has no algorithm")
+						       : "no GEMM form for this shape");
+	if (form == 1 && !dnn_ok)
+		return vd_errorf(VD_ERR_BACKEND, "cuda patch_conv: cuDNN lost its algorithm");
 	if (!form) {
 #ifdef VD_HAVE_CUDNN
 		if (dnn_ok && gemm_ok) {
-			TRY(time_form(c, dnn_run, p, x->data, w->data, y->data, &p->ms_dnn));
-			TRY(time_form(c, gemm_run, p, x->data, w->data, y->data, &p->ms_gemm));
-			p->choice = p->ms_dnn <= p->ms_gemm ? 1 : 2;
+			TRY(time_form(c, dnn_run, p, x->data, w->data, y->data, &ch->ms_dnn));
+			TRY(time_form(c, gemm_run, p, x->data, w->data, y->data, &ch->ms_gemm));
+			ch->form = ch->ms_dnn <= ch->ms_gemm ? 1 : 2;
 		} else {
-			p->choice = dnn_ok ? 1 : 2;
+			ch->form = dnn_ok ? 1 : 2;
 		}
 #else
-		p->choice = 2;
+		ch->form = 2;
 #endif
-		form = p->choice;
+		form = ch->form;
 	}
 #ifdef VD_HAVE_CUDNN
 	if (form == 1) {
 		TRY(dnn_run(c, p, x->data, w->data, y->data));
-		dnn_note(c, "%s %zu algo %d (%.3f ms; im2patch+GEMM %.3f ms)", dnn_name,
-			 c->dnn->GetVersion(), p->algo, p->ms_dnn, p->ms_gemm);
+		if (force)
+			dnn_note(c, "cuDNN %zu algo %d (VD_CUDA_PATCH)", c->dnn->GetVersion(), p->algo);
+		else
+			dnn_note(c, "cuDNN %zu algo %d (chosen at %.3f ms against im2patch+GEMM "
+				 "%.3f ms)", c->dnn->GetVersion(), p->algo, ch->ms_dnn, ch->ms_gemm);
 		return op_done(c, "patch_conv");
 	}
 #endif
-	(void)dnn_name;
-	TRY(gemm_run(c, p, x->data, w->data, y->data));
-	dnn_note(c, "im2patch+GEMM (%.3f ms; cuDNN %s %.3f ms)", p->ms_gemm,
-		 dnn_ok ? "algo" : "-", p->ms_dnn);
+	TRY(gemm_run(c, &key, x->data, w->data, y->data));
+	if (force)
+		dnn_note(c, "im2patch+GEMM (VD_CUDA_PATCH)");
+	else
+		dnn_note(c, "im2patch+GEMM (chosen at %.3f ms against cuDNN %.3f ms)", ch->ms_gemm,
+			 ch->ms_dnn);
 	return op_done(c, "patch_conv");
 }
 

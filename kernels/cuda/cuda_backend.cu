@@ -190,6 +190,8 @@ typedef struct cu_ctx {
 	char dnn_path[160];  /* how the last call ran */
 	struct patch_plan *patch_plans;
 	int patch_next;
+	struct patch_choice *patch_choices;
+	int choice_next;
 } cu_ctx;
 
 static double host_now(void)
