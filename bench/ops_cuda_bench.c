@@ -6,6 +6,7 @@
  * Prints microseconds per call and the bandwidth implied by the bytes each
  * call must read (weights, KV cache), to compare with the card's ~4 TB/s.
  * Usage: ops_cuda_bench [iterations]. Needs a CUDA device. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -204,7 +205,7 @@ static void bench_sample(int64_t M, int64_t V, const char *mode, int iters)
 	for (int64_t m = 0; m < M; m++)
 		rows[m] = (vd_sample_row){ .temperature = strcmp(mode, "greedy") ? 0.8f : 0.0f,
 					   .top_p = strcmp(mode, "top_p 0.9") ? 0.0f : 0.9f,
-					   .min_p_log = -1e30f, .repetition_penalty = 1.0f,
+					   .min_p_log = -INFINITY, .repetition_penalty = 1.0f,
 					   .logprobs = strcmp(mode, "logprobs 5") ? -1 : 5,
 					   .key = (uint64_t)m + 1 };
 	CHECK(be->ops->alloc(be, &x, VD_DTYPE_F32, 2, shape));
