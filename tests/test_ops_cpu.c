@@ -910,6 +910,25 @@ START_TEST(test_rows)
 }
 END_TEST
 
+/* want (H/P * W/P, N) = the stride-P convolution of img (C, H, W) with
+ * kern (N, C, P, P), the ragged edge dropped, in double. */
+static void conv_ref(const float *img, int C, int H, int W, const float *kern, int N, int P,
+		     double *want)
+{
+	for (int py = 0; py < H / P; py++)
+		for (int px = 0; px < W / P; px++)
+			for (int n = 0; n < N; n++) {
+				double s = 0;
+
+				for (int c = 0; c < C; c++)
+					for (int ky = 0; ky < P; ky++)
+						for (int kx = 0; kx < P; kx++)
+							s += (double)img[(c * H + py * P + ky) * W + px * P + kx] *
+							     kern[((n * C + c) * P + ky) * P + kx];
+				want[(py * (W / P) + px) * N + n] = s;
+			}
+}
+
 START_TEST(test_im2patch_conv)
 {
 	vd_backend *be = new_backend(3);
@@ -920,19 +939,7 @@ START_TEST(test_im2patch_conv)
 	double want[NPH * NPW * N];
 
 	/* a stride-P convolution (dropping the ragged edge) == im2patch + linear */
-	for (int py = 0; py < NPH; py++)
-		for (int px = 0; px < NPW; px++)
-			for (int n = 0; n < N; n++) {
-				double s = 0;
-
-				for (int c = 0; c < C; c++)
-					for (int ky = 0; ky < P; ky++)
-						for (int kx = 0; kx < P; kx++)
-							s += (double)f32(&img)[(c * H + py * P + ky) * W +
-									       px * P + kx] *
-							     f32(&kern)[((n * C + c) * P + ky) * P + kx];
-				want[(py * NPW + px) * N + n] = s;
-			}
+	conv_ref(f32(&img), C, H, W, f32(&kern), N, P, want);
 	ck_assert_int_eq(o->im2patch(be, &img, P, &patches), VD_OK);
 	ck_assert(f32(&patches)[0] == f32(&img)[0]);
 	ck_assert(f32(&patches)[P * P] == f32(&img)[H * W]); /* channel 1 of patch 0 */
@@ -950,19 +957,7 @@ START_TEST(test_im2patch_conv)
 		vd_tensor y3 = new_tensor(be, 2, 6, N, 0, 0), y3l = new_tensor(be, 2, 6, N, 0, 0);
 		double w3[6 * N];
 
-		for (int py = 0; py < NPH; py++)
-			for (int px = 0; px < NPW; px++)
-				for (int n = 0; n < N; n++) {
-					double s = 0;
-
-					for (int c = 0; c < C; c++)
-						for (int ky = 0; ky < P; ky++)
-							for (int kx = 0; kx < P; kx++)
-								s += (double)f32(&img2)[(c * NPH * P + py * P + ky) *
-											NPW * P + px * P + kx] *
-								     f32(&kern)[((n * C + c) * P + ky) * P + kx];
-					want[(py * NPW + px) * N + n] = s;
-				}
+		conv_ref(f32(&img2), C, NPH * P, NPW * P, f32(&kern), N, P, want);
 		ck_assert_int_eq(o->patch_conv(be, &img2, 2, (const int64_t[]){ C, NPH * P, NPW * P },
 					       (const int64_t[]){ P, P }, &kern, &y2), VD_OK);
 		assert_close(f32(&y2), want, NPH * NPW * N, 1e-5, "patch_conv 2-D");
