@@ -435,7 +435,10 @@ static vd_status llava_vision_tower(void *state, const vd_mm_item *const *items,
 	if (!px)
 		return H->errorf(VD_ERR_NOMEM, "out of memory");
 	for (int i = 0; i < n; i++)
-		memcpy(px + per * (size_t)i, items[i]->pixels.data, per * sizeof(float));
+		if ((size_t)vd_tensor_numel(&items[i]->pixels) != per)
+			return H->errorf(VD_ERR_INVALID_ARG, "image %d: %lld pixel values, want %zu", i,
+					 (long long)vd_tensor_numel(&items[i]->pixels), per);
+	vd_plugin_gather_pixels(px, items, n);
 	st = H->clip_forward(m->clip, px, n, &hidden);
 	if (st != VD_OK)
 		return st;

@@ -522,7 +522,7 @@ static vd_status phi3v_vision_tower(void *state, const vd_mm_item *const *items,
 {
 	phi3v *m = state;
 	size_t per = (size_t)3 * m->tile * m->tile;
-	int64_t total = 0, off = 0;
+	int64_t total = 0;
 	float *px;
 
 	for (int i = 0; i < n; i++)
@@ -531,11 +531,10 @@ static vd_status phi3v_vision_tower(void *state, const vd_mm_item *const *items,
 	if (!px)
 		return H->errorf(VD_ERR_NOMEM, "out of memory");
 	for (int i = 0; i < n; i++) {
-		size_t k = (size_t)items[i]->pixels.shape[0];
-
-		memcpy(px + (size_t)off * per, items[i]->pixels.data, k * per * sizeof(float));
-		off += (int64_t)k;
+		if ((size_t)vd_tensor_numel(&items[i]->pixels) != (size_t)items[i]->pixels.shape[0] * per)
+			return H->errorf(VD_ERR_INVALID_ARG, "image %d: pixel tensor of another size", i);
 	}
+	vd_plugin_gather_pixels(px, items, n);
 	return H->clip_forward(m->clip, px, (int)total, features);
 }
 

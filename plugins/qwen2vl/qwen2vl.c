@@ -397,7 +397,7 @@ static vd_status qwen2vl_vision_tower(void *state, const vd_mm_item *const *item
 				      vd_tensor *features)
 {
 	qwen2vl *m = state;
-	int64_t rows = 0, dim = 3LL * m->temporal * m->patch * m->patch, r = 0;
+	int64_t rows = 0, dim = 3LL * m->temporal * m->patch * m->patch;
 	int64_t *grid = malloc(sizeof(int64_t) * 3 * (size_t)(n > 0 ? n : 1));
 	float *px = NULL;
 	vd_status st;
@@ -424,9 +424,12 @@ static vd_status qwen2vl_vision_tower(void *state, const vd_mm_item *const *item
 	for (int i = 0; i < n; i++) {
 		int64_t k = items[i]->pixels.shape[0] * dim;
 
-		memcpy(px + r, items[i]->pixels.data, (size_t)k * sizeof(float));
-		r += k;
+		if (vd_tensor_numel(&items[i]->pixels) != k) {
+			free(grid);
+			return H->errorf(VD_ERR_INVALID_ARG, "image %d: pixel tensor of another size", i);
+		}
 	}
+	vd_plugin_gather_pixels(px, items, n);
 	st = H->qwen2_vit_forward(m->vit, px, grid, n, features);
 	free(grid);
 	return st;
