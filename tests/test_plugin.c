@@ -130,6 +130,7 @@ START_TEST(test_gather_pixels)
 	a = malloc(sizeof(float) * (size_t)total);
 	b = malloc(sizeof(float) * (size_t)total);
 	ck_assert(a && b);
+	setenv("VD_STAGE_THREADS", "4", 1);
 	vd_plugin_gather_pixels(a, ptrs, N);
 	setenv("VD_STAGE_THREADS", "1", 1);
 	vd_plugin_gather_pixels(b, ptrs, N);
