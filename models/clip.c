@@ -237,7 +237,30 @@ typedef struct clip_scratch {
 	int32_t *cu;       /* (n + 1) image boundaries */
 } clip_scratch;
 
-static vd_status patches_linear(vd_clip *c, clip_scratch *s, int n);
+/* The patch embeddings of n images in s->img as im2patch and linear, into
+ * s->emb. */
+static vd_status patches_linear(vd_clip *c, clip_scratch *s, int n)
+{
+	vd_backend *be = c->be;
+	const vd_ops *o = be->ops;
+	int64_t C = c->cfg.num_channels, p = c->cfg.patch_size, P = c->num_patches;
+	int64_t pshape[2] = { n * P, C * p * p };
+	vd_status st;
+
+	if ((st = o->alloc(be, &s->patches, c->dtype, 2, pshape)))
+		return st;
+	for (int i = 0; i < n; i++) {
+		vd_tensor im = vd_tensor_rows(&s->img, i, 1), pr = vd_tensor_rows(&s->patches, i * P, P);
+
+		/* drop the leading image dim: (C, S, S) */
+		im.ndim = 3;
+		memmove(im.shape, im.shape + 1, 3 * sizeof(int64_t));
+		memmove(im.stride, im.stride + 1, 3 * sizeof(int64_t));
+		if ((st = o->im2patch(be, &im, (int)p, &pr)))
+			return st;
+	}
+	return o->linear(be, &s->patches, &c->patch_w, NULL, &s->emb);
+}
 
 /* Embeddings of n images into x (R, hidden): CLS then patches per image,
  * plus position embeddings, then pre_layrnorm. */
@@ -278,31 +301,6 @@ static vd_status embed_images(vd_clip *c, clip_scratch *s, const float *pixels, 
 			return st;
 	}
 	return o->layernorm(be, x, &c->pre_w, &c->pre_b, c->cfg.layer_norm_eps, x);
-}
-
-/* The patch embeddings of n images in s->img as im2patch and linear, into
- * s->emb. */
-static vd_status patches_linear(vd_clip *c, clip_scratch *s, int n)
-{
-	vd_backend *be = c->be;
-	const vd_ops *o = be->ops;
-	int64_t C = c->cfg.num_channels, p = c->cfg.patch_size, P = c->num_patches;
-	int64_t pshape[2] = { n * P, C * p * p };
-	vd_status st;
-
-	if ((st = o->alloc(be, &s->patches, c->dtype, 2, pshape)))
-		return st;
-	for (int i = 0; i < n; i++) {
-		vd_tensor im = vd_tensor_rows(&s->img, i, 1), pr = vd_tensor_rows(&s->patches, i * P, P);
-
-		/* drop the leading image dim: (C, S, S) */
-		im.ndim = 3;
-		memmove(im.shape, im.shape + 1, 3 * sizeof(int64_t));
-		memmove(im.stride, im.stride + 1, 3 * sizeof(int64_t));
-		if ((st = o->im2patch(be, &im, (int)p, &pr)))
-			return st;
-	}
-	return o->linear(be, &s->patches, &c->patch_w, NULL, &s->emb);
 }
 
 static vd_status run_layer(vd_clip *c, const clip_layer *L, clip_scratch *s, int n, vd_tensor *x)

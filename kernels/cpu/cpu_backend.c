@@ -14,6 +14,7 @@
 
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/sample.h"
+#include "kernels/patch_conv.h"
 
 /* ------------------------------------------------------------ worker pool */
 
@@ -1431,7 +1432,7 @@ static vd_status cpu_im2patch(vd_backend *be, const vd_tensor *img, int p, vd_te
 static vd_status cpu_patch_conv(vd_backend *be, const vd_tensor *x, int nd, const int64_t *size,
 				const int64_t *kernel, const vd_tensor *w, vd_tensor *y)
 {
-	int64_t B, C, L = 1, K = 1, out[3] = { 1, 1, 1 }, k[3] = { 1, 1, 1 }, S[3] = { 1, 1, 1 };
+	int64_t B = 0, C, L = 0, K = 0, out[3] = { 1, 1, 1 }, k[3] = { 1, 1, 1 }, S[3] = { 1, 1, 1 };
 	int64_t pshape[2];
 	const float *xs;
 	float *pd;
@@ -1441,30 +1442,17 @@ static vd_status cpu_patch_conv(vd_backend *be, const vd_tensor *x, int nd, cons
 	if ((st = check_f32(x, "patch_conv", "x")) || (st = check_f32(w, "patch_conv", "w")) ||
 	    (st = check_f32(y, "patch_conv", "y")))
 		return st;
-	if ((nd != 2 && nd != 3) || !size || !kernel || w->ndim != 2 || y->ndim != 2 ||
-	    !vd_tensor_is_contiguous(x) || size[0] <= 0)
-		return vd_errorf(VD_ERR_INVALID_ARG,
-				 "cpu patch_conv: x packed, 2 or 3 spatial dims, w and y 2-D");
+	if ((st = vd_check_patch_conv(x, nd, size, kernel, w, y, "cpu patch_conv", &B, &L, &K)))
+		return st;
 	C = size[0];
 	/* 2-D as 3-D with a leading spatial dim of 1 */
 	for (int i = 0; i < nd; i++) {
 		int d = 3 - nd + i;
 
-		if (kernel[i] <= 0 || size[1 + i] <= 0 || size[1 + i] % kernel[i])
-			return vd_errorf(VD_ERR_INVALID_ARG, "cpu patch_conv: kernel %lld does not divide %lld",
-					 (long long)kernel[i], (long long)size[1 + i]);
 		k[d] = kernel[i];
 		S[d] = size[1 + i];
 		out[d] = S[d] / k[d];
-		L *= out[d];
-		K *= k[d];
 	}
-	B = vd_tensor_numel(x) / (C * S[0] * S[1] * S[2]);
-	if (B * C * S[0] * S[1] * S[2] != vd_tensor_numel(x))
-		return vd_errorf(VD_ERR_INVALID_ARG, "cpu patch_conv: x does not hold whole samples");
-	if (w->shape[1] != C * K || y->shape[0] != B * L || y->shape[1] != w->shape[0])
-		return vd_errorf(VD_ERR_INVALID_ARG, "cpu patch_conv: w must be (O, %lld) and y (%lld, O)",
-				 (long long)(C * K), (long long)(B * L));
 	pshape[0] = B * L;
 	pshape[1] = C * K;
 	if ((st = cpu_alloc(be, &pt, VD_DTYPE_F32, 2, pshape)))

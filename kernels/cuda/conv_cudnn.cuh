@@ -446,7 +446,7 @@ static void patch_plans_free(cu_ctx *c)
 static vd_status cu_patch_conv(vd_backend *be, const vd_tensor *x, int nd, const int64_t *size,
 			       const int64_t *kernel, const vd_tensor *w, vd_tensor *y)
 {
-	int64_t B, C, O, L = 1, K = 1, per = 1;
+	int64_t B = 0, C, O, L = 0, K = 0;
 	patch_plan key, *p;
 	patch_choice *ch;
 	int form, force;
@@ -455,32 +455,13 @@ static vd_status cu_patch_conv(vd_backend *be, const vd_tensor *x, int nd, const
 	TRY(check_t(x, "patch_conv", "x", true));
 	TRY(check_t(w, "patch_conv", "w", true));
 	TRY(check_t(y, "patch_conv", "y", true));
-	if ((nd != 2 && nd != 3) || !size || !kernel || w->ndim != 2 || y->ndim != 2 ||
-	    size[0] <= 0)
-		return vd_errorf(VD_ERR_INVALID_ARG,
-				 "cuda patch_conv: 2 or 3 spatial dims, w and y 2-D");
-	if (!vd_tensor_is_contiguous(x) || !vd_tensor_is_contiguous(w) ||
+	TRY(vd_check_patch_conv(x, nd, size, kernel, w, y, "cuda patch_conv", &B, &L, &K));
+	if (!vd_tensor_is_contiguous(w) ||
 	    !vd_tensor_is_contiguous(y) || x->dtype != w->dtype || x->dtype != y->dtype)
 		return vd_errorf(VD_ERR_INVALID_ARG,
 				 "cuda patch_conv: x, w and y must be packed and of one dtype");
 	C = size[0];
 	O = w->shape[0];
-	for (int i = 0; i < nd; i++) {
-		if (kernel[i] <= 0 || size[1 + i] <= 0 || size[1 + i] % kernel[i])
-			return vd_errorf(VD_ERR_INVALID_ARG,
-					 "cuda patch_conv: kernel %lld does not divide %lld",
-					 (long long)kernel[i], (long long)size[1 + i]);
-		L *= size[1 + i] / kernel[i];
-		K *= kernel[i];
-		per *= size[1 + i];
-	}
-	B = vd_tensor_numel(x) / (C * per);
-	if (B * C * per != vd_tensor_numel(x))
-		return vd_errorf(VD_ERR_INVALID_ARG, "cuda patch_conv: x does not hold whole samples");
-	if (w->shape[1] != C * K || y->shape[0] != B * L || y->shape[1] != O)
-		return vd_errorf(VD_ERR_INVALID_ARG, "cuda patch_conv: w must be (%lld, %lld) and y "
-				 "(%lld, %lld)", (long long)O, (long long)(C * K),
-				 (long long)(B * L), (long long)O);
 	if (vd_tensor_numel(x) > INT32_MAX || vd_tensor_numel(y) > INT32_MAX || O > INT32_MAX)
 		return vd_errorf(VD_ERR_UNSUPPORTED, "cuda patch_conv: too large");
 	ENTER(be);

@@ -32,6 +32,7 @@
 
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cpu/sample.h"
+#include "kernels/patch_conv.h"
 
 /* ------------------------------------------------------------ error checks */
 

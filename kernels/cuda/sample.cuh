@@ -361,10 +361,11 @@ __global__ void __launch_bounds__(SF_THREADS) k_sf_logprobs(sf_args a)
 	}
 }
 
-/* Carve one scratch buffer into the call's device arrays. */
-static char *sf_take(char **at, size_t bytes)
+/* The next bytes of a scratch layout at offset *at: base + *at, or NULL
+ * when base is NULL (a pass that only measures the layout). */
+static char *sf_take(char *base, size_t *at, size_t bytes)
 {
-	char *p = *at;
+	char *p = base ? base + *at : NULL;
 
 	*at += align_up(bytes > 0 ? bytes : 1, 256);
 	return p;
@@ -404,11 +405,11 @@ static int sf_splits(const cu_ctx *c, const vd_sample_row *rows, int64_t n, int3
 static vd_status cu_sample_full(vd_backend *be, const vd_tensor *x, const vd_sample_args *sa)
 {
 	rv xr;
-	char *blob, *d, *at;
+	char *blob, *d;
 	const char *dev;
 	int64_t M, R, S = 0, Smax = 0;
 	int32_t N, lpk;
-	size_t o_hist, o_hslot, o_sslot, o_smap, o_seg, total, sort_bytes = 0, need;
+	size_t o_hist, o_hslot, o_sslot, o_smap, o_seg, total, sort_bytes = 0;
 	int32_t *hslot, *sslot, *smap, *seg;
 	sf_args a;
 	float *skeys;
@@ -474,22 +475,6 @@ static vd_status cu_sample_full(vd_backend *be, const vd_tensor *x, const vd_sam
 			NULL, sort_bytes, (const float *)NULL, (float *)NULL, (const int32_t *)NULL,
 			(int32_t *)NULL, (int)(Smax * N), (int)Smax, (const int32_t *)NULL,
 			(const int32_t *)NULL, 0, 32, c->stream));
-	/* scratch: outputs (one copy back each), then one chunk's work arrays */
-	need = 0;
-	{
-		size_t parts[] = { sizeof(int32_t) * (size_t)M, sizeof(float) * (size_t)M,
-				   sizeof(int32_t) * (size_t)M, sizeof(int32_t) * (size_t)(M * lpk),
-				   sizeof(float) * (size_t)(M * lpk), sizeof(float) * (size_t)M,
-				   sizeof(float) * (size_t)(R * N), sizeof(float) * (size_t)(Smax * N),
-				   sizeof(float) * (size_t)(Smax * N), sizeof(int32_t) * (size_t)(Smax * N),
-				   sizeof(int32_t) * (size_t)(Smax * N), sort_bytes,
-				   sizeof(sf_best) * (size_t)(R * SF_MAX_SPLITS) };
-
-		for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++)
-			need += align_up(parts[i] > 0 ? parts[i] : 1, 256);
-	}
-	TRY(scratch(c, need, (void **)&d));
-	at = d;
 	memset(&a, 0, sizeof(a));
 	a.rows = (const vd_sample_row *)dev;
 	a.hist = (const vd_sample_hist *)(dev + o_hist);
@@ -500,19 +485,28 @@ static vd_status cu_sample_full(vd_backend *be, const vd_tensor *x, const vd_sam
 	a.rs = xr.rs;
 	a.n = N;
 	a.lp_k = lpk;
-	a.picks = (int32_t *)sf_take(&at, sizeof(int32_t) * (size_t)M);
-	a.chosen_lp = (float *)sf_take(&at, sizeof(float) * (size_t)M);
-	a.chosen_rank = (int32_t *)sf_take(&at, sizeof(int32_t) * (size_t)M);
-	a.top_ids = (int32_t *)sf_take(&at, sizeof(int32_t) * (size_t)(M * lpk));
-	a.top_lps = (float *)sf_take(&at, sizeof(float) * (size_t)(M * lpk));
-	a.tmax = (float *)sf_take(&at, sizeof(float) * (size_t)M);
-	a.pen = (float *)sf_take(&at, sizeof(float) * (size_t)(R * N));
-	a.keys = (float *)sf_take(&at, sizeof(float) * (size_t)(Smax * N));
-	skeys = (float *)sf_take(&at, sizeof(float) * (size_t)(Smax * N));
-	a.ids = (int32_t *)sf_take(&at, sizeof(int32_t) * (size_t)(Smax * N));
-	sids = (int32_t *)sf_take(&at, sizeof(int32_t) * (size_t)(Smax * N));
-	tmp = sf_take(&at, sort_bytes);
-	part = (sf_best *)sf_take(&at, sizeof(sf_best) * (size_t)(R * SF_MAX_SPLITS));
+	/* scratch: outputs (one copy back each), then one chunk's work arrays;
+	 * the first pass measures the layout, the second lays it on d */
+	d = NULL;
+	for (int pass = 0; pass < 2; pass++) {
+		size_t at = 0;
+
+		a.picks = (int32_t *)sf_take(d, &at, sizeof(int32_t) * (size_t)M);
+		a.chosen_lp = (float *)sf_take(d, &at, sizeof(float) * (size_t)M);
+		a.chosen_rank = (int32_t *)sf_take(d, &at, sizeof(int32_t) * (size_t)M);
+		a.top_ids = (int32_t *)sf_take(d, &at, sizeof(int32_t) * (size_t)(M * lpk));
+		a.top_lps = (float *)sf_take(d, &at, sizeof(float) * (size_t)(M * lpk));
+		a.tmax = (float *)sf_take(d, &at, sizeof(float) * (size_t)M);
+		a.pen = (float *)sf_take(d, &at, sizeof(float) * (size_t)(R * N));
+		a.keys = (float *)sf_take(d, &at, sizeof(float) * (size_t)(Smax * N));
+		skeys = (float *)sf_take(d, &at, sizeof(float) * (size_t)(Smax * N));
+		a.ids = (int32_t *)sf_take(d, &at, sizeof(int32_t) * (size_t)(Smax * N));
+		sids = (int32_t *)sf_take(d, &at, sizeof(int32_t) * (size_t)(Smax * N));
+		tmp = sf_take(d, &at, sort_bytes);
+		part = (sf_best *)sf_take(d, &at, sizeof(sf_best) * (size_t)(R * SF_MAX_SPLITS));
+		if (pass == 0)
+			TRY(scratch(c, at, (void **)&d));
+	}
 	a.skeys = skeys;
 	a.sids = sids;
 	/* chunk by chunk: the penalised copies and sort keys of a chunk are
