@@ -426,6 +426,12 @@ static int to_jv(vd_jarena *a, const vd_tv *v, vd_jv *out)
 
 vd_status vd_chat_template_render(const vd_chat_template *t, const vd_tv *context, char **out)
 {
+	return vd_chat_template_render_opts(t, context, NULL, out);
+}
+
+vd_status vd_chat_template_render_opts(const vd_chat_template *t, const vd_tv *context,
+				       const vd_chat_render_opts *opts, char **out)
+{
 	vd_jrender r = { .arena = { .limit = RENDER_LIMIT } };
 	vd_jbuf buf = { 0 };
 	vd_jv ctx;
@@ -440,6 +446,10 @@ vd_status vd_chat_template_render(const vd_chat_template *t, const vd_tv *contex
 		goto out;
 	}
 	r.out = &buf;
+	if (opts && opts->fixed_now) {
+		r.fixed_now = true;
+		r.now = opts->now;
+	}
 	if (vd_jinja_exec(&r, t->body, t->n, &t->frame, ctx.u.dict)) {
 		st = r.err ? r.err : vd_errorf(VD_ERR_INTERNAL, "chat template: render failed");
 		goto out;

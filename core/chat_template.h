@@ -88,4 +88,18 @@ void vd_chat_template_free(vd_chat_template *t);
  * that needs more than 256 MiB of working memory gives VD_ERR_LIMIT. */
 vd_status vd_chat_template_render(const vd_chat_template *t, const vd_tv *context, char **out);
 
+/* Options of one render; a zeroed struct (or NULL) gives the defaults. */
+typedef struct vd_chat_render_opts {
+	/* strftime_now's clock. false (the default, as transformers and vLLM
+	 * render): the real clock, in local time. true: the instant `now`
+	 * (seconds since the Unix epoch) in UTC, whatever the machine's clock
+	 * and time zone -- for golden tests and reproducible prompts. */
+	bool fixed_now;
+	int64_t now;
+} vd_chat_render_opts;
+
+/* vd_chat_template_render with options (opts borrowed, may be NULL). */
+vd_status vd_chat_template_render_opts(const vd_chat_template *t, const vd_tv *context,
+				       const vd_chat_render_opts *opts, char **out);
+
 #endif

@@ -1350,7 +1350,7 @@ static int g_raise_exception(vd_jrender *r, const vd_jnode *at, vd_jv *argv, vd_
 static int g_strftime_now(vd_jrender *r, const vd_jnode *at, vd_jv *argv, vd_jv *out)
 {
 	char fmt[256], *buf;
-	time_t now = time(NULL);
+	time_t now = r->fixed_now ? (time_t)r->now : time(NULL);
 	struct tm tm;
 	size_t cap = 256, n;
 
@@ -1358,7 +1358,8 @@ static int g_strftime_now(vd_jrender *r, const vd_jnode *at, vd_jv *argv, vd_jv 
 		return vd_jinja_fail(r, at, "strftime_now needs a format string");
 	memcpy(fmt, argv[1].u.s.p, argv[1].u.s.n);
 	fmt[argv[1].u.s.n] = 0;
-	localtime_r(&now, &tm);
+	if (r->fixed_now ? !gmtime_r(&now, &tm) : !localtime_r(&now, &tm))
+		return vd_jinja_fail(r, at, "strftime_now: the clock's time cannot be represented");
 	if (fmt[0] == 0) {
 		*out = vd_jv_str("", 0);
 		return 0;

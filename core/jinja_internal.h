@@ -308,6 +308,8 @@ typedef struct vd_jrender {
 	int depth;      /* macro call nesting */
 	int loop_ctl;   /* pending break (1) / continue (2) */
 	vd_status err;  /* status of the error being unwound */
+	bool fixed_now; /* strftime_now formats `now` in UTC instead of the clock */
+	int64_t now;    /* seconds since the Unix epoch */
 } vd_jrender;
 
 /* Record an error at node `at` ("chat template line N: ...") and return -1. */

@@ -27,6 +27,10 @@ from jinja2 import nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 OUT = "tests/data/templates/expected.json"
+# The instant strftime_now renders (2025-12-31 23:30:00 UTC, already 2026 in
+# UTC+1 and later zones), written into expected.json as "now": the goldens
+# compare against a fixed clock, never today's.
+NOW = 1767223800
 
 TEMPLATES = {
     "template_llava": "conf/template_llava.jinja",
@@ -64,7 +68,9 @@ def make_env():
                           separators=separators, sort_keys=sort_keys)
 
     def strftime_now(format):
-        return datetime.datetime.now().strftime(format)
+        # the golden clock: NOW in UTC, as vd_chat_render_opts.fixed_now
+        # renders it (transformers itself uses the real clock)
+        return datetime.datetime.fromtimestamp(NOW, tz=datetime.timezone.utc).strftime(format)
 
     env = ImmutableSandboxedEnvironment(
         trim_blocks=True, lstrip_blocks=True,
@@ -481,6 +487,7 @@ UNIT = [
     ("{{ raise_exception('Custom failure: ' ~ 2) }}", {}),
     ("{% if true %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}", {}),
     ("{{ strftime_now('%Y-%m-%d')|length }} {{ strftime_now('%Y') is string }}", {}),
+    ("{{ strftime_now('%d %b %Y') }}|{{ strftime_now('%Y-%m-%dT%H:%M:%S') }}|{{ strftime_now('%A %B %j %p %I %y %%') }}|{{ strftime_now('') }}", {}),
     ("{{ dict(a=1, b='x') }} {{ dict({'z': 0}, y=1) }} {{ dict() }}", {}),
     ("{{ range(3)|list }} {{ range(0)|list }} {{ range(-2)|list }}", {}),
     ("{{ range(100001)|length }}", {}),
@@ -549,7 +556,7 @@ def main():
         cases.append(case)
     with open(OUT, "w", encoding="utf-8") as f:
         json.dump({"generator": "tests/chat_ref.py", "jinja2": jinja2.__version__,
-                   "cases": cases}, f, ensure_ascii=False, indent=1)
+                   "now": NOW, "cases": cases}, f, ensure_ascii=False, indent=1)
         f.write("\n")
     n_err = sum(1 for c in cases if "error" in c)
     print("%s: %d cases (%d errors) with Jinja2 %s" % (OUT, len(cases), n_err,

@@ -17,18 +17,13 @@ pass=0 fail=0
 ok() { echo "ok - $1"; pass=$((pass + 1)); }
 no() { echo "not ok - $1"; fail=$((fail + 1)); }
 
-port=$(/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} "$B/vllmd" serve "$D/models/llava-tiny-a" \
-	--plugin-dir "$P" --device cpu --port "$port" --served-model-name llava-tiny \
-	--chat-template "$S/conf/template_llava.jinja" --limit-mm-per-prompt image=2 \
-	--image-fetch-timeout 1 >"$tmp/srv.log" 2>&1 &
-srv=$!
+. "$S/tests/lib/daemon.sh"
 up=0
-for _ in $(seq 300); do
-	/usr/bin/python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/health')" \
-		2>/dev/null && { up=1; break; }
-	sleep 0.1
-done
+ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} daemon_start "$tmp/srv.log" "$B/vllmd" serve "$D/models/llava-tiny-a" \
+	--plugin-dir "$P" --device cpu --served-model-name llava-tiny \
+	--chat-template "$S/conf/template_llava.jinja" --limit-mm-per-prompt image=2 \
+	--image-fetch-timeout 1 && up=1
+srv=$daemon_pid port=$daemon_port
 [ $up = 1 ] || { echo "not ok - vllmd did not start: $(cat "$tmp/srv.log")"; exit 1; }
 
 (cd "$S" && /usr/bin/python3 tests/fuzz/chat_fuzz.py "$port" 11 150) >"$tmp/chat.out" 2>&1 &&

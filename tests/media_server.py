@@ -24,8 +24,10 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-MAX_LIFETIME_S = 120
-MAX_SLEEP_S = 5.0
+# bounds that only a runaway test reaches: the stalls the tests ask for are
+# 30 s, and a slow or sanitized run of the suite can take minutes
+MAX_LIFETIME_S = 900
+MAX_SLEEP_S = 40.0
 
 
 def pattern(n, seed):
@@ -71,7 +73,7 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(pattern(1000, 0))
             self.wfile.flush()
-            nap(3)
+            nap(float(q.get("hold", "3")))
         elif route == "/status":
             self.send_body(num("code", 404), b"status body\n")
         elif route == "/slow":

@@ -77,7 +77,7 @@ static void expect_render(const char *src, const char *ctx_json, const char *wan
 /* ---- golden parity with Jinja2 ---- */
 
 /* One case of expected.json; returns a description of the failure or NULL. */
-static const char *run_case(const cJSON *c, char *why, size_t n)
+static const char *run_case(const cJSON *c, const vd_chat_render_opts *opts, char *why, size_t n)
 {
 	const cJSON *tf = cJSON_GetObjectItem(c, "template_file");
 	const cJSON *exp = cJSON_GetObjectItem(c, "expected");
@@ -96,7 +96,7 @@ static const char *run_case(const cJSON *c, char *why, size_t n)
 	st = vd_chat_template_compile(src, &t);
 	if (st == VD_OK) {
 		compiled = true;
-		st = vd_chat_template_render(t, ctx, &out);
+		st = vd_chat_template_render_opts(t, ctx, opts, &out);
 	}
 	if (exp) {
 		if (st != VD_OK) {
@@ -147,11 +147,16 @@ START_TEST(test_golden_jinja2_parity)
 	cJSON *root = cJSON_Parse(text), *c;
 	int total = 0, failed = 0, templates = 0;
 	char why[512], first[700] = "";
+	vd_chat_render_opts opts = { .fixed_now = true };
 
 	ck_assert_msg(root != NULL, "expected.json does not parse");
+	/* the goldens' strftime_now clock: a fixed instant, never today */
+	ck_assert_msg(cJSON_IsNumber(cJSON_GetObjectItem(root, "now")),
+		      "expected.json has no \"now\" (rerun tests/chat_ref.py)");
+	opts.now = (int64_t)cJSON_GetObjectItem(root, "now")->valuedouble;
 	cJSON_ArrayForEach(c, cJSON_GetObjectItem(root, "cases")) {
 		const char *name = cJSON_GetObjectItem(c, "name")->valuestring;
-		const char *res = run_case(c, why, sizeof(why));
+		const char *res = run_case(c, &opts, why, sizeof(why));
 
 		total++;
 		templates += cJSON_GetObjectItem(c, "template_file") != NULL;
@@ -426,6 +431,28 @@ START_TEST(test_strftime_now)
 }
 END_TEST
 
+START_TEST(test_strftime_fixed_now)
+{
+	/* a fixed instant renders in UTC, whatever TZ and the clock say */
+	vd_chat_template *t = NULL;
+	vd_tv *ctx = vd_tv_new_dict();
+	vd_chat_render_opts opts = { .fixed_now = true, .now = 951782400 }; /* 2000-02-29 00:00 UTC */
+	char *out = NULL;
+
+	ck_assert_int_eq(vd_chat_template_compile("{{ strftime_now('%Y-%m-%d %H:%M %a') }}", &t),
+			 VD_OK);
+	ck_assert_int_eq(vd_chat_template_render_opts(t, ctx, &opts, &out), VD_OK);
+	ck_assert_str_eq(out, "2000-02-29 00:00 Tue");
+	free(out);
+	opts.now = -1; /* one second before the epoch */
+	ck_assert_int_eq(vd_chat_template_render_opts(t, ctx, &opts, &out), VD_OK);
+	ck_assert_str_eq(out, "1969-12-31 23:59 Wed");
+	free(out);
+	vd_chat_template_free(t);
+	vd_tv_free(ctx);
+}
+END_TEST
+
 START_TEST(test_load_file_errors)
 {
 	vd_chat_template *t = (vd_chat_template *)1;
@@ -585,6 +612,7 @@ int main(void)
 	tcase_add_test(tc, test_nesting_limit);
 	tcase_add_test(tc, test_memory_limit);
 	tcase_add_test(tc, test_strftime_now);
+	tcase_add_test(tc, test_strftime_fixed_now);
 	tcase_add_test(tc, test_load_file_errors);
 	tcase_add_test(tc, test_tv_api);
 	tcase_add_test(tc, test_tv_from_cjson);

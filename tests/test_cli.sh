@@ -66,7 +66,7 @@ else
 fi
 
 # 3c. a chat template that is neither a readable file nor template text
-timeout 20 "$V" serve "$M" --plugin-dir "$P" --port 0 --chat-template "$tmp/missing.jinja" \
+timeout 120 "$V" serve "$M" --plugin-dir "$P" --port 0 --chat-template "$tmp/missing.jinja" \
 	</dev/null >/dev/null 2>"$tmp/err"
 rc=$?
 if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "cannot read chat template file $tmp/missing.jinja" "$tmp/err"; then
