@@ -84,7 +84,7 @@ async function metrics(base) {
 // The metrics once nothing runs and no KV block is held, polling for up to
 // 60 s (a slow machine may still be finishing aborted work); the last
 // reading when that never happens, for the caller's assertions to report.
-async function settled(base) {
+async function quiesced(base) {
   let m;
   for (let i = 0; i < 600; i++) {
     m = await metrics(base);
@@ -255,7 +255,7 @@ test('a client that disconnects mid-stream gets its KV blocks freed', async () =
   try {
     for await (const c of stream) { if (++n === 3) ctl.abort(); }
   } catch { /* aborted */ }
-  const m = await settled(D2.base);
+  const m = await quiesced(D2.base);
   assert.equal(m.running, 0);
   assert.equal(m.usage, 0);
 });
@@ -361,7 +361,7 @@ test('an overloaded server answers 503 in OpenAI error JSON, then recovers', asy
     assert.ok(ok >= 1, 'the first request is served');
     assert.ok(busy >= 1, 'some requests found the queue full');
     // recovered: nothing left in the engine, healthy, serving again
-    const m = await settled(D.base);
+    const m = await quiesced(D.base);
     assert.equal(m.running, 0);
     assert.equal(m.usage, 0);
     assert.match(m.text, /^vllm:num_requests_waiting 0$/m);
@@ -410,7 +410,7 @@ test('200 concurrent streams complete; then KV is free and RSS is back within 10
     assert.equal(failed.length, 0, failed.length ? String(failed[0].reason) : '');
     const tLoad = Date.now() - t0;
     const peak = rss(), threadsPeak = threads();
-    const m = await settled(D.base);
+    const m = await quiesced(D.base);
     assert.equal(m.running, 0);
     assert.equal(m.usage, 0, 'every KV block is free');
     // after the idle connections close the server trims its heap (within
