@@ -117,7 +117,7 @@ static void bench_attention(int batch, int ctx, int iters)
 		lens[s] = ctx;
 	for (int64_t i = 0; i < batch * nblk; i++)
 		tables[i] = (int32_t)((i * 7919) % (batch * nblk)); /* scattered blocks */
-	m = (vd_attn_meta){ batch, batch, qsl, lens, tables, (int)nblk, (int)bs, NULL };
+	m = (vd_attn_meta){ batch, batch, qsl, lens, tables, (int)nblk, (int)bs, NULL, 1.0f, 1.0f };
 	CHECK(be->ops->paged_attention(be, &q, &kc, &vc, &m, 0.088f, &o));
 	CHECK(be->ops->sync(be));
 	t0 = now();

@@ -33,6 +33,7 @@ typedef struct vd_config_mm_limits {
 
 enum { VD_CFG_DTYPE_AUTO, VD_CFG_DTYPE_FLOAT32, VD_CFG_DTYPE_BFLOAT16, VD_CFG_DTYPE_FLOAT16 };
 enum { VD_CFG_DEVICE_AUTO, VD_CFG_DEVICE_CPU, VD_CFG_DEVICE_CUDA };
+enum { VD_CFG_KV_AUTO, VD_CFG_KV_FP8 };
 enum { VD_CFG_CONTENT_AUTO, VD_CFG_CONTENT_STRING, VD_CFG_CONTENT_OPENAI };
 enum {
 	VD_CFG_LOG_TRACE, VD_CFG_LOG_DEBUG, VD_CFG_LOG_INFO, VD_CFG_LOG_WARNING,
@@ -58,6 +59,7 @@ typedef struct vd_config {
 	int64_t max_num_seqs;
 	int64_t max_num_batched_tokens;  /* 0 = auto */
 	int64_t block_size;
+	int kv_cache_dtype;              /* VD_CFG_KV_* */
 	double gpu_memory_utilization;   /* (0, 1] */
 	int64_t kv_cache_memory;         /* bytes; 0 = from gpu_memory_utilization */
 	bool enable_prefix_caching;

@@ -99,6 +99,7 @@ struct vd_engine {
 	int64_t arrival;
 
 	vd_kv_cache kv;
+	vd_dtype kv_dtype;            /* the compute dtype or VD_DTYPE_F8E4M3 */
 	vd_encoder_cache *enc;
 	vd_scheduler sched;
 	vd_output_ctx octx;
@@ -120,6 +121,24 @@ struct vd_engine {
 
 /* vLLM's max_seq_len_to_capture: longer contexts run op by op */
 #define GRAPH_MAX_LEN 8192
+
+/* The KV cache's element type from the kv_cache_dtype argument. */
+static vd_status resolve_kv_dtype(vd_engine *e)
+{
+	const char *k = e->args.kv_cache_dtype;
+
+	if (!k || !strcmp(k, "auto")) {
+		e->kv_dtype = vd_backend_compute_dtype(e->be);
+		return VD_OK;
+	}
+	if (!strcmp(k, "fp8") || !strcmp(k, "fp8_e4m3")) {
+		e->kv_dtype = VD_DTYPE_F8E4M3;
+		return VD_OK;
+	}
+	return vd_errorf(VD_ERR_INVALID_ARG,
+			 "kv_cache_dtype '%s' is not one of auto, fp8, fp8_e4m3 (fp8_e5m2 is not "
+			 "supported)", k);
+}
 
 static char *path_join(const char *dir, const char *file)
 {
@@ -219,7 +238,7 @@ static vd_status build_caches(vd_engine *e, int64_t blocks, int bs, int64_t max_
 	if (blocks + 1 > INT32_MAX / bs)
 		blocks = INT32_MAX / bs - 1;
 	st = vd_kv_cache_init(&e->kv, e->be, (int)blocks + 1, bs, e->spec.num_layers,
-			      e->spec.num_kv_heads, e->spec.head_dim, vd_backend_compute_dtype(e->be),
+			      e->spec.num_kv_heads, e->spec.head_dim, e->kv_dtype,
 			      e->args.enable_prefix_caching);
 	if (st != VD_OK)
 		return st;
@@ -271,7 +290,7 @@ static vd_status init_caches(vd_engine *e)
 {
 	int bs = e->args.block_size > 0 ? e->args.block_size : 16;
 	int64_t block_bytes = vd_kv_block_bytes(e->spec.num_layers, bs, e->spec.num_kv_heads,
-						e->spec.head_dim, vd_backend_compute_dtype(e->be));
+						e->spec.head_dim, e->kv_dtype);
 	int64_t per_seq = (e->max_model_len + bs - 1) / bs;
 	int64_t max_seqs = e->args.max_num_seqs > 0 ? e->args.max_num_seqs : 256;
 	int64_t mnbt = e->args.max_num_batched_tokens > 0 ? e->args.max_num_batched_tokens : 2048;
@@ -349,7 +368,12 @@ vd_status vd_engine_create(const vd_engine_args *args, vd_engine **out)
 	e = calloc(1, sizeof(*e));
 	if (!e)
 		return vd_errorf(VD_ERR_NOMEM, "out of memory");
-	e->args = *args;
+	/* a caller built against an older vd_engine_args passes fewer fields:
+	 * the rest keep their defaults */
+	vd_engine_args_init(&e->args);
+	memcpy(&e->args, args, args->struct_size > 0 && args->struct_size < sizeof(*args)
+				       ? args->struct_size : sizeof(*args));
+	e->args.struct_size = sizeof(e->args);
 	e->prof.on = getenv("VLLMD_PROFILE") && strcmp(getenv("VLLMD_PROFILE"), "0");
 	e->model_dir = strdup(args->model);
 	if (!e->model_dir) {
@@ -378,6 +402,8 @@ vd_status vd_engine_create(const vd_engine_args *args, vd_engine **out)
 	if (st != VD_OK)
 		goto fail;
 	st = vd_backend_set_dtype(e->be, args->dtype, checkpoint_dtype(e->config));
+	if (st == VD_OK)
+		st = resolve_kv_dtype(e);
 	if (st != VD_OK)
 		goto fail;
 	st = load_optional_json(e->model_dir, "preprocessor_config.json", &e->preproc);
@@ -654,7 +680,7 @@ static vd_status forward_batch(vd_engine *e, int64_t T, int n_seqs, int64_t maxb
 	meta = (vd_attn_meta){ .num_seqs = n_seqs, .num_tokens = (int)T, .query_start_loc = b->qsl,
 			       .seq_lens = b->seq_lens, .block_tables = b->block_tables,
 			       .max_blocks = (int)maxb, .block_size = e->kv.block_size,
-			       .slot_mapping = b->slots };
+			       .slot_mapping = b->slots, .k_scale = 1.0f, .v_scale = 1.0f };
 	return vd_decoder_forward(e->dec, x, b->pos,
 				  e->spec.rope_type == VD_ROPE_LONGROPE ? b->rope_table : NULL, &meta,
 				  e->kv.k, e->kv.v, b->logit_rows, n_logits, logits);

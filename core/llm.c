@@ -19,6 +19,7 @@ void vd_engine_args_init(vd_engine_args *a)
 	a->struct_size = sizeof(*a);
 	a->device = "auto";
 	a->dtype = "auto";
+	a->kv_cache_dtype = "auto";
 	a->limit_images = 1;
 	a->max_num_seqs = 256;
 	a->block_size = 16;

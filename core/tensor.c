@@ -1,5 +1,6 @@
 /* Tensor shape helpers and scalar float conversions (bf16/f16 <-> f32).
  * The conversions round to nearest even, as PyTorch's .to(dtype) does. */
+#include <math.h>
 #include <string.h>
 
 #include "vllmd/tensor.h"
@@ -73,4 +74,54 @@ uint16_t vd_f32_to_f16(float f)
 	}
 	a += ((a >> 13) & 1u) + 0xfffu; /* round mantissa to 10 bits, even */
 	return (uint16_t)(sign | (((a >> 23) - 112u) << 10) | ((a >> 13) & 0x3ffu));
+}
+
+/* E4M3: 1 sign, 4 exponent (bias 7), 3 mantissa bits; exponent 0 holds
+ * subnormals m * 2^-9; S.1111.111 is NaN, so the largest finite is 448. */
+float vd_fp8e4m3_to_f32(uint8_t b)
+{
+	uint32_t e = (b >> 3) & 0xfu, m = b & 7u;
+	float v;
+
+	if (e == 15 && m == 7)
+		return NAN;
+	v = e == 0 ? (float)m * 0x1p-9f : ldexpf(1.0f + (float)m * 0.125f, (int)e - 7);
+	return b & 0x80 ? -v : v;
+}
+
+uint8_t vd_f32_to_fp8e4m3(float f)
+{
+	uint32_t u = f32_bits(f);
+	uint8_t sign = (uint8_t)((u >> 24) & 0x80u);
+	uint32_t a = u & 0x7fffffffu, e, m, rest, half, shift;
+	int32_t exp;
+
+	if (a > 0x7f800000u)
+		return 0x7f;
+	if (a > 0x43e80000u) /* above 464 = 448 + half an ulp: saturate */
+		return (uint8_t)(sign | 0x7e);
+	exp = (int32_t)(a >> 23) - 127;
+	if (exp < -10) /* below 2^-10, half the smallest subnormal: zero */
+		return sign;
+	if (exp >= -6) {
+		/* normal: keep 3 mantissa bits, round the 20 below to nearest even;
+		 * a carry out of the mantissa moves into the exponent, as it should */
+		e = (uint32_t)(exp + 7);
+		m = (a >> 20) & 7u;
+		rest = a & 0xfffffu;
+		half = 0x80000u;
+		e = (e << 3) | m;
+		if (rest > half || (rest == half && (m & 1u)))
+			e++;
+		return (uint8_t)(sign | e);
+	}
+	/* subnormal: the value in units of 2^-9 is mant * 2^(exp - 14) */
+	m = (a & 0x7fffffu) | 0x800000u;
+	shift = (uint32_t)(14 - exp); /* 21 .. 24 */
+	e = m >> shift;
+	rest = m & ((1u << shift) - 1u);
+	half = 1u << (shift - 1);
+	if (rest > half || (rest == half && (e & 1u)))
+		e++;
+	return (uint8_t)(sign | e);
 }

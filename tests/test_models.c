@@ -253,7 +253,7 @@ static void run_step(dec_case *c, const chunk *ch, int nch, const int32_t *logit
 		lens[i] = ch[i].start + ch[i].count;
 		memcpy(tables + i * MAXB, blocks[s], sizeof(blocks[s]));
 	}
-	m = (vd_attn_meta){ nch, T, qsl, lens, tables, MAXB, BS, slots };
+	m = (vd_attn_meta){ nch, T, qsl, lens, tables, MAXB, BS, slots, 1.0f, 1.0f };
 	shape[0] = T;
 	shape[1] = c->spec.hidden_size;
 	ck_assert_int_eq(o->alloc(c->be, &x, VD_DTYPE_F32, 2, shape), VD_OK);

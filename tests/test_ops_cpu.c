@@ -553,7 +553,7 @@ static vd_attn_meta build_batch(vd_tensor *kc, vd_tensor *vc, const vd_tensor *k
 				const vd_tensor *v, int64_t *slots, double *hist_k,
 				double *hist_v)
 {
-	vd_attn_meta m = { NSEQ, qsl[NSEQ], qsl, seq_lens, tables, MAXB, BS, slots };
+	vd_attn_meta m = { NSEQ, qsl[NSEQ], qsl, seq_lens, tables, MAXB, BS, slots, 1.0f, 1.0f };
 
 	for (int s = 0; s < NSEQ; s++) {
 		int64_t qlen = qsl[s + 1] - qsl[s];
@@ -713,6 +713,152 @@ START_TEST(test_paged_attention)
 	free(got);
 	free(got1);
 	free(want);
+}
+END_TEST
+
+/* ---- FP8 E4M3 ---- */
+
+/* The nearest E4M3 value of x by search over every finite code, ties to the
+ * even code, |x| > 464 saturated: the definition vd_f32_to_fp8e4m3 must meet. */
+static uint8_t fp8_by_search(float x)
+{
+	double ax = fabs((double)x), best_d = INFINITY;
+	int best = 0;
+
+	if (ax > 464.0)
+		return (uint8_t)((signbit(x) ? 0x80 : 0) | 0x7e);
+	for (int c = 0; c < 0x7f; c++) {
+		double d = fabs((double)vd_fp8e4m3_to_f32((uint8_t)c) - ax);
+
+		if (d < best_d || (d == best_d && !(c & 1))) {
+			best_d = d;
+			best = c;
+		}
+	}
+	return (uint8_t)((signbit(x) ? 0x80 : 0) | best);
+}
+
+START_TEST(test_fp8_conversion)
+{
+	int bad = 0;
+
+	/* every code: decodes to its value and encodes back (NaN apart) */
+	for (int c = 0; c < 256; c++) {
+		float v = vd_fp8e4m3_to_f32((uint8_t)c);
+
+		if ((c & 0x7f) == 0x7f) {
+			ck_assert(isnan(v));
+			continue;
+		}
+		ck_assert_int_eq(vd_f32_to_fp8e4m3(v), c);
+	}
+	ck_assert(vd_fp8e4m3_to_f32(0x7e) == 448.0f && vd_fp8e4m3_to_f32(0x01) == 0x1p-9f);
+	ck_assert(vd_fp8e4m3_to_f32(0x08) == 0x1p-6f && vd_fp8e4m3_to_f32(0xb8) == -1.0f);
+	/* midpoints between neighbours tie to the even code; just above and
+	 * below them round to the nearer one */
+	for (int c = 0; c < 0x7e; c++) {
+		float lo = vd_fp8e4m3_to_f32((uint8_t)c), hi = vd_fp8e4m3_to_f32((uint8_t)(c + 1));
+		float mid = (lo + hi) / 2; /* exact in f32 */
+
+		ck_assert_int_eq(vd_f32_to_fp8e4m3(mid), c & 1 ? c + 1 : c);
+		ck_assert_int_eq(vd_f32_to_fp8e4m3(nextafterf(mid, 0.0f)), c);
+		ck_assert_int_eq(vd_f32_to_fp8e4m3(nextafterf(mid, INFINITY)), c + 1);
+		ck_assert_int_eq(vd_f32_to_fp8e4m3(-mid), 0x80 | (c & 1 ? c + 1 : c));
+	}
+	/* saturation, NaN, and values below half the smallest subnormal */
+	ck_assert_int_eq(vd_f32_to_fp8e4m3(464.0f), 0x7e);
+	ck_assert_int_eq(vd_f32_to_fp8e4m3(nextafterf(464.0f, INFINITY)), 0x7e);
+	ck_assert_int_eq(vd_f32_to_fp8e4m3(1e30f), 0x7e);
+	ck_assert_int_eq(vd_f32_to_fp8e4m3(-INFINITY), 0xfe);
+	ck_assert_int_eq(vd_f32_to_fp8e4m3(NAN), 0x7f);
+	ck_assert_int_eq(vd_f32_to_fp8e4m3(0x1p-10f), 0x00);
+	ck_assert_int_eq(vd_f32_to_fp8e4m3(nextafterf(0x1p-10f, 1.0f)), 0x01);
+	ck_assert_int_eq(vd_f32_to_fp8e4m3(-1e-30f), 0x80);
+	/* random values over the whole range against the search */
+	rng_state = 0x5eed;
+	for (int i = 0; i < 200000; i++) {
+		float x = ldexpf(frand(), (int)(frand() * 20.0f) - 4);
+
+		bad += vd_f32_to_fp8e4m3(x) != fp8_by_search(x);
+	}
+	ck_assert_int_eq(bad, 0);
+}
+END_TEST
+
+/* FP8 caches: cache_write stores x / scale rounded as vd_f32_to_fp8e4m3,
+ * and paged_attention over them equals paged_attention over f32 caches
+ * holding the dequantized values (stored * scale) bit for bit. */
+START_TEST(test_paged_attention_fp8)
+{
+	vd_backend *be = new_backend(2);
+	const vd_ops *o = be->ops;
+	int64_t T = qsl[NSEQ], W = (PH + 2 * PHKV) * PD, n = NBLK * BS * PHKV * PD;
+	int64_t cshape[4] = { NBLK, BS, PHKV, PD };
+	vd_tensor buf, q, k, v, kc, vc, kc8, vc8, out, out8;
+	int64_t slots[9];
+	double *hist_k = calloc((size_t)(NSEQ * 13 * PHKV * PD), sizeof(double));
+	double *hist_v = calloc((size_t)(NSEQ * 13 * PHKV * PD), sizeof(double));
+	float *kd = malloc(sizeof(float) * (size_t)n);
+	vd_attn_meta m;
+	float scale = 1.0f / sqrtf((float)PD);
+
+	rng_state = 0x7654321u;
+	buf = new_rand(be, 2, T, W, 0, 0);
+	q = heads_view(&buf, 0, PH, PD);
+	k = heads_view(&buf, PH * PD, PHKV, PD);
+	v = heads_view(&buf, (PH + PHKV) * PD, PHKV, PD);
+	kc = new_tensor(be, 4, NBLK, BS, PHKV, PD);
+	vc = new_tensor(be, 4, NBLK, BS, PHKV, PD);
+	memset(kc.data, 0, sizeof(float) * (size_t)n);
+	memset(vc.data, 0, sizeof(float) * (size_t)n);
+	out = new_tensor(be, 3, T, PH, PD, 0);
+	out8 = new_tensor(be, 3, T, PH, PD, 0);
+	m = build_batch(&kc, &vc, &k, &v, slots, hist_k, hist_v);
+	m.k_scale = 0.5f;
+	m.v_scale = 2.0f;
+	/* the history goes in through upload's conversion (no scale) */
+	ck_assert_int_eq(o->alloc(be, &kc8, VD_DTYPE_F8E4M3, 4, cshape), VD_OK);
+	ck_assert_int_eq(o->alloc(be, &vc8, VD_DTYPE_F8E4M3, 4, cshape), VD_OK);
+	ck_assert_int_eq(o->upload(be, &kc8, kc.data, VD_DTYPE_F32, n), VD_OK);
+	ck_assert_int_eq(o->upload(be, &vc8, vc.data, VD_DTYPE_F32, n), VD_OK);
+	ck_assert_int_eq(o->cache_write(be, &k, &v, &kc8, &vc8, &m), VD_OK);
+	for (int64_t t = 0; t < T; t++)
+		for (int64_t j = 0; j < PHKV * PD; j++) {
+			int64_t at = (slots[t] < 0 ? slot_of(0, 2) : slots[t]) * PHKV * PD + j;
+			float kx = slots[t] < 0 ? f32(&kc)[at] : ((float *)k.data)[t * k.stride[0] + j] / 0.5f;
+			float vx = slots[t] < 0 ? f32(&vc)[at] : ((float *)v.data)[t * v.stride[0] + j] / 2.0f;
+
+			ck_assert_int_eq(((uint8_t *)kc8.data)[at], vd_f32_to_fp8e4m3(kx));
+			ck_assert_int_eq(((uint8_t *)vc8.data)[at], vd_f32_to_fp8e4m3(vx));
+		}
+	for (int64_t i = 0; i < n; i++) {
+		f32(&kc)[i] = vd_fp8e4m3_to_f32(((uint8_t *)kc8.data)[i]) * 0.5f;
+		f32(&vc)[i] = vd_fp8e4m3_to_f32(((uint8_t *)vc8.data)[i]) * 2.0f;
+	}
+	ck_assert_int_eq(o->paged_attention(be, &q, &kc8, &vc8, &m, scale, &out8), VD_OK);
+	ck_assert_int_eq(o->paged_attention(be, &q, &kc, &vc, &m, scale, &out), VD_OK);
+	ck_assert_mem_eq(out.data, out8.data, sizeof(float) * (size_t)(T * PH * PD));
+	/* one FP8 and one f32 cache are refused */
+	ck_assert_int_eq(o->paged_attention(be, &q, &kc8, &vc, &m, scale, &out), VD_ERR_INVALID_ARG);
+	ck_assert_int_eq(o->cache_write(be, &k, &v, &kc, &vc8, &m), VD_ERR_INVALID_ARG);
+	/* download and copy convert FP8 like any float dtype */
+	ck_assert_int_eq(o->download(be, &kc8, kd), VD_OK);
+	ck_assert_int_eq(o->copy(be, &kc8, &kc), VD_OK);
+	for (int64_t i = 0; i < n; i++) {
+		ck_assert(kd[i] == vd_fp8e4m3_to_f32(((uint8_t *)kc8.data)[i]));
+		ck_assert(f32(&kc)[i] == kd[i]);
+	}
+	free(kd);
+	free(hist_k);
+	free(hist_v);
+	o->free(be, &buf);
+	o->free(be, &kc);
+	o->free(be, &vc);
+	o->free(be, &kc8);
+	o->free(be, &vc8);
+	o->free(be, &out);
+	o->free(be, &out8);
+	vd_cpu_backend_destroy(be);
 }
 END_TEST
 
@@ -1065,6 +1211,8 @@ static Suite *ops_suite(void)
 	tcase_add_test(tc, test_dtype_refused);
 	tcase_add_test(tc, test_rope_variants);
 	tcase_add_test(tc, test_paged_attention);
+	tcase_add_test(tc, test_fp8_conversion);
+	tcase_add_test(tc, test_paged_attention_fp8);
 	tcase_add_test(tc, test_attention_segments);
 	tcase_add_test(tc, test_rows);
 	tcase_add_test(tc, test_im2patch_conv);

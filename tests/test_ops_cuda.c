@@ -732,8 +732,28 @@ typedef struct seq_spec {
 	int ctx, q;
 } seq_spec;
 
-static void run_paged(const attn_cfg *cfg, vd_dtype dt, const seq_spec *seqs, int nseq,
-		      const char *label)
+/* A KV cache pair in FP8 E4M3 on both backends (each converts the same
+ * random f32 values itself), or in f32 / dt as pair_rand makes it. */
+static pair cache_pair(bool fp8, vd_dtype dt, const int64_t *shape)
+{
+	pair p;
+	float *h;
+
+	if (!fp8)
+		return pair_rand(dt, 4, shape, 1.0f);
+	ck_assert_int_eq(cpu->ops->alloc(cpu, &p.c, VD_DTYPE_F8E4M3, 4, shape), VD_OK);
+	ck_assert_int_eq(gpu->ops->alloc(gpu, &p.g, VD_DTYPE_F8E4M3, 4, shape), VD_OK);
+	h = host_rand(vd_tensor_numel(&p.c), 1.0f, VD_DTYPE_F32);
+	pair_set(&p, h);
+	free(h);
+	return p;
+}
+
+/* Paged attention and cache_write over a batch of seqs. fp8: both caches
+ * FP8 E4M3 with K scale kvs and V scale 1 / kvs: the cache bytes must be
+ * the same on both backends (the same rounding of the same inputs). */
+static void run_paged_kv(const attn_cfg *cfg, vd_dtype dt, const seq_spec *seqs, int nseq,
+			 const char *label, bool fp8, float kvs)
 {
 	int32_t qsl[16], lens[16];
 	int max_blocks = 0, total_blocks = 0, num_blocks, T = 0, P = 0, bs = cfg->bs;
@@ -794,27 +814,31 @@ static void run_paged(const attn_cfg *cfg, vd_dtype dt, const seq_spec *seqs, in
 	}
 	{
 		int64_t cshape[4] = { num_blocks, bs, Hkv, D };
-		pair kc = pair_rand(dt, 4, cshape, 1.0f), vc = pair_rand(dt, 4, cshape, 1.0f);
+		pair kc = cache_pair(fp8, dt, cshape), vc = cache_pair(fp8, dt, cshape);
 		pair old = rand2(dt, P + 3, 2 * Hkv * D, 1.0f);
 		pair ok = pair_heads(&old, 0, Hkv, D), ov = pair_heads(&old, Hkv * D, Hkv, D);
 		pair qkv = rand2(dt, T, W, 1.5f), out = rand2(dt, T, H * D, 1.0f);
 		pair q = pair_heads(&qkv, 0, H, D), k = pair_heads(&qkv, H * D, Hkv, D);
 		pair v = pair_heads(&qkv, (H + Hkv) * D, Hkv, D), o = pair_heads(&out, 0, H, D);
-		vd_attn_meta m_old = { 0, P + 3, NULL, NULL, NULL, 0, bs, slots_old };
-		vd_attn_meta m = { nseq, T, qsl, lens, tables, max_blocks, bs, slots_new };
+		vd_attn_meta m_old = { 0, P + 3, NULL, NULL, NULL, 0, bs, slots_old, kvs, 1.0f / kvs };
+		vd_attn_meta m = { nseq, T, qsl, lens, tables, max_blocks, bs, slots_new,
+				   kvs, 1.0f / kvs };
 		float scale = (float)(1.0 / sqrt((double)D));
 
 		BOTH(cpu->ops->cache_write(cpu, &ok.c, &ov.c, &kc.c, &vc.c, &m_old),
 		     gpu->ops->cache_write(gpu, &ok.g, &ov.g, &kc.g, &vc.g, &m_old));
 		BOTH(cpu->ops->cache_write(cpu, &k.c, &v.c, &kc.c, &vc.c, &m),
 		     gpu->ops->cache_write(gpu, &k.g, &v.g, &kc.g, &vc.g, &m));
-		snprintf(what, sizeof(what), "cache_write %s %s k", cfg->name, label);
-		check_pair(&kc, dt, 0.0, what);
-		snprintf(what, sizeof(what), "cache_write %s %s v", cfg->name, label);
-		check_pair(&vc, dt, 0.0, what);
+		snprintf(what, sizeof(what), "cache_write %s %s%s k", cfg->name, label,
+			 fp8 ? " fp8" : "");
+		check_pair(&kc, fp8 ? VD_DTYPE_F32 : dt, 0.0, what);
+		snprintf(what, sizeof(what), "cache_write %s %s%s v", cfg->name, label,
+			 fp8 ? " fp8" : "");
+		check_pair(&vc, fp8 ? VD_DTYPE_F32 : dt, 0.0, what);
 		BOTH(cpu->ops->paged_attention(cpu, &q.c, &kc.c, &vc.c, &m, scale, &o.c),
 		     gpu->ops->paged_attention(gpu, &q.g, &kc.g, &vc.g, &m, scale, &o.g));
-		snprintf(what, sizeof(what), "paged_attention %s %s", cfg->name, label);
+		snprintf(what, sizeof(what), "paged_attention %s %s%s", cfg->name, label,
+			 fp8 ? " fp8" : "");
 		check_pair(&out, dt, TOL_MM, what);
 		/* the same metadata again (the device copy is reused) */
 		BOTH(cpu->ops->scale(cpu, &out.c, 0.0f, &out.c), gpu->ops->scale(gpu, &out.g, 0.0f, &out.g));
@@ -832,6 +856,12 @@ static void run_paged(const attn_cfg *cfg, vd_dtype dt, const seq_spec *seqs, in
 	free(tables);
 	free(slots_new);
 	free(slots_old);
+}
+
+static void run_paged(const attn_cfg *cfg, vd_dtype dt, const seq_spec *seqs, int nseq,
+		      const char *label)
+{
+	run_paged_kv(cfg, dt, seqs, nseq, label, false, 1.0f);
 }
 
 START_TEST(test_paged_attention)
@@ -867,6 +897,31 @@ START_TEST(test_paged_attention)
 	}
 	/* the f16 build of the tile kernel */
 	run_paged(&attn_cfgs[2], VD_DTYPE_F16, longp, 2, "long prefill");
+}
+END_TEST
+
+START_TEST(test_paged_attention_fp8)
+{
+	/* FP8 E4M3 caches: the decode kernel (8-byte loads), the tile kernel
+	 * (converted on the way into shared memory), the row kernel (head dim
+	 * 256 and 40), unit and non-unit scales, bf16 and f16 queries */
+	static const seq_spec mixed[] = { { 2100, 1 }, { 16, 1 }, { 250, 37 }, { 0, 23 },
+					  { 2047, 1 }, { 0, 1 },  { 64, 130 } };
+	static const seq_spec mixed_s[] = { { 300, 1 }, { 16, 1 }, { 50, 37 }, { 0, 23 },
+					    { 127, 1 }, { 0, 1 },  { 64, 130 } };
+	static const seq_spec decode[] = { { 2100, 1 }, { 16, 1 }, { 2999, 1 }, { 0, 1 } };
+	static const seq_spec longp[] = { { 0, 700 }, { 1000, 300 } };
+
+	for (size_t i = 0; i < sizeof(attn_cfgs) / sizeof(attn_cfgs[0]); i++) {
+		bool big = i == 0 || i == 1 || i == 3;
+
+		run_paged_kv(&attn_cfgs[i], VD_DTYPE_BF16, big ? mixed : mixed_s, 7, "mixed", true,
+			     1.0f);
+	}
+	run_paged_kv(&attn_cfgs[0], VD_DTYPE_BF16, decode, 4, "decode scaled", true, 0.25f);
+	run_paged_kv(&attn_cfgs[1], VD_DTYPE_F16, decode, 4, "decode", true, 1.0f);
+	run_paged_kv(&attn_cfgs[2], VD_DTYPE_BF16, longp, 2, "long prefill scaled", true, 2.0f);
+	run_paged_kv(&attn_cfgs[2], VD_DTYPE_F16, longp, 2, "long prefill", true, 1.0f);
 }
 END_TEST
 
@@ -1321,10 +1376,10 @@ START_TEST(test_errors)
 	pair k = pair_rand(VD_DTYPE_F32, 3, kshape, 1.0f), o = pair_rand(VD_DTYPE_F32, 3, kshape, 1.0f);
 	pair big = pair_rand(VD_DTYPE_F32, 3, bshape, 1.0f);
 	int64_t slots[2] = { 3, 8 };
-	vd_attn_meta m = { 0, 2, NULL, NULL, NULL, 0, 4, slots };
+	vd_attn_meta m = { 0, 2, NULL, NULL, NULL, 0, 4, slots, 1.0f, 1.0f };
 	int32_t qsl[2] = { 0, 2 }, lens[1] = { 2 }, table[1] = { 2 }, pos[2] = { 0, 1 };
 	int32_t tidx[2] = { 0, 2 }, cu[2] = { 0, 1 };
-	vd_attn_meta pm = { 1, 2, qsl, lens, table, 1, 4, NULL };
+	vd_attn_meta pm = { 1, 2, qsl, lens, table, 1, 4, NULL, 1.0f, 1.0f };
 	float inv[16] = { 0 };
 	vd_rope r = { 16, 2, inv, NULL, tidx, 1.0f };
 	vd_backend *none = NULL;
@@ -1380,6 +1435,7 @@ static Suite *suite(void)
 	tcase_add_test(rope, test_rope);
 	tcase_add_test(rope, test_rope_positions_change);
 	tcase_add_test(attn, test_paged_attention);
+	tcase_add_test(attn, test_paged_attention_fp8);
 	tcase_add_test(attn, test_attention_segments);
 	tcase_add_test(rows, test_rows);
 	tcase_add_test(rows, test_im2patch);

@@ -47,6 +47,11 @@ typedef struct vd_engine_args {
 	uint64_t seed;
 	bool show_progress;          /* progress bar on stderr */
 	bool enforce_eager;          /* no step graphs: every step op by op */
+	/* Appended in 0.3 (read only when struct_size covers it): the KV-cache
+	 * element type, "auto" (the compute dtype) or "fp8" / "fp8_e4m3" (OCP
+	 * E4M3, half the bytes of bf16, scale 1 as vLLM uses without
+	 * calibrated scales). */
+	const char *kv_cache_dtype;
 } vd_engine_args;
 
 void vd_engine_args_init(vd_engine_args *a);

@@ -66,6 +66,10 @@ typedef struct vd_attn_meta {
 	int max_blocks;
 	int block_size;
 	const int64_t *slot_mapping;    /* (num_tokens): where each new K/V goes */
+	/* FP8 caches (VD_DTYPE_F8E4M3) hold x / scale and read back as
+	 * stored * scale, one scale per layer for K and for V as vLLM keeps
+	 * them; 0 means 1. Ignored for 16- and 32-bit caches. */
+	float k_scale, v_scale;
 } vd_attn_meta;
 
 /* One logits row of the sample_full op, in vLLM V1's order: tokens the
@@ -177,12 +181,15 @@ typedef struct vd_ops {
 
 	/* --- attention --- */
 	/* Write k, v (T, Hkv, D) into k_cache, v_cache (num_blocks, block_size,
-	 * Hkv, D) at meta->slot_mapping; slots < 0 are skipped. */
+	 * Hkv, D) at meta->slot_mapping; slots < 0 are skipped. The caches are
+	 * in the compute dtype or VD_DTYPE_F8E4M3 (each element x / k_scale or
+	 * x / v_scale rounded to nearest even, saturated to +-448). */
 	vd_status (*cache_write)(vd_backend *be, const vd_tensor *k, const vd_tensor *v,
 				 vd_tensor *k_cache, vd_tensor *v_cache,
 				 const vd_attn_meta *meta);
 	/* out (T, H, D) = causal softmax(q K^T * scale) V over each sequence's
-	 * cached tokens; q (T, H, D); GQA when H is a multiple of Hkv. */
+	 * cached tokens; q (T, H, D); GQA when H is a multiple of Hkv. FP8
+	 * caches are read as stored * k_scale (K) and stored * v_scale (V). */
 	vd_status (*paged_attention)(vd_backend *be, const vd_tensor *q,
 				     const vd_tensor *k_cache, const vd_tensor *v_cache,
 				     const vd_attn_meta *meta, float scale, vd_tensor *out);

@@ -19,6 +19,9 @@ typedef enum vd_dtype {
 	VD_DTYPE_I32 = 3,
 	VD_DTYPE_I64 = 4,
 	VD_DTYPE_U8 = 5,
+	/* OCP FP8 E4M3 ("e4m3fn": no infinities, 0x7f/0xff NaN, max 448);
+	 * storage only (KV caches): backends convert it, ops do not compute in it */
+	VD_DTYPE_F8E4M3 = 6,
 } vd_dtype;
 
 typedef enum vd_device_kind {
@@ -51,6 +54,7 @@ static inline size_t vd_dtype_size(vd_dtype t)
 	case VD_DTYPE_I32: return 4;
 	case VD_DTYPE_I64: return 8;
 	case VD_DTYPE_U8: return 1;
+	case VD_DTYPE_F8E4M3: return 1;
 	}
 	return 0;
 }
@@ -129,6 +133,7 @@ static inline const char *vd_dtype_name(vd_dtype t)
 	case VD_DTYPE_I32: return "i32";
 	case VD_DTYPE_I64: return "i64";
 	case VD_DTYPE_U8: return "u8";
+	case VD_DTYPE_F8E4M3: return "fp8_e4m3";
 	}
 	return "?";
 }
@@ -138,6 +143,10 @@ float vd_bf16_to_f32(uint16_t h);
 uint16_t vd_f32_to_bf16(float f); /* round to nearest even */
 float vd_f16_to_f32(uint16_t h);
 uint16_t vd_f32_to_f16(float f);  /* round to nearest even */
+float vd_fp8e4m3_to_f32(uint8_t b);  /* exact; NaN for 0x7f and 0xff */
+/* Round to nearest even, saturating to +-448 (NaN gives 0x7f): the
+ * conversion of CUDA's cvt.rn.satfinite.e4m3x2.f32. */
+uint8_t vd_f32_to_fp8e4m3(float f);
 
 #ifdef __cplusplus
 }

@@ -148,7 +148,8 @@ typedef struct heads {
 } heads;
 
 typedef struct cache {
-	float *p;
+	void *p;              /* f32 elements, or FP8 E4M3 bytes when fp8 */
+	bool fp8;
 	int64_t nb, bs, h, d; /* (num_blocks, block_size, heads, head_dim) */
 	int64_t sb, ss, sh;   /* strides of the first three dims */
 } cache;
@@ -236,10 +237,19 @@ static vd_status get_heads(const vd_tensor *t, const char *op, const char *what,
 	return VD_OK;
 }
 
+/* A KV cache: f32 (the compute dtype) or FP8 E4M3. */
 static vd_status get_cache(const vd_tensor *t, const char *op, const char *what, cache *out)
 {
-	vd_status st = check_f32(t, op, what);
+	vd_status st;
 
+	if (t && t->device == VD_DEVICE_CPU && t->dtype == VD_DTYPE_F8E4M3) {
+		vd_tensor f = *t;
+
+		f.dtype = VD_DTYPE_F32; /* the same checks of shape and data */
+		st = check_f32(&f, op, what);
+	} else {
+		st = check_f32(t, op, what);
+	}
 	if (st)
 		return st;
 	if (t->ndim != 4)
@@ -249,8 +259,8 @@ static vd_status get_cache(const vd_tensor *t, const char *op, const char *what,
 	if (t->shape[3] > 1 && t->stride[3] != 1)
 		return vd_errorf(VD_ERR_UNSUPPORTED, "cpu %s: %s must have a contiguous head dim", op,
 				 what);
-	*out = (cache){ t->data, t->shape[0], t->shape[1], t->shape[2], t->shape[3],
-			t->stride[0], t->stride[1], t->stride[2] };
+	*out = (cache){ t->data, t->dtype == VD_DTYPE_F8E4M3, t->shape[0], t->shape[1], t->shape[2],
+			t->shape[3], t->stride[0], t->stride[1], t->stride[2] };
 	return VD_OK;
 }
 
@@ -279,9 +289,16 @@ static bool is_float(vd_dtype t)
 	return t == VD_DTYPE_F32 || t == VD_DTYPE_F16 || t == VD_DTYPE_BF16;
 }
 
+/* Float storage: the compute dtypes and FP8, which upload, download, copy
+ * and the KV cache convert to and from but no op computes in. */
+static bool is_float_storage(vd_dtype t)
+{
+	return is_float(t) || t == VD_DTYPE_F8E4M3;
+}
+
 static bool is_known(vd_dtype t)
 {
-	return is_float(t) || t == VD_DTYPE_I32 || t == VD_DTYPE_I64 || t == VD_DTYPE_U8;
+	return is_float_storage(t) || t == VD_DTYPE_I32 || t == VD_DTYPE_I64 || t == VD_DTYPE_U8;
 }
 
 static float load_float(const void *p, vd_dtype t, int64_t i)
@@ -289,6 +306,7 @@ static float load_float(const void *p, vd_dtype t, int64_t i)
 	switch (t) {
 	case VD_DTYPE_F16: return vd_f16_to_f32(((const uint16_t *)p)[i]);
 	case VD_DTYPE_BF16: return vd_bf16_to_f32(((const uint16_t *)p)[i]);
+	case VD_DTYPE_F8E4M3: return vd_fp8e4m3_to_f32(((const uint8_t *)p)[i]);
 	default: return ((const float *)p)[i];
 	}
 }
@@ -298,6 +316,7 @@ static void store_float(void *p, vd_dtype t, int64_t i, float v)
 	switch (t) {
 	case VD_DTYPE_F16: ((uint16_t *)p)[i] = vd_f32_to_f16(v); break;
 	case VD_DTYPE_BF16: ((uint16_t *)p)[i] = vd_f32_to_bf16(v); break;
+	case VD_DTYPE_F8E4M3: ((uint8_t *)p)[i] = vd_f32_to_fp8e4m3(v); break;
 	default: ((float *)p)[i] = v; break;
 	}
 }
@@ -309,7 +328,7 @@ static void move_elem(void *dst, vd_dtype dt, int64_t di, const void *src, vd_dt
 {
 	size_t es;
 
-	if (is_float(dt)) {
+	if (is_float_storage(dt)) {
 		store_float(dst, dt, di, load_float(src, st, si));
 		return;
 	}
@@ -321,7 +340,7 @@ static vd_status check_convertible(vd_dtype from, vd_dtype to, const char *op)
 {
 	if (!is_known(from) || !is_known(to))
 		return vd_errorf(VD_ERR_INVALID_ARG, "cpu %s: unknown dtype", op);
-	if (from == to || (is_float(from) && is_float(to)))
+	if (from == to || (is_float_storage(from) && is_float_storage(to)))
 		return VD_OK;
 	return vd_errorf(VD_ERR_UNSUPPORTED, "cpu %s: cannot convert %s to %s", op,
 			 vd_dtype_name(from), vd_dtype_name(to));
@@ -486,7 +505,7 @@ static vd_status cpu_download(vd_backend *be, const vd_tensor *src, void *dst)
 		return vd_errorf(VD_ERR_INVALID_ARG, "cpu download: src is not a CPU tensor");
 	if (vd_tensor_numel(src) == 0)
 		return VD_OK;
-	j = (copy_job){ src, NULL, dst, is_float(src->dtype) ? VD_DTYPE_F32 : src->dtype };
+	j = (copy_job){ src, NULL, dst, is_float_storage(src->dtype) ? VD_DTYPE_F32 : src->dtype };
 	pool_run(ctx_of(be), outer_rows(src), row_grain(inner_len(src)), copy_task, &j);
 	return VD_OK;
 }
@@ -1037,6 +1056,7 @@ typedef struct attn_job {
 	const int32_t *tok_seq;
 	int64_t group;        /* query heads per kv head */
 	float scale;
+	float k_scale, v_scale; /* FP8 caches: stored * scale */
 	void *scratch;        /* per worker: see attn_scratch_bytes */
 	int64_t ctx_cap;
 } attn_job;
@@ -1077,24 +1097,42 @@ static void attend(const float *q, int64_t d, int64_t n, float scale, const floa
 }
 
 /* Per-worker scratch: key and value row pointers (ctx_cap each), scores
- * (ctx_cap floats), accumulator (D floats); rounded up to 64 bytes so every
- * worker's pointers stay aligned. */
-static size_t attn_scratch_bytes(int64_t ctx_cap, int64_t d)
+ * (ctx_cap floats), accumulator (D floats), and for FP8 caches the context's
+ * K and V rows dequantized (ctx_cap x D floats each); rounded up to 64 bytes
+ * so every worker's pointers stay aligned. */
+static size_t attn_scratch_bytes(const attn_job *j)
 {
-	size_t n = 2 * sizeof(float *) * (size_t)ctx_cap + sizeof(float) * (size_t)(ctx_cap + d);
+	size_t n = 2 * sizeof(float *) * (size_t)j->ctx_cap +
+		   sizeof(float) * (size_t)(j->ctx_cap + j->q.d);
 
+	if (j->kc.fp8)
+		n += 2 * sizeof(float) * (size_t)(j->ctx_cap * j->q.d);
 	return (n + 63) / 64 * 64;
 }
 
 static void attn_worker_scratch(const attn_job *j, int worker, float **sc, float **acc,
 				const float ***kp, const float ***vp)
 {
-	char *base = (char *)j->scratch + (size_t)worker * attn_scratch_bytes(j->ctx_cap, j->q.d);
+	char *base = (char *)j->scratch + (size_t)worker * attn_scratch_bytes(j);
 
 	*kp = (const float **)base;
 	*vp = *kp + j->ctx_cap;
 	*sc = (float *)(*vp + j->ctx_cap);
 	*acc = *sc + j->ctx_cap;
+}
+
+/* Row (blk, off, kh) of cache c as f32: a pointer into an f32 cache, or the
+ * FP8 row times scale written to buf (D floats). */
+static const float *cache_row(const cache *c, int64_t blk, int64_t off, int64_t kh, float scale,
+			      float *buf)
+{
+	int64_t at = blk * c->sb + off * c->ss + kh * c->sh;
+
+	if (!c->fp8)
+		return (const float *)c->p + at;
+	for (int64_t e = 0; e < c->d; e++)
+		buf[e] = vd_fp8e4m3_to_f32(((const uint8_t *)c->p)[at + e]) * scale;
+	return buf;
 }
 
 static void paged_task(void *arg, int64_t b, int64_t e, int worker)
@@ -1105,6 +1143,9 @@ static void paged_task(void *arg, int64_t b, int64_t e, int worker)
 	const float **kp, **vp;
 
 	attn_worker_scratch(j, worker, &sc, &acc, &kp, &vp);
+	/* FP8 rows are dequantized after the accumulator */
+	float *kbuf = acc + j->q.d, *vbuf = kbuf + j->ctx_cap * j->q.d;
+
 	for (int64_t it = b; it < e; it++) {
 		int64_t t = it / j->q.h, h = it % j->q.h, kh = h / j->group;
 		int s = j->tok_seq[t];
@@ -1116,8 +1157,8 @@ static void paged_task(void *arg, int64_t b, int64_t e, int worker)
 		for (int64_t i = 0; i <= pos; i++) {
 			int64_t blk = table[i / m->block_size], off = i % m->block_size;
 
-			kp[i] = j->kc.p + blk * j->kc.sb + off * j->kc.ss + kh * j->kc.sh;
-			vp[i] = j->vc.p + blk * j->vc.sb + off * j->vc.ss + kh * j->vc.sh;
+			kp[i] = cache_row(&j->kc, blk, off, kh, j->k_scale, kbuf + i * j->q.d);
+			vp[i] = cache_row(&j->vc, blk, off, kh, j->v_scale, vbuf + i * j->q.d);
 		}
 		attend(j->q.p + t * j->q.st + h * j->q.sh, j->q.d, pos + 1, j->scale, kp, vp, sc,
 		       acc, j->out.p + t * j->out.st + h * j->out.sh);
@@ -1126,7 +1167,7 @@ static void paged_task(void *arg, int64_t b, int64_t e, int worker)
 
 static vd_status run_attention(cpu_ctx *c, attn_job *j, task_fn fn, const char *op)
 {
-	j->scratch = malloc(attn_scratch_bytes(j->ctx_cap, j->q.d) * (size_t)c->nthreads);
+	j->scratch = malloc(attn_scratch_bytes(j) * (size_t)c->nthreads);
 	if (!j->scratch)
 		return vd_errorf(VD_ERR_NOMEM, "cpu %s: out of memory for scratch", op);
 	pool_run(c, j->q.t * j->q.h, 1, fn, j);
@@ -1163,8 +1204,11 @@ static vd_status cpu_paged_attention(vd_backend *be, const vd_tensor *q, const v
 	    (st = get_cache(k_cache, "paged_attention", "k_cache", &j.kc)) ||
 	    (st = get_cache(v_cache, "paged_attention", "v_cache", &j.vc)))
 		return st;
-	if (j.kc.nb != j.vc.nb || j.kc.bs != j.vc.bs || j.kc.h != j.vc.h || j.kc.d != j.vc.d)
+	if (j.kc.nb != j.vc.nb || j.kc.bs != j.vc.bs || j.kc.h != j.vc.h || j.kc.d != j.vc.d ||
+	    j.kc.fp8 != j.vc.fp8)
 		return vd_errorf(VD_ERR_INVALID_ARG, "cpu paged_attention: k and v caches differ");
+	j.k_scale = meta && meta->k_scale != 0.0f ? meta->k_scale : 1.0f;
+	j.v_scale = meta && meta->v_scale != 0.0f ? meta->v_scale : 1.0f;
 	kvh = (heads){ NULL, 0, j.kc.h, j.kc.d, 0, 0 };
 	if ((st = check_qkv_heads(&j.q, &kvh, &j.out, "paged_attention")))
 		return st;
@@ -1189,6 +1233,8 @@ static vd_status cpu_cache_write(vd_backend *be, const vd_tensor *k, const vd_te
 	heads kh, vh;
 	cache kc, vc;
 	int64_t nslots;
+	float k_scale = meta && meta->k_scale != 0.0f ? meta->k_scale : 1.0f;
+	float v_scale = meta && meta->v_scale != 0.0f ? meta->v_scale : 1.0f;
 	vd_status st;
 
 	(void)be;
@@ -1198,7 +1244,7 @@ static vd_status cpu_cache_write(vd_backend *be, const vd_tensor *k, const vd_te
 	    (st = get_cache(v_cache, "cache_write", "v_cache", &vc)))
 		return st;
 	if (kh.t != vh.t || kh.h != vh.h || kh.d != vh.d || kc.nb != vc.nb || kc.bs != vc.bs ||
-	    kc.h != kh.h || vc.h != kh.h || kc.d != kh.d || vc.d != kh.d)
+	    kc.h != kh.h || vc.h != kh.h || kc.d != kh.d || vc.d != kh.d || kc.fp8 != vc.fp8)
 		return vd_errorf(VD_ERR_INVALID_ARG,
 				 "cpu cache_write: k, v (T, Hkv, D) and caches (.., Hkv, D) disagree");
 	if (!meta || meta->num_tokens != kh.t || (kh.t > 0 && !meta->slot_mapping))
@@ -1220,10 +1266,21 @@ static vd_status cpu_cache_write(vd_backend *be, const vd_tensor *k, const vd_te
 		blk = slot / kc.bs;
 		off = slot % kc.bs;
 		for (int64_t h = 0; h < kh.h; h++) {
-			memcpy(kc.p + blk * kc.sb + off * kc.ss + h * kc.sh,
-			       kh.p + t * kh.st + h * kh.sh, sizeof(float) * (size_t)kh.d);
-			memcpy(vc.p + blk * vc.sb + off * vc.ss + h * vc.sh,
-			       vh.p + t * vh.st + h * vh.sh, sizeof(float) * (size_t)kh.d);
+			int64_t ko = blk * kc.sb + off * kc.ss + h * kc.sh;
+			int64_t vo = blk * vc.sb + off * vc.ss + h * vc.sh;
+			const float *ks = kh.p + t * kh.st + h * kh.sh, *vs = vh.p + t * vh.st + h * vh.sh;
+
+			if (!kc.fp8) {
+				memcpy((float *)kc.p + ko, ks, sizeof(float) * (size_t)kh.d);
+				memcpy((float *)vc.p + vo, vs, sizeof(float) * (size_t)kh.d);
+				continue;
+			}
+			/* division, not a multiply by the reciprocal: the CUDA
+			 * kernel divides too, so both round alike */
+			for (int64_t e = 0; e < kh.d; e++) {
+				((uint8_t *)kc.p)[ko + e] = vd_f32_to_fp8e4m3(ks[e] / k_scale);
+				((uint8_t *)vc.p)[vo + e] = vd_f32_to_fp8e4m3(vs[e] / v_scale);
+			}
 		}
 	}
 	return VD_OK;

@@ -19,6 +19,7 @@
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_fp8.h>
 #include <cuda_runtime.h>
 #include <mma.h>
 #include <math.h>
@@ -401,9 +402,29 @@ static bool is_float(vd_dtype t)
 	return t == VD_DTYPE_F32 || t == VD_DTYPE_F16 || t == VD_DTYPE_BF16;
 }
 
+/* Float storage: the compute dtypes and FP8 E4M3, which alloc, upload,
+ * download, copy and the KV cache ops take but no other op computes in. */
+static bool is_float_storage(vd_dtype t)
+{
+	return is_float(t) || t == VD_DTYPE_F8E4M3;
+}
+
 static bool is_known(vd_dtype t)
 {
-	return is_float(t) || t == VD_DTYPE_I32 || t == VD_DTYPE_I64 || t == VD_DTYPE_U8;
+	return is_float_storage(t) || t == VD_DTYPE_I32 || t == VD_DTYPE_I64 || t == VD_DTYPE_U8;
+}
+
+/* FP8 E4M3 <-> f32: exact up, round to nearest even and saturate down
+ * (cvt.rn.satfinite on sm_89+, the same rounding in software before), as
+ * vd_f32_to_fp8e4m3 on the host. */
+__device__ __forceinline__ float fp8_to_f(uint8_t b)
+{
+	return __half2float(__half(__nv_cvt_fp8_to_halfraw((__nv_fp8_storage_t)b, __NV_E4M3)));
+}
+
+__device__ __forceinline__ uint8_t f_to_fp8(float v)
+{
+	return (uint8_t)__nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3);
 }
 
 /* Element i of float dtype dt at p, as f32 (the dtype is uniform across a
@@ -414,6 +435,8 @@ __device__ __forceinline__ float ldf(const void *p, int dt, int64_t i)
 		return ((const float *)p)[i];
 	if (dt == VD_DTYPE_BF16)
 		return __bfloat162float(((const __nv_bfloat16 *)p)[i]);
+	if (dt == VD_DTYPE_F8E4M3)
+		return fp8_to_f(((const uint8_t *)p)[i]);
 	return __half2float(((const __half *)p)[i]);
 }
 
@@ -424,6 +447,8 @@ __device__ __forceinline__ void stf(void *p, int dt, int64_t i, float v)
 		((float *)p)[i] = v;
 	else if (dt == VD_DTYPE_BF16)
 		((__nv_bfloat16 *)p)[i] = __float2bfloat16_rn(v);
+	else if (dt == VD_DTYPE_F8E4M3)
+		((uint8_t *)p)[i] = f_to_fp8(v);
 	else
 		((__half *)p)[i] = __float2half_rn(v);
 }
@@ -431,6 +456,7 @@ __device__ __forceinline__ void stf(void *p, int dt, int64_t i, float v)
 __device__ __forceinline__ float to_f(float v) { return v; }
 __device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
 __device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_f(__nv_fp8_e4m3 v) { return fp8_to_f(v.__x); }
 
 template <typename T> __device__ __forceinline__ T from_f(float v);
 template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
@@ -628,10 +654,11 @@ static vd_status get_heads(const vd_tensor *t, const char *op, const char *what,
 	return VD_OK;
 }
 
+/* A KV cache: a compute dtype or FP8 E4M3. */
 static vd_status get_cache(const vd_tensor *t, const char *op, const char *what, cv *out)
 {
 	memset(out, 0, sizeof(*out));
-	TRY(check_t(t, op, what, true));
+	TRY(check_t(t, op, what, !(t && t->dtype == VD_DTYPE_F8E4M3)));
 	if (t->ndim != 4)
 		return vd_errorf(VD_ERR_INVALID_ARG,
 				 "cuda %s: %s must be (blocks, block_size, heads, head_dim), got %d dims",
@@ -672,7 +699,7 @@ static vd_status check_convertible(vd_dtype from, vd_dtype to, const char *op)
 {
 	if (!is_known(from) || !is_known(to))
 		return vd_errorf(VD_ERR_INVALID_ARG, "cuda %s: unknown dtype", op);
-	if (from == to || (is_float(from) && is_float(to)))
+	if (from == to || (is_float_storage(from) && is_float_storage(to)))
 		return VD_OK;
 	return vd_errorf(VD_ERR_UNSUPPORTED, "cuda %s: cannot convert %s to %s", op,
 			 vd_dtype_name(from), vd_dtype_name(to));
@@ -725,7 +752,7 @@ static vd_status launch_copy(cu_ctx *c, const sv *s, const sv *d)
 {
 	int64_t n = s->shape[0] * s->shape[1] * s->shape[2] * s->shape[3];
 	int64_t blocks = (n + 255) / 256;
-	int es = is_float((vd_dtype)s->dt) ? 0 : (int)vd_dtype_size((vd_dtype)s->dt);
+	int es = is_float_storage((vd_dtype)s->dt) ? 0 : (int)vd_dtype_size((vd_dtype)s->dt);
 
 	if (n == 0)
 		return VD_OK;
@@ -951,7 +978,7 @@ static vd_status cu_download(vd_backend *be, const vd_tensor *src, void *dst)
 		return vd_errorf(VD_ERR_INVALID_ARG, "cuda download: NULL tensor or destination");
 	TRY(check_t(src, "download", "src", false));
 	n = vd_tensor_numel(src);
-	hdt = is_float(src->dtype) ? VD_DTYPE_F32 : src->dtype;
+	hdt = is_float_storage(src->dtype) ? VD_DTYPE_F32 : src->dtype;
 	bytes = (size_t)n * vd_dtype_size(hdt);
 	ENTER(be);
 	GRAPH_FORBID("download");
@@ -1811,6 +1838,9 @@ typedef struct attn_args {
 	float *part; /* (T H, nsplit, d + 2): acc | max | sum, when nsplit > 1 */
 	const int32_t *rows;  /* k_attention: the query rows it takes (NULL = all) */
 	const int32_t *tiles; /* tile kernels: (sequence, first query) of each tile */
+	/* FP8 caches: every output (and partial) is multiplied by the V scale;
+	 * the K scale is folded into `scale`. 1 otherwise. */
+	float v_scale;
 } attn_args;
 
 /* Block (query row t*H + h, split y): 4 warps take keys round-robin from
@@ -1921,6 +1951,7 @@ __global__ void __launch_bounds__(ATT_WARPS * 32) k_attention(attn_args a)
 #pragma unroll
 		for (int w = 0; w < ATT_WARPS; w++)
 			o += wt[w] * s_acc[w][idx];
+		o *= a.v_scale;
 		if (a.nsplit == 1)
 			stf(a.out, a.o_dt, t * a.o_st + h * a.o_sh + idx, o / L);
 		else
@@ -2214,12 +2245,16 @@ static int flash_mode(void)
 	return mode;
 }
 
-/* Whether the tile kernels can take this attention: 16-bit q, kv and out of
- * one dtype, a head dim they are built for, 16-byte aligned rows. */
+/* Whether the tile kernels can take this attention: 16-bit q and out of one
+ * dtype, kv of that dtype (or FP8 E4M3 for k_flash_mma), a head dim they
+ * are built for, 16-byte aligned rows. */
 static bool flash_fits(const hv *q, const hv *o, int kv_dt, const void *k, const void *v,
 		       const int64_t *kv_strides, int n_strides)
 {
-	if (flash_mode() == FLASH_OFF || q->dt == VD_DTYPE_F32 || q->dt != kv_dt || o->dt != kv_dt)
+	bool fp8 = kv_dt == VD_DTYPE_F8E4M3;
+
+	if (flash_mode() == FLASH_OFF || q->dt == VD_DTYPE_F32 || o->dt != q->dt ||
+	    (kv_dt != q->dt && !fp8) || (fp8 && flash_mode() != FLASH_MMA))
 		return false;
 	if (q->d != 64 && q->d != 80 && q->d != 96 && q->d != 128)
 		return false;
@@ -2234,18 +2269,23 @@ static bool flash_fits(const hv *q, const hv *o, int kv_dt, const void *k, const
 }
 
 template <bool PAGED>
-static vd_status launch_flash(cu_ctx *c, const attn_args *a, int ntiles)
+static vd_status launch_flash(cu_ctx *c, const attn_args *a, int kv_dt, int ntiles)
 {
 	if (ntiles == 0)
 		return VD_OK;
+	if (PAGED && kv_dt == VD_DTYPE_F8E4M3) { /* flash_fits allows FLASH_MMA only */
+		if (a->q_dt == VD_DTYPE_BF16)
+			return launch_flash_mma_t<__nv_bfloat16, __nv_fp8_e4m3, PAGED>(c, a, ntiles);
+		return launch_flash_mma_t<__half, __nv_fp8_e4m3, PAGED>(c, a, ntiles);
+	}
 	if (flash_mode() == FLASH_WMMA) {
 		if (a->q_dt == VD_DTYPE_BF16)
 			return launch_flash_t<__nv_bfloat16, PAGED>(c, a, ntiles);
 		return launch_flash_t<__half, PAGED>(c, a, ntiles);
 	}
 	if (a->q_dt == VD_DTYPE_BF16)
-		return launch_flash_mma_t<__nv_bfloat16, PAGED>(c, a, ntiles);
-	return launch_flash_mma_t<__half, PAGED>(c, a, ntiles);
+		return launch_flash_mma_t<__nv_bfloat16, __nv_bfloat16, PAGED>(c, a, ntiles);
+	return launch_flash_mma_t<__half, __half, PAGED>(c, a, ntiles);
 }
 
 /* Launch over rows = T*H query rows whose longest context is max_ctx.
@@ -2275,6 +2315,8 @@ static vd_status run_attention(cu_ctx *c, attn_args *a, int kv_dt, int64_t rows,
 		launch_attn_t<float, PAGED>(c, grid, a);
 	else if (kv_dt == VD_DTYPE_BF16)
 		launch_attn_t<__nv_bfloat16, PAGED>(c, grid, a);
+	else if (kv_dt == VD_DTYPE_F8E4M3)
+		launch_attn_t<__nv_fp8_e4m3, PAGED>(c, grid, a);
 	else
 		launch_attn_t<__half, PAGED>(c, grid, a);
 	LAUNCHED();
@@ -2357,6 +2399,8 @@ static vd_status cu_paged_attention(vd_backend *be, const vd_tensor *q, const vd
 	char *blob = NULL;
 	const char *dev;
 	attn_args a;
+	bool fp8;
+	float k_scale, v_scale;
 
 	TRY(get_heads(q, "paged_attention", "q", &qh));
 	TRY(get_heads(out, "paged_attention", "out", &oh));
@@ -2369,8 +2413,15 @@ static vd_status cu_paged_attention(vd_backend *be, const vd_tensor *q, const vd
 	    meta->max_blocks < 0)
 		return vd_errorf(VD_ERR_INVALID_ARG,
 				 "cuda paged_attention: incomplete attention metadata");
+	/* FP8: K's scale joins the score scale, V's multiplies the outputs */
+	fp8 = kc.dt == VD_DTYPE_F8E4M3;
+	k_scale = fp8 && meta->k_scale != 0.0f ? meta->k_scale : 1.0f;
+	v_scale = fp8 && meta->v_scale != 0.0f ? meta->v_scale : 1.0f;
+	if (fp8 && qh.dt == VD_DTYPE_F32)
+		return vd_errorf(VD_ERR_UNSUPPORTED,
+				 "cuda paged_attention: an FP8 cache needs bf16 or f16 queries");
 	ENTER(be);
-	GRAPH_OP("paged_attention", qh, oh, kc, vc, scale, meta->max_blocks);
+	GRAPH_OP("paged_attention", qh, oh, kc, vc, scale, k_scale, v_scale, meta->max_blocks);
 	S = meta->num_seqs;
 	tabn = meta->block_tables ? S * meta->max_blocks : 0;
 	o_st = align_up(o_tok + sizeof(int32_t) * (size_t)qh.t, 16);
@@ -2419,12 +2470,12 @@ static vd_status cu_paged_attention(vd_backend *be, const vd_tensor *q, const vd
 		max_ctx = (int64_t)meta->max_blocks * kc.bs;
 	a = (attn_args){ qh.p, qh.dt, qh.st, qh.sh, oh.p, oh.dt, oh.st, oh.sh, kc.p, vc.p,
 			 kc.sb, kc.ss, kc.sh, vc.sb, vc.ss, vc.sh, (int)qh.h, (int)(qh.h / kc.h),
-			 (int)qh.d, scale, (const int32_t *)(dev + o_tok),
+			 (int)qh.d, scale * k_scale, (const int32_t *)(dev + o_tok),
 			 (const int32_t *)(dev + o_st), (const int32_t *)(dev + o_sl),
 			 (const int32_t *)(dev + o_tab), meta->max_blocks, (int)kc.bs, 0, 1, NULL,
 			 nrows < qh.t ? (const int32_t *)(dev + o_rows) : NULL,
-			 (const int32_t *)(dev + o_tiles) };
-	TRY(launch_flash<true>(c, &a, ntiles));
+			 (const int32_t *)(dev + o_tiles), v_scale };
+	TRY(launch_flash<true>(c, &a, kc.dt, ntiles));
 	if (nrows == 0)
 		return op_done(c, "paged_attention");
 	{
@@ -2438,8 +2489,10 @@ static vd_status cu_paged_attention(vd_backend *be, const vd_tensor *q, const vd
 	return run_attention<true>(c, &a, kc.dt, nrows * qh.h, max_ctx, "paged_attention");
 }
 
-/* One block per token: its K and V rows (all kv heads) into their slots. */
-__global__ void k_cache_write(hv k, hv v, cv kc, cv vc, const int64_t *slots)
+/* One block per token: its K and V rows (all kv heads) into their slots.
+ * FP8 caches store x / scale (scales are 1 for other caches). */
+__global__ void k_cache_write(hv k, hv v, cv kc, cv vc, const int64_t *slots, float k_scale,
+			      float v_scale)
 {
 	int64_t t = blockIdx.x, slot = slots[t], blk, off;
 
@@ -2451,9 +2504,9 @@ __global__ void k_cache_write(hv k, hv v, cv kc, cv vc, const int64_t *slots)
 		int64_t h = j / k.d, e = j % k.d;
 
 		stf(kc.p, kc.dt, blk * kc.sb + off * kc.ss + h * kc.sh + e,
-		    ldf(k.p, k.dt, t * k.st + h * k.sh + e));
+		    __fdiv_rn(ldf(k.p, k.dt, t * k.st + h * k.sh + e), k_scale));
 		stf(vc.p, vc.dt, blk * vc.sb + off * vc.ss + h * vc.sh + e,
-		    ldf(v.p, v.dt, t * v.st + h * v.sh + e));
+		    __fdiv_rn(ldf(v.p, v.dt, t * v.st + h * v.sh + e), v_scale));
 	}
 }
 
@@ -2465,15 +2518,20 @@ static vd_status cu_cache_write(vd_backend *be, const vd_tensor *k, const vd_ten
 	int64_t nslots;
 	char *blob = NULL;
 	const char *dev;
+	float k_scale = 1.0f, v_scale = 1.0f;
 
 	TRY(get_heads(k, "cache_write", "k", &kh));
 	TRY(get_heads(v, "cache_write", "v", &vh));
 	TRY(get_cache(k_cache, "cache_write", "k_cache", &kc));
 	TRY(get_cache(v_cache, "cache_write", "v_cache", &vc));
 	if (kh.t != vh.t || kh.h != vh.h || kh.d != vh.d || kc.nb != vc.nb || kc.bs != vc.bs ||
-	    kc.h != kh.h || vc.h != kh.h || kc.d != kh.d || vc.d != kh.d)
+	    kc.h != kh.h || vc.h != kh.h || kc.d != kh.d || vc.d != kh.d || kc.dt != vc.dt)
 		return vd_errorf(VD_ERR_INVALID_ARG,
 				 "cuda cache_write: k, v (T, Hkv, D) and caches (.., Hkv, D) disagree");
+	if (kc.dt == VD_DTYPE_F8E4M3) {
+		k_scale = meta && meta->k_scale != 0.0f ? meta->k_scale : 1.0f;
+		v_scale = meta && meta->v_scale != 0.0f ? meta->v_scale : 1.0f;
+	}
 	if (!meta || meta->num_tokens != kh.t || (kh.t > 0 && !meta->slot_mapping))
 		return vd_errorf(VD_ERR_INVALID_ARG,
 				 "cuda cache_write: meta must give slot_mapping for %lld tokens",
@@ -2488,14 +2546,15 @@ static vd_status cu_cache_write(vd_backend *be, const vd_tensor *k, const vd_ten
 					 (long long)meta->slot_mapping[t], (long long)t,
 					 (long long)nslots);
 	ENTER(be);
-	GRAPH_OP("cache_write", kh, vh, kc, vc);
+	GRAPH_OP("cache_write", kh, vh, kc, vc, k_scale, v_scale);
 	if (kh.t == 0 || kh.h * kh.d == 0)
 		return VD_OK;
 	TRY(blob_get(c, sizeof(int64_t) * (size_t)kh.t, &blob));
 	memcpy(blob, meta->slot_mapping, sizeof(int64_t) * (size_t)kh.t);
 	TRY(put_index(c, IDX_SLOTS, sizeof(int64_t) * (size_t)kh.t, &dev));
 	GRAPH_SKIP();
-	k_cache_write<<<(unsigned)kh.t, 256, 0, c->stream>>>(kh, vh, kc, vc, (const int64_t *)dev);
+	k_cache_write<<<(unsigned)kh.t, 256, 0, c->stream>>>(kh, vh, kc, vc, (const int64_t *)dev,
+							     k_scale, v_scale);
 	LAUNCHED();
 	return op_done(c, "cache_write");
 }
@@ -2561,9 +2620,9 @@ static vd_status cu_attention_segments(vd_backend *be, const vd_tensor *q, const
 	a = (attn_args){ qh.p, qh.dt, qh.st, qh.sh, oh.p, oh.dt, oh.st, oh.sh, kh.p, vh.p,
 			 kh.st, 0, kh.sh, vh.st, 0, vh.sh, (int)qh.h, (int)(qh.h / kh.h),
 			 (int)qh.d, scale, (const int32_t *)dev, (const int32_t *)(dev + o_st),
-			 NULL, NULL, 0, 1, 0, 1, NULL, NULL, (const int32_t *)(dev + o_tiles) };
+			 NULL, NULL, 0, 1, 0, 1, NULL, NULL, (const int32_t *)(dev + o_tiles), 1.0f };
 	if (ntiles > 0) {
-		TRY(launch_flash<false>(c, &a, ntiles));
+		TRY(launch_flash<false>(c, &a, kh.dt, ntiles));
 		return op_done(c, "attention_segments");
 	}
 	return run_attention<false>(c, &a, kh.dt, qh.t * qh.h, max_len, "attention_segments");

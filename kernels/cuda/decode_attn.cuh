@@ -34,30 +34,57 @@ __device__ __forceinline__ float warp_max(float v)
 	return v;
 }
 
-/* One thread's DEC_UNROLL 16-byte loads of a round's K or V rows: keys
- * i0, i0 + KL, ... of the round starting at key s0, through the block
- * table (zeros past nk or past the head dim). */
-template <int KL, typename T>
-__device__ __forceinline__ void dec_load(uint4 *u, const T *P, int64_t s_blk, int64_t s_slot,
-					 const int32_t *table, int bs, int64_t s0, int i0, int nk,
-					 bool dim_ok)
+/* Eight cache elements of type KT as one load: 16 bytes of bf16/f16, 8 of
+ * FP8 E4M3. */
+template <typename KT> struct dec_vec { typedef uint4 type; };
+template <> struct dec_vec<__nv_fp8_e4m3> { typedef uint2 type; };
+
+__device__ __forceinline__ void dec_zero(uint4 &u) { u = make_uint4(0, 0, 0, 0); }
+__device__ __forceinline__ void dec_zero(uint2 &u) { u = make_uint2(0, 0); }
+
+/* 8 FP8 E4M3 elements (8 bytes) to f32, two at a time through f16. */
+__device__ __forceinline__ void unpack8(const uint2 &u, float *f, const __nv_fp8_e4m3 *)
 {
+	const __nv_fp8x2_storage_t *p = (const __nv_fp8x2_storage_t *)&u;
+
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		__half2 h = __half2(__nv_cvt_fp8x2_to_halfraw2(p[i], __NV_E4M3));
+		float2 t = __half22float2(h);
+
+		f[2 * i] = t.x;
+		f[2 * i + 1] = t.y;
+	}
+}
+
+/* One thread's DEC_UNROLL loads of 8 elements of a round's K or V rows:
+ * keys i0, i0 + KL, ... of the round starting at key s0, through the block
+ * table (zeros past nk or past the head dim). */
+template <int KL, typename KT>
+__device__ __forceinline__ void dec_load(typename dec_vec<KT>::type *u, const KT *P, int64_t s_blk,
+					 int64_t s_slot, const int32_t *table, int bs, int64_t s0,
+					 int i0, int nk, bool dim_ok)
+{
+	typedef typename dec_vec<KT>::type V8;
+
 #pragma unroll
 	for (int x = 0; x < DEC_UNROLL; x++) {
 		int i = i0 + x * KL;
 
-		u[x] = make_uint4(0, 0, 0, 0);
+		dec_zero(u[x]);
 		if (i < nk && dim_ok) {
 			int64_t key = s0 + i, blk = table[key / bs];
 
-			u[x] = *(const uint4 *)(P + blk * s_blk + (key % bs) * s_slot);
+			u[x] = *(const V8 *)(P + blk * s_blk + (key % bs) * s_slot);
 		}
 	}
 }
 
-template <typename T, int TPK, int G>
+/* T: the query and output type; KT: the cache's (T, or FP8 E4M3). */
+template <typename T, typename KT, int TPK, int G>
 __global__ void __launch_bounds__(DEC_THREADS) k_decode(attn_args a, int kvh)
 {
+	typedef typename dec_vec<KT>::type V8;
 	constexpr int KL = DEC_THREADS / TPK, SUB = dec_sub<G>::N; /* keys per pass, per round */
 	__shared__ float sc[G][SUB];
 	__shared__ float wsum[DEC_WARPS][G][TPK * 8];
@@ -73,7 +100,8 @@ __global__ void __launch_bounds__(DEC_THREADS) k_decode(attn_args a, int kvh)
 	int64_t k0 = blockIdx.y * chunk, k1 = n < k0 + chunk ? n : k0 + chunk;
 	bool dim_ok = c8 * 8 < a.d;
 	const int32_t *table = a.tables + (int64_t)s * a.max_blocks;
-	const T *K = (const T *)a.k + kh * a.k_sh + c8 * 8, *V = (const T *)a.v + kh * a.v_sh + c8 * 8;
+	const KT *K = (const KT *)a.k + kh * a.k_sh + c8 * 8;
+	const KT *V = (const KT *)a.v + kh * a.v_sh + c8 * 8;
 	float q[G][8], acc[G][8];
 
 	if (tid < G) {
@@ -102,7 +130,7 @@ __global__ void __launch_bounds__(DEC_THREADS) k_decode(attn_args a, int kvh)
 
 		/* 1: scores; every lane of a warp runs the same passes (shuffles) */
 		for (int base = 0; base < nk; base += KL * DEC_UNROLL) {
-			uint4 u[DEC_UNROLL];
+			V8 u[DEC_UNROLL];
 
 			dec_load<KL>(u, K, a.k_s0, a.k_s1, table, a.bs, s0, base + kl, nk, dim_ok);
 #pragma unroll
@@ -110,7 +138,7 @@ __global__ void __launch_bounds__(DEC_THREADS) k_decode(attn_args a, int kvh)
 				int i = base + x * KL + kl;
 				float kf[8];
 
-				unpack8(u[x], kf, (const T *)NULL);
+				unpack8(u[x], kf, (const KT *)NULL);
 #pragma unroll
 				for (int g = 0; g < G; g++) {
 					float d = 0.0f;
@@ -161,7 +189,7 @@ __global__ void __launch_bounds__(DEC_THREADS) k_decode(attn_args a, int kvh)
 				acc[g][e] *= f;
 		}
 		for (int base = 0; base < nk; base += KL * DEC_UNROLL) {
-			uint4 u[DEC_UNROLL];
+			V8 u[DEC_UNROLL];
 
 			dec_load<KL>(u, V, a.v_s0, a.v_s1, table, a.bs, s0, base + kl, nk, dim_ok);
 #pragma unroll
@@ -171,7 +199,7 @@ __global__ void __launch_bounds__(DEC_THREADS) k_decode(attn_args a, int kvh)
 
 				if (i >= nk)
 					continue;
-				unpack8(u[x], vf, (const T *)NULL);
+				unpack8(u[x], vf, (const KT *)NULL);
 #pragma unroll
 				for (int g = 0; g < G; g++) {
 					float p = g < ng ? sc[g][i] : 0.0f;
@@ -208,6 +236,7 @@ __global__ void __launch_bounds__(DEC_THREADS) k_decode(attn_args a, int kvh)
 #pragma unroll
 		for (int w = 0; w < DEC_WARPS; w++)
 			o += wsum[w][g][dd];
+		o *= a.v_scale;
 		if (a.nsplit == 1)
 			stf(a.out, a.o_dt, t * a.o_st + h * a.o_sh + dd, s_l[g] > 0.0f ? o / s_l[g] : 0.0f);
 		else
@@ -222,17 +251,27 @@ __global__ void __launch_bounds__(DEC_THREADS) k_decode(attn_args a, int kvh)
 	}
 }
 
-template <typename T, int TPK>
+template <typename T, typename KT, int TPK>
 static void launch_decode_t(cu_ctx *c, dim3 grid, const attn_args *a, int kvh, int G)
 {
 	if (G == 1)
-		k_decode<T, TPK, 1><<<grid, DEC_THREADS, 0, c->stream>>>(*a, kvh);
+		k_decode<T, KT, TPK, 1><<<grid, DEC_THREADS, 0, c->stream>>>(*a, kvh);
 	else if (G == 2)
-		k_decode<T, TPK, 2><<<grid, DEC_THREADS, 0, c->stream>>>(*a, kvh);
+		k_decode<T, KT, TPK, 2><<<grid, DEC_THREADS, 0, c->stream>>>(*a, kvh);
 	else if (G == 4)
-		k_decode<T, TPK, 4><<<grid, DEC_THREADS, 0, c->stream>>>(*a, kvh);
+		k_decode<T, KT, TPK, 4><<<grid, DEC_THREADS, 0, c->stream>>>(*a, kvh);
 	else
-		k_decode<T, TPK, 8><<<grid, DEC_THREADS, 0, c->stream>>>(*a, kvh);
+		k_decode<T, KT, TPK, 8><<<grid, DEC_THREADS, 0, c->stream>>>(*a, kvh);
+}
+
+/* The head-dim split (8 or 16 threads a key) for query type T, cache KT. */
+template <typename T, typename KT>
+static void launch_decode_d(cu_ctx *c, dim3 grid, const attn_args *a, int kvh, int G)
+{
+	if (a->d <= 64)
+		launch_decode_t<T, KT, 8>(c, grid, a, kvh, G);
+	else
+		launch_decode_t<T, KT, 16>(c, grid, a, kvh, G);
 }
 
 /* Paged attention of nrows decode rows (a->rows) on k_decode; *done = false
@@ -253,7 +292,8 @@ static vd_status run_decode(cu_ctx *c, attn_args *a, int kv_dt, int64_t nrows, i
 
 		off = e && !strcmp(e, "0");
 	}
-	if (off || kv_dt == VD_DTYPE_F32 || a->q_dt != kv_dt || a->d % 8 || a->d > 128 ||
+	if (off || kv_dt == VD_DTYPE_F32 || a->q_dt == VD_DTYPE_F32 ||
+	    (kv_dt != VD_DTYPE_F8E4M3 && a->q_dt != kv_dt) || a->d % 8 || a->d > 128 ||
 	    a->group > 8 || ((uintptr_t)a->q | (uintptr_t)a->k | (uintptr_t)a->v) & 15 ||
 	    (a->q_st | a->q_sh) & 7 || blocks > INT32_MAX)
 		return VD_OK;
@@ -275,12 +315,14 @@ static vd_status run_decode(cu_ctx *c, attn_args *a, int kv_dt, int64_t nrows, i
 		TRY(scratch(c, sizeof(float) * (size_t)(nrows * a->heads * nsplit * (a->d + 2)),
 			    (void **)&a->part));
 	dim3 grid((unsigned)blocks, (unsigned)nsplit);
-	if (kv_dt == VD_DTYPE_BF16)
-		a->d <= 64 ? launch_decode_t<__nv_bfloat16, 8>(c, grid, a, kvh, G)
-			   : launch_decode_t<__nv_bfloat16, 16>(c, grid, a, kvh, G);
+	if (kv_dt == VD_DTYPE_F8E4M3)
+		a->q_dt == VD_DTYPE_BF16
+			? launch_decode_d<__nv_bfloat16, __nv_fp8_e4m3>(c, grid, a, kvh, G)
+			: launch_decode_d<__half, __nv_fp8_e4m3>(c, grid, a, kvh, G);
+	else if (kv_dt == VD_DTYPE_BF16)
+		launch_decode_d<__nv_bfloat16, __nv_bfloat16>(c, grid, a, kvh, G);
 	else
-		a->d <= 64 ? launch_decode_t<__half, 8>(c, grid, a, kvh, G)
-			   : launch_decode_t<__half, 16>(c, grid, a, kvh, G);
+		launch_decode_d<__half, __half>(c, grid, a, kvh, G);
 	LAUNCHED();
 	if (nsplit > 1) {
 		k_attn_combine<<<(unsigned)(nrows * a->heads), 128, 0, c->stream>>>(*a);

@@ -95,6 +95,47 @@ __device__ __forceinline__ void fm_cp16(uint32_t dst, const void *src, bool ok)
 		     : "memory");
 }
 
+/* 16 bytes from registers to shared dst. */
+__device__ __forceinline__ void fm_st16(uint32_t dst, uint4 v)
+{
+	asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(dst), "r"(v.x), "r"(v.y),
+		     "r"(v.z), "r"(v.w)
+		     : "memory");
+}
+
+/* 8 FP8 E4M3 elements (8 bytes) as 8 elements of T (16 bytes), exactly:
+ * every E4M3 value is an f16 and a bf16 value too. */
+template <typename T> __device__ __forceinline__ uint4 fm_fp8x8(uint2 u);
+
+template <> __device__ __forceinline__ uint4 fm_fp8x8<__half>(uint2 u)
+{
+	const __nv_fp8x2_storage_t *p = (const __nv_fp8x2_storage_t *)&u;
+	uint32_t r[4];
+
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		__half2_raw h = __nv_cvt_fp8x2_to_halfraw2(p[i], __NV_E4M3);
+
+		memcpy(&r[i], &h, sizeof(r[i]));
+	}
+	return make_uint4(r[0], r[1], r[2], r[3]);
+}
+
+template <> __device__ __forceinline__ uint4 fm_fp8x8<__nv_bfloat16>(uint2 u)
+{
+	const __nv_fp8x2_storage_t *p = (const __nv_fp8x2_storage_t *)&u;
+	uint32_t r[4];
+
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		float2 f = __half22float2(__half2(__nv_cvt_fp8x2_to_halfraw2(p[i], __NV_E4M3)));
+		__nv_bfloat162 b = __float22bfloat162_rn(f);
+
+		memcpy(&r[i], &b, sizeof(r[i]));
+	}
+	return make_uint4(r[0], r[1], r[2], r[3]);
+}
+
 /* Every cp.async of this thread has landed. */
 __device__ __forceinline__ void fm_cp_wait()
 {
@@ -150,7 +191,10 @@ __device__ __forceinline__ float fm_exp2(float x)
 	return y;
 }
 
-template <typename T, int D, bool PAGED>
+/* T: the type of q, out and the tiles in shared memory; KT: the type of K
+ * and V in memory, T or (paged only) FP8 E4M3, which is converted to T on
+ * its way into shared memory by plain loads and stores instead of cp.async. */
+template <typename T, typename KT, int D, bool PAGED>
 __global__ void __launch_bounds__(FL_WARPS * 32, (fm_layout<D, PAGED>::MIN_BLOCKS))
 	k_flash_mma(attn_args a)
 {
@@ -158,7 +202,8 @@ __global__ void __launch_bounds__(FL_WARPS * 32, (fm_layout<D, PAGED>::MIN_BLOCK
 	constexpr int C8 = D / 8;                           /* 16-byte chunks of a row */
 	constexpr int PER = FM_N * C8 / (FL_WARPS * 32); /* chunks of a tile per thread */
 	extern __shared__ __align__(128) unsigned char fm_smem[];
-	const T *Q = (const T *)a.q, *K = (const T *)a.k, *V = (const T *)a.v;
+	const T *Q = (const T *)a.q;
+	const KT *K = (const KT *)a.k, *V = (const KT *)a.v;
 	int s = a.tiles[2 * blockIdx.x], q0 = a.tiles[2 * blockIdx.x + 1];
 	int h = blockIdx.y, kh = h / a.group;
 	int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, c = lane & 3;
@@ -182,7 +227,7 @@ __global__ void __launch_bounds__(FL_WARPS * 32, (fm_layout<D, PAGED>::MIN_BLOCK
 	/* per-lane ldmatrix offsets (bytes) of the layouts above */
 	uint32_t a_off = ((lane & 15) * L::LD + (lane >> 4) * 8) * 2;
 	uint32_t k_off = (((lane & 7) + (lane >> 4) * 8) * L::LD + ((lane >> 3) & 1) * 8) * 2;
-	const T *Kh = K + kh * a.k_sh, *Vh = V + kh * a.v_sh;
+	const KT *Kh = K + kh * a.k_sh, *Vh = V + kh * a.v_sh;
 	const int32_t *table = PAGED ? a.tables + (int64_t)s * a.max_blocks : NULL;
 	float sl = a.scale * 1.4426950408889634f; /* scores in log2 units */
 	float o[D / 8][4], m[2] = { -INFINITY, -INFINITY }, l[2] = { 0.0f, 0.0f };
@@ -203,7 +248,7 @@ __global__ void __launch_bounds__(FL_WARPS * 32, (fm_layout<D, PAGED>::MIN_BLOCK
 		for (int u = 0; u < PER; u++) {
 			int i = tid + u * FL_WARPS * 32, r = i / C8, ch = i % C8;
 			bool ok = kb + r < nkeys;
-			const T *kp = K, *vp = V;
+			const KT *kp = K, *vp = V;
 			uint32_t so = (uint32_t)(r * L::LD + ch * 8) * 2;
 
 			if (ok) {
@@ -217,8 +262,19 @@ __global__ void __launch_bounds__(FL_WARPS * 32, (fm_layout<D, PAGED>::MIN_BLOCK
 					vp = Vh + (first + kb + r) * a.v_s0 + ch * 8;
 				}
 			}
-			fm_cp16(ks + so, kp, ok);
-			fm_cp16(vs + so, vp, ok);
+			if constexpr (sizeof(KT) == 1) {
+				uint2 kr = make_uint2(0, 0), vr = make_uint2(0, 0);
+
+				if (ok) {
+					kr = *(const uint2 *)kp;
+					vr = *(const uint2 *)vp;
+				}
+				fm_st16(ks + so, fm_fp8x8<T>(kr));
+				fm_st16(vs + so, fm_fp8x8<T>(vr));
+			} else {
+				fm_cp16(ks + so, kp, ok);
+				fm_cp16(vs + so, vp, ok);
+			}
 		}
 	};
 
@@ -378,7 +434,7 @@ __global__ void __launch_bounds__(FL_WARPS * 32, (fm_layout<D, PAGED>::MIN_BLOCK
 		for (int r = 0; r < 2; r++) {
 			l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
 			l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
-			inv[r] = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+			inv[r] = l[r] > 0.0f ? a.v_scale / l[r] : 0.0f;
 		}
 #pragma unroll
 		for (int n = 0; n < D / 8; n++)
@@ -400,7 +456,7 @@ __global__ void __launch_bounds__(FL_WARPS * 32, (fm_layout<D, PAGED>::MIN_BLOCK
 	}
 }
 
-template <typename T, int D, bool PAGED>
+template <typename T, typename KT, int D, bool PAGED>
 static vd_status launch_flash_mma_d(cu_ctx *c, const attn_args *a, int ntiles)
 {
 	static bool ready[64];
@@ -408,25 +464,25 @@ static vd_status launch_flash_mma_d(cu_ctx *c, const attn_args *a, int ntiles)
 
 	/* shared memory beyond 48 KiB is opted into once per device */
 	if (dev < 0 || dev >= 64 || !ready[dev]) {
-		CUDA_TRY(cudaFuncSetAttribute(k_flash_mma<T, D, PAGED>,
+		CUDA_TRY(cudaFuncSetAttribute(k_flash_mma<T, KT, D, PAGED>,
 					      cudaFuncAttributeMaxDynamicSharedMemorySize,
 					      (int)fm_layout<D, PAGED>::bytes));
 		if (dev >= 0 && dev < 64)
 			ready[dev] = true;
 	}
-	k_flash_mma<T, D, PAGED><<<dim3((unsigned)ntiles, (unsigned)a->heads), FL_WARPS * 32,
-				   fm_layout<D, PAGED>::bytes, c->stream>>>(*a);
+	k_flash_mma<T, KT, D, PAGED><<<dim3((unsigned)ntiles, (unsigned)a->heads), FL_WARPS * 32,
+				       fm_layout<D, PAGED>::bytes, c->stream>>>(*a);
 	LAUNCHED();
 	return VD_OK;
 }
 
-template <typename T, bool PAGED>
+template <typename T, typename KT, bool PAGED>
 static vd_status launch_flash_mma_t(cu_ctx *c, const attn_args *a, int ntiles)
 {
 	switch (a->d) {
-	case 64: return launch_flash_mma_d<T, 64, PAGED>(c, a, ntiles);
-	case 80: return launch_flash_mma_d<T, 80, PAGED>(c, a, ntiles);
-	case 96: return launch_flash_mma_d<T, 96, PAGED>(c, a, ntiles);
-	default: return launch_flash_mma_d<T, 128, PAGED>(c, a, ntiles);
+	case 64: return launch_flash_mma_d<T, KT, 64, PAGED>(c, a, ntiles);
+	case 80: return launch_flash_mma_d<T, KT, 80, PAGED>(c, a, ntiles);
+	case 96: return launch_flash_mma_d<T, KT, 96, PAGED>(c, a, ntiles);
+	default: return launch_flash_mma_d<T, KT, 128, PAGED>(c, a, ntiles);
 	}
 }
