@@ -22,6 +22,11 @@ bench_family() {
 	run "vision_${fam}" 300 "$BIN/vision" --model "$m" --batch-size 64 --image-size 336 \
 		--num-iters 10 --num-iters-warmup 3 --output-json "$OUT/vision_${fam}.json"
 	grep -h "Throughput" "$OUT/vision_${fam}.log" | tee -a "$SUMMARY"
+	# the threaded pixel gather of the plugins (VD_STAGE_THREADS), measured
+	VD_STAGE_THREADS=8 run "vision_${fam}_stage8" 300 "$BIN/vision" --model "$m" --batch-size 64 \
+		--image-size 336 --num-iters 10 --num-iters-warmup 3 --output-json "$OUT/vision_${fam}_stage8.json"
+	grep -h "Throughput" "$OUT/vision_${fam}_stage8.log" | sed 's/^/VD_STAGE_THREADS=8: /' |
+		tee -a "$SUMMARY"
 	VLLMD_PROFILE=1 run "throughput_${fam}" 600 "$BIN/throughput" --model "$m" --num-prompts "$NUM_PROMPTS" \
 		--input-len 32 --output-len 128 --image-size 336 --max-num-seqs "${MAX_NUM_SEQS:-256}" \
 		--max-num-batched-tokens "${MAX_BATCHED:-8192}" --max-model-len 4096 --output-json "$OUT/throughput_${fam}.json"
@@ -37,8 +42,47 @@ bench_family() {
 	grep -h "Throughput\|decode\|images/s\|skip" "$OUT/hf_${fam}.log" | tee -a "$SUMMARY"
 }
 
+# bench_fp8 ARCH FAMILY: the batch-1 latency and the throughput workload of
+# bench_family again with an FP8 E4M3 KV cache (--kv-cache-dtype fp8).
+bench_fp8() {
+	local arch=$1 fam=$2 m="$CKPT_DIR/$1"
+	[ -d "$m" ] || run "ckpt_$fam" 300 python3 bench/make_checkpoint.py --arch "$arch" --out "$m"
+	run "latency_${fam}_b1_fp8" 300 "$BIN/latency" --model "$m" --batch-size 1 --input-len 32 \
+		--output-len 128 --image-size 336 --num-iters 3 --num-iters-warmup 1 --max-model-len 4096 \
+		--kv-cache-dtype fp8 --output-json "$OUT/latency_${fam}_b1_fp8.json"
+	grep -h "Decode step" "$OUT/latency_${fam}_b1_fp8.log" | sed 's/^/fp8 kv: /' | tee -a "$SUMMARY"
+	VLLMD_PROFILE=1 run "throughput_${fam}_fp8" 600 "$BIN/throughput" --model "$m" \
+		--num-prompts "$NUM_PROMPTS" --input-len 32 --output-len 128 --image-size 336 \
+		--max-num-seqs "${MAX_NUM_SEQS:-256}" --max-num-batched-tokens "${MAX_BATCHED:-8192}" \
+		--max-model-len 4096 --kv-cache-dtype fp8 --output-json "$OUT/throughput_${fam}_fp8.json"
+	grep -h "Throughput\|Elapsed\|vllmd profile\|KV cache" "$OUT/throughput_${fam}_fp8.log" |
+		sed 's/^/fp8 kv: /' | tee -a "$SUMMARY"
+}
+
+# bench_coldstart ARCH FAMILY: seconds from `vllmd serve` to 200 on /health,
+# three runs from the tmpfs checkpoint (warm page cache), then, when the page
+# cache can be dropped, two from a copy on disk with the cache dropped.
+bench_coldstart() {
+	local arch=$1 fam=$2 m="$CKPT_DIR/$1" disk=/var/tmp/vllmd-ckpt-cold
+	[ -d "$m" ] || run "ckpt_$fam" 300 python3 bench/make_checkpoint.py --arch "$arch" --out "$m"
+	PYTHONUNBUFFERED=1 run "coldstart_${fam}_warm" 300 python3 bench/cold_start.py \
+		--vllmd "$BIN/vllmd" --model "$m" --runs 3 --output-json "$OUT/coldstart_${fam}_warm.json" \
+		-- --max-model-len 4096 --max-num-seqs 256
+	grep -h "^run\|Cold start\|^    " "$OUT/coldstart_${fam}_warm.log" | tee -a "$SUMMARY"
+	if [ -w /proc/sys/vm/drop_caches ] && [ "${COLD_DISK:-1}" = 1 ]; then
+		rm -rf "$disk" && cp -r "$m" "$disk" && sync
+		PYTHONUNBUFFERED=1 run "coldstart_${fam}_cold" 300 python3 bench/cold_start.py \
+			--vllmd "$BIN/vllmd" --model "$disk" --runs 2 --drop-caches \
+			--output-json "$OUT/coldstart_${fam}_cold.json" -- --max-model-len 4096 --max-num-seqs 256
+		grep -h "^run\|Cold start" "$OUT/coldstart_${fam}_cold.log" | sed 's/^/disk: /' |
+			tee -a "$SUMMARY"
+		rm -rf "$disk"
+	fi
+}
+
 # bench_serving ARCH FAMILY: vllmd serve on the checkpoint, then bench/serving
-# at a Poisson rate (SERVE_RATE, default 8 requests/s).
+# at a Poisson rate (SERVE_RATE, default 8 requests/s) with SERVE_IMAGE
+# (S or WxH, default 336) images in SERVE_FORMAT (png or jpeg, default png).
 bench_serving() {
 	local arch=$1 fam=$2 m="$CKPT_DIR/$1" pid port=8321 up=0
 	[ -d "$m" ] || run "ckpt_$fam" 300 python3 bench/make_checkpoint.py --arch "$arch" --out "$m"
@@ -56,8 +100,8 @@ bench_serving() {
 	if [ $up = 1 ]; then
 		run "serving_${fam}" 400 "$BIN/serving" --port "$port" --model "$fam" \
 			--num-prompts "${SERVE_PROMPTS:-300}" --request-rate "${SERVE_RATE:-8}" \
-			--input-len 32 --output-len 128 --image-size 336 \
-			--result-file "$OUT/serving_${fam}.json"
+			--input-len 32 --output-len 128 --image-size "${SERVE_IMAGE:-336}" \
+			--image-format "${SERVE_FORMAT:-png}" --result-file "$OUT/serving_${fam}.json"
 		sed -n '/Serving Benchmark Result/,/^=*$/p' "$OUT/serving_${fam}.log" | tee -a "$SUMMARY"
 	else
 		say "vllmd serve did not come up"; tail -20 "$OUT/serve_${fam}.log" | tee -a "$SUMMARY"

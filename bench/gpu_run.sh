@@ -12,7 +12,10 @@
 #           a full-size random-weight checkpoint (bench/make_checkpoint.py),
 #           bench/latency, bench/vision, bench/throughput, and the same
 #           workloads through transformers (bench/hf_throughput.py)
+#   fp8     LLaVA's latency and throughput again with --kv-cache-dtype fp8
+#   coldstart  vllmd serve LLaVA to 200 on /health (bench/cold_start.py)
 #   serving vllmd serve on the LLaVA checkpoint + bench/serving (Poisson)
+#   serving_qwen7b  the same on Qwen2-VL-7B, 10 requests/s of 1024x768 JPEGs
 #   profile per-op GPU time (VD_CUDA_PROFILE=1) of LLaVA's vision tower and
 #           decode
 #   sanitize compute-sanitizer memcheck and racecheck over the attention
@@ -116,20 +119,25 @@ if has_phase tests; then
 	for t in test_llava test_phi3v test_qwen2vl test_engine; do
 		VD_TEST_DEVICE=cuda VD_TEST_DTYPE=float32 run "${t}_cuda_f32" 300 "$BIN/$t"
 	done
-	for t in test_llava test_phi3v test_qwen2vl; do
+	for t in test_llava test_phi3v test_qwen2vl test_kv_fp8; do
 		VD_TEST_DEVICE=cuda VD_TEST_DTYPE=bfloat16 run "${t}_cuda_bf16" 300 "$BIN/$t"
 	done
-	grep -h "match transformers\|diverged\|step graphs" "$OUT"/test_*_cuda_*.log >>"$SUMMARY"
+	grep -h "match transformers\|diverged\|step graphs\|fp8 kv" "$OUT"/test_*_cuda_*.log >>"$SUMMARY"
 	grep -h "^patch_conv\|^sample_full" "$OUT/ops_cuda.log" | sort -u >>"$SUMMARY"
 fi
 
 source bench/gpu_bench.sh
 has_phase llava && bench_family llava-1.5-7b llava
+has_phase fp8 && bench_fp8 llava-1.5-7b llava
+has_phase coldstart && bench_coldstart llava-1.5-7b llava
 has_phase serving && bench_serving llava-1.5-7b llava
 has_phase profile && bench_profile llava-1.5-7b llava
 rm -rf "$CKPT_DIR/llava-1.5-7b"
 has_phase qwen2vl2b && bench_family qwen2-vl-2b qwen2vl2b && rm -rf "$CKPT_DIR/qwen2-vl-2b"
-has_phase qwen2vl7b && bench_family qwen2-vl-7b qwen2vl7b && rm -rf "$CKPT_DIR/qwen2-vl-7b"
+has_phase qwen2vl7b && bench_family qwen2-vl-7b qwen2vl7b
+has_phase serving_qwen7b && SERVE_RATE=${SERVE_RATE:-10} SERVE_IMAGE=${SERVE_IMAGE:-1024x768} \
+	SERVE_FORMAT=${SERVE_FORMAT:-jpeg} bench_serving qwen2-vl-7b qwen2vl7b
+rm -rf "$CKPT_DIR/qwen2-vl-7b"
 has_phase phi35 && bench_family phi-3.5-vision phi35 && rm -rf "$CKPT_DIR/phi-3.5-vision"
 say "done"
 # everything back as few files: the summary, results JSON, and the logs

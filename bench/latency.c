@@ -23,7 +23,7 @@
 #include "vllmd/llm.h"
 
 typedef struct opts {
-	const char *model, *device, *dtype, *plugin_dir, *json;
+	const char *model, *device, *dtype, *kv_dtype, *plugin_dir, *json;
 	int batch, input_len, output_len, size, iters, warmup, mnbt, max_len;
 	bool eager;
 } opts;
@@ -35,13 +35,15 @@ static int usage(const char *why)
 	fprintf(stderr, "usage: bench/latency --model DIR [--batch-size N] [--input-len K] "
 			"[--output-len L] [--image-size S|0] [--num-iters N] [--num-iters-warmup N] "
 			"[--device D] [--dtype D] [--max-num-batched-tokens N] [--max-model-len N] "
-			"[--plugin-dir DIR] [--output-json FILE] [--enforce-eager]\n");
+			"[--plugin-dir DIR] [--output-json FILE] [--enforce-eager] "
+			"[--kv-cache-dtype auto|fp8]\n");
 	return 2;
 }
 
 static int parse(int argc, char **argv, opts *o)
 {
-	*o = (opts){ .device = "auto", .dtype = "auto", .batch = 1, .input_len = 32,
+	*o = (opts){ .device = "auto", .dtype = "auto", .kv_dtype = "auto", .batch = 1,
+		     .input_len = 32,
 		     .output_len = 128, .size = 336, .iters = 5, .warmup = 2 };
 	for (int i = 1; i < argc; i++) {
 		const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -76,6 +78,8 @@ static int parse(int argc, char **argv, opts *o)
 			o->device = v;
 		else if (!strcmp(k, "--dtype"))
 			o->dtype = v;
+		else if (!strcmp(k, "--kv-cache-dtype"))
+			o->kv_dtype = v;
 		else if (!strcmp(k, "--plugin-dir"))
 			o->plugin_dir = v;
 		else if (!strcmp(k, "--output-json"))
@@ -157,6 +161,7 @@ int main(int argc, char **argv)
 	a.max_model_len = o.max_len;
 	a.enable_prefix_caching = false;
 	a.enforce_eager = o.eager;
+	a.kv_cache_dtype = o.kv_dtype;
 	if (vd_llm_create(&a, &llm) != VD_OK) {
 		fprintf(stderr, "bench/latency: %s\n", vd_error_message());
 		return 1;

@@ -36,6 +36,7 @@ typedef struct opts {
 	const char *host, *base_url, *endpoint, *model, *api_key, *result_file;
 	long port, num_prompts, max_concurrency, input_len, output_len;
 	long width, height, num_images;
+	int jpeg;            /* --image-format jpeg */
 	double request_rate; /* INFINITY = all at once */
 	unsigned long long seed;
 } opts;
@@ -61,13 +62,16 @@ static void usage(FILE *f)
 	      "  --input-len K              words of text per prompt, \"hi hi ...\" (32)\n"
 	      "  --output-len L             output tokens: max_tokens = min_tokens = L and\n"
 	      "                             ignore_eos (128)\n"
-	      "  --image-size S | WxH       synthetic PNG image size; 0 = text only (336)\n"
+	      "  --image-size S | WxH       synthetic image size; 0 = text only (336)\n"
+	      "  --image-format png|jpeg    png: pseudo-random pixels, lossless (default);\n"
+	      "                             jpeg: a smooth pseudo-random picture at quality\n"
+	      "                             90, about the size of a photo's JPEG\n"
 	      "  --num-images N             images per prompt (1)\n"
 	      "  --seed N                   arrival times and image pixels (0)\n"
 	      "  --result-file FILE         write the results as JSON\n"
 	      "  -h, --help\n"
 	      "\n"
-	      "Every request body (with its base64 PNGs) is built before the clock starts.\n",
+	      "Every request body (with its base64 images) is built before the clock starts.\n",
 	      f);
 }
 
@@ -76,7 +80,7 @@ static void usage(FILE *f)
 enum {
 	O_HOST = 256, O_PORT, O_BASE_URL, O_ENDPOINT, O_MODEL, O_API_KEY, O_NUM_PROMPTS,
 	O_RATE, O_MAX_CONC, O_INPUT_LEN, O_OUTPUT_LEN, O_IMAGE_SIZE, O_NUM_IMAGES, O_SEED,
-	O_RESULT,
+	O_RESULT, O_IMAGE_FORMAT,
 };
 
 static int parse_args(int argc, char **argv, opts *o)
@@ -94,6 +98,7 @@ static int parse_args(int argc, char **argv, opts *o)
 		{ "input-len", required_argument, NULL, O_INPUT_LEN },
 		{ "output-len", required_argument, NULL, O_OUTPUT_LEN },
 		{ "image-size", required_argument, NULL, O_IMAGE_SIZE },
+		{ "image-format", required_argument, NULL, O_IMAGE_FORMAT },
 		{ "num-images", required_argument, NULL, O_NUM_IMAGES },
 		{ "seed", required_argument, NULL, O_SEED },
 		{ "result-file", required_argument, NULL, O_RESULT },
@@ -139,6 +144,11 @@ static int parse_args(int argc, char **argv, opts *o)
 		case O_INPUT_LEN: rc = parse_long("input-len", optarg, 0, 10000000, &o->input_len); break;
 		case O_OUTPUT_LEN: rc = parse_long("output-len", optarg, 1, 10000000, &o->output_len); break;
 		case O_IMAGE_SIZE: rc = parse_image_size(optarg, &o->width, &o->height); break;
+		case O_IMAGE_FORMAT:
+			if (strcmp(optarg, "png") && strcmp(optarg, "jpeg"))
+				rc = bad("image-format", optarg, "want png or jpeg");
+			o->jpeg = !strcmp(optarg, "jpeg");
+			break;
 		case O_NUM_IMAGES: rc = parse_long("num-images", optarg, 0, 64, &o->num_images); break;
 		case O_SEED: rc = parse_u64("seed", optarg, &o->seed); break;
 		case O_RESULT: o->result_file = optarg; break;
@@ -170,7 +180,7 @@ static double uniform01(uint64_t *s)
 	return ((double)(splitmix64(s) >> 11) + 1.0) * 0x1.0p-53;
 }
 
-static void png_sink(void *ctx, void *data, int size)
+static void enc_sink(void *ctx, void *data, int size)
 {
 	if (size > 0)
 		sb_put(ctx, data, (size_t)size);
@@ -193,27 +203,48 @@ static void base64(sbuf *out, const unsigned char *p, size_t n)
 	}
 }
 
-/* "data:image/png;base64,..." of w x h pseudo-random RGB pixels drawn from
- * seed: every request gets its own image, so no server cache can reuse one. */
-static char *png_data_url(long w, long h, uint64_t seed)
+/* A data URL of a w x h image drawn from seed: every request gets its own
+ * image, so no server cache can reuse one. PNG: pseudo-random pixels.
+ * JPEG: smooth colour waves with a little noise (a photo-like picture of a
+ * photo-like size; pure noise would make 2 MB JPEGs). */
+static char *image_data_url(long w, long h, uint64_t seed, int jpeg)
 {
 	size_t n = (size_t)(w * h * 3);
 	unsigned char *px = xrealloc(NULL, n + 8);
-	sbuf png = { 0 }, url = { 0 };
+	sbuf enc = { 0 }, url = { 0 };
+	int ok;
 
-	for (size_t i = 0; i < n; i += 8) {
-		uint64_t r = splitmix64(&seed);
+	if (jpeg) {
+		double f[6];
 
-		memcpy(px + i, &r, 8);
+		for (int k = 0; k < 6; k++)
+			f[k] = 0.002 + 0.02 * uniform01(&seed);
+		for (long y = 0; y < h; y++)
+			for (long x = 0; x < w; x++)
+				for (int c = 0; c < 3; c++) {
+					double v = 128 + 60 * sin(f[c] * (double)x + c) +
+						   50 * cos(f[c + 3] * (double)y - c) +
+						   16 * (uniform01(&seed) - 0.5);
+
+					px[(y * w + x) * 3 + c] = (unsigned char)(v < 0 ? 0 : v > 255 ? 255 : v);
+				}
+		ok = stbi_write_jpg_to_func(enc_sink, &enc, (int)w, (int)h, 3, px, 90);
+	} else {
+		for (size_t i = 0; i < n; i += 8) {
+			uint64_t r = splitmix64(&seed);
+
+			memcpy(px + i, &r, 8);
+		}
+		ok = stbi_write_png_to_func(enc_sink, &enc, (int)w, (int)h, 3, px, (int)(w * 3));
 	}
-	if (!stbi_write_png_to_func(png_sink, &png, (int)w, (int)h, 3, px, (int)(w * 3))) {
-		fprintf(stderr, ME ": PNG encoding failed\n");
+	if (!ok) {
+		fprintf(stderr, ME ": image encoding failed\n");
 		exit(1);
 	}
 	free(px);
-	sb_puts(&url, "data:image/png;base64,");
-	base64(&url, (unsigned char *)png.s, png.len);
-	free(png.s);
+	sb_puts(&url, jpeg ? "data:image/jpeg;base64," : "data:image/png;base64,");
+	base64(&url, (unsigned char *)enc.s, enc.len);
+	free(enc.s);
 	return url.s;
 }
 
@@ -360,8 +391,9 @@ static char *request_body(const opts *o, bool chat, const char *model, long idx)
 		cJSON_AddStringToObject(m, "role", "user");
 		for (long j = 0; j < o->num_images; j++) {
 			cJSON *part = cJSON_CreateObject(), *iu;
-			char *url = png_data_url(o->width, o->height,
-						 o->seed * 0x100000001b3ull + (uint64_t)(idx * 64 + j) + 1);
+			char *url = image_data_url(o->width, o->height,
+						   o->seed * 0x100000001b3ull + (uint64_t)(idx * 64 + j) + 1,
+						   o->jpeg);
 
 			cJSON_AddStringToObject(part, "type", "image_url");
 			iu = cJSON_AddObjectToObject(part, "image_url");
@@ -619,6 +651,7 @@ static int write_result(const bench *b, const char *model, double duration, long
 	cJSON_AddNumberToObject(j, "image_width", (double)o->width);
 	cJSON_AddNumberToObject(j, "image_height", (double)o->height);
 	cJSON_AddNumberToObject(j, "num_images", (double)o->num_images);
+	cJSON_AddStringToObject(j, "image_format", o->jpeg ? "jpeg" : "png");
 	cJSON_AddNumberToObject(j, "seed", (double)o->seed);
 	cJSON_AddNumberToObject(j, "duration", duration);
 	cJSON_AddNumberToObject(j, "completed", (double)completed);

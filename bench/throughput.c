@@ -20,7 +20,7 @@
 #include "vllmd/tokenizer.h"
 
 typedef struct opts {
-	const char *model, *tokenizer, *plugin_dir, *device, *dtype;
+	const char *model, *tokenizer, *plugin_dir, *device, *dtype, *kv_cache_dtype;
 	const char *prompt_template, *output_json;
 	long num_prompts, input_len, output_len, warmup;
 	long width, height, num_images;
@@ -43,6 +43,7 @@ static void usage(FILE *f)
 	      "  --plugin-dir DIR             model-family plugins (default: installed dir)\n"
 	      "  --device auto|cpu|cuda       compute backend (auto)\n"
 	      "  --dtype auto|float32|bfloat16|float16|float|half   (auto)\n"
+	      "  --kv-cache-dtype auto|fp8|fp8_e4m3   KV-cache element type (auto)\n"
 	      "  --num-prompts N              timed requests (1000)\n"
 	      "  --warmup N                   untimed requests run first (8)\n"
 	      "  --input-len K                text tokens per prompt (32)\n"
@@ -110,7 +111,7 @@ enum {
 	O_MODEL = 256, O_TOKENIZER, O_PLUGIN_DIR, O_DEVICE, O_DTYPE, O_NUM_PROMPTS, O_WARMUP,
 	O_INPUT_LEN, O_OUTPUT_LEN, O_IMAGE_SIZE, O_NUM_IMAGES, O_TEMPLATE, O_MAX_NUM_SEQS,
 	O_MAX_BATCHED, O_MAX_MODEL_LEN, O_BLOCK_SIZE, O_KV_MEM, O_GPU_UTIL, O_PREFIX,
-	O_NO_PREFIX, O_EAGER, O_THREADS, O_SEED, O_OUTPUT_JSON,
+	O_NO_PREFIX, O_EAGER, O_THREADS, O_SEED, O_OUTPUT_JSON, O_KV_DTYPE,
 };
 
 static int parse_args(int argc, char **argv, opts *o)
@@ -121,6 +122,7 @@ static int parse_args(int argc, char **argv, opts *o)
 		{ "plugin-dir", required_argument, NULL, O_PLUGIN_DIR },
 		{ "device", required_argument, NULL, O_DEVICE },
 		{ "dtype", required_argument, NULL, O_DTYPE },
+		{ "kv-cache-dtype", required_argument, NULL, O_KV_DTYPE },
 		{ "num-prompts", required_argument, NULL, O_NUM_PROMPTS },
 		{ "warmup", required_argument, NULL, O_WARMUP },
 		{ "input-len", required_argument, NULL, O_INPUT_LEN },
@@ -146,9 +148,11 @@ static int parse_args(int argc, char **argv, opts *o)
 	static const char *const devices[] = { "auto", "cpu", "cuda", NULL };
 	static const char *const dtypes[] = { "auto", "float32", "bfloat16", "float16", "float",
 					      "half", NULL };
+	static const char *const kv_dtypes[] = { "auto", "fp8", "fp8_e4m3", NULL };
 	int c;
 
-	*o = (opts){ .device = "auto", .dtype = "auto", .num_prompts = 1000, .warmup = 8,
+	*o = (opts){ .device = "auto", .dtype = "auto", .kv_cache_dtype = "auto",
+		     .num_prompts = 1000, .warmup = 8,
 		     .input_len = 32, .output_len = 128, .width = 336, .height = 336,
 		     .num_images = 1, .max_num_seqs = 256, .block_size = 16,
 		     .gpu_memory_utilization = 0.9 };
@@ -161,6 +165,10 @@ static int parse_args(int argc, char **argv, opts *o)
 		case O_PLUGIN_DIR: o->plugin_dir = optarg; break;
 		case O_DEVICE: rc = one_of("device", optarg, devices); o->device = optarg; break;
 		case O_DTYPE: rc = one_of("dtype", optarg, dtypes); o->dtype = optarg; break;
+		case O_KV_DTYPE:
+			rc = one_of("kv-cache-dtype", optarg, kv_dtypes);
+			o->kv_cache_dtype = optarg;
+			break;
 		case O_NUM_PROMPTS: rc = parse_long("num-prompts", optarg, 1, 10000000, &o->num_prompts); break;
 		case O_WARMUP: rc = parse_long("warmup", optarg, 0, 1000000, &o->warmup); break;
 		case O_INPUT_LEN: rc = parse_long("input-len", optarg, 0, 10000000, &o->input_len); break;
@@ -393,6 +401,7 @@ static int write_json(const opts *o, const char *arch, const char *tmpl, long te
 	cJSON_AddNumberToObject(a, "gpu_memory_utilization", o->gpu_memory_utilization);
 	cJSON_AddBoolToObject(a, "enable_prefix_caching", o->enable_prefix_caching);
 	cJSON_AddBoolToObject(a, "enforce_eager", o->enforce_eager);
+	cJSON_AddStringToObject(a, "kv_cache_dtype", o->kv_cache_dtype);
 	cJSON_AddNumberToObject(a, "num_threads", (double)o->num_threads);
 	cJSON_AddNumberToObject(a, "seed", (double)o->seed);
 	cJSON_AddItemToObject(j, "args", a);
@@ -453,6 +462,7 @@ int main(int argc, char **argv)
 	ea.gpu_memory_utilization = o.gpu_memory_utilization;
 	ea.enable_prefix_caching = o.enable_prefix_caching;
 	ea.enforce_eager = o.enforce_eager;
+	ea.kv_cache_dtype = o.kv_cache_dtype;
 	ea.num_threads = (int)o.num_threads;
 	ea.seed = o.seed;
 	ea.show_progress = false;

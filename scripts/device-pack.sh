@@ -12,7 +12,7 @@ T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 mkdir -p "$T/bin" "$T/plugins" "$T/lib" "$T/tok"
 bins=("$B/vllmd")
-for t in test_llava test_phi3v test_qwen2vl test_engine test_ops_cuda; do
+for t in test_llava test_phi3v test_qwen2vl test_engine test_ops_cuda test_kv_fp8; do
 	[ -x "$B/tests/$t" ] && bins+=("$B/tests/$t")
 done
 for t in "$B"/bench/*; do
