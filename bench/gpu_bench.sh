@@ -83,13 +83,17 @@ bench_coldstart() {
 # bench_serving ARCH FAMILY: vllmd serve on the checkpoint, then bench/serving
 # at a Poisson rate (SERVE_RATE, default 8 requests/s) with SERVE_IMAGE
 # (S or WxH, default 336) images in SERVE_FORMAT (png or jpeg, default png).
+# SERVE_MNBT: the server's max_num_batched_tokens (8192); SERVE_TAG names
+# the logs of a variant. The server runs with VLLMD_PROFILE=1: its engine
+# profile is in the summary.
 bench_serving() {
-	local arch=$1 fam=$2 m="$CKPT_DIR/$1" pid port=8321 up=0
+	local arch=$1 fam=$2 m="$CKPT_DIR/$1" pid port=8321 up=0 tag="${SERVE_TAG:-}"
 	[ -d "$m" ] || run "ckpt_$fam" 300 python3 bench/make_checkpoint.py --arch "$arch" --out "$m"
 	local tmpl=()
 	[ -f "$m/chat_template.jinja" ] && tmpl=(--chat-template "$m/chat_template.jinja")
-	"$BIN/vllmd" serve "$m" --port "$port" --max-num-seqs 256 --max-num-batched-tokens 8192 \
-		--max-model-len 4096 --served-model-name "$fam" "${tmpl[@]}" >"$OUT/serve_${fam}.log" 2>&1 &
+	VLLMD_PROFILE=1 "$BIN/vllmd" serve "$m" --port "$port" --max-num-seqs 256 \
+		--max-num-batched-tokens "${SERVE_MNBT:-8192}" --max-model-len 4096 \
+		--served-model-name "$fam" "${tmpl[@]}" >"$OUT/serve_${fam}${tag}.log" 2>&1 &
 	pid=$!
 	for _ in $(seq 240); do
 		python3 -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$port/health', timeout=2)" \
@@ -98,16 +102,18 @@ bench_serving() {
 		sleep 0.5
 	done
 	if [ $up = 1 ]; then
-		run "serving_${fam}" 400 "$BIN/serving" --port "$port" --model "$fam" \
+		say "serving $fam: max_num_batched_tokens ${SERVE_MNBT:-8192}, ${SERVE_RATE:-8} requests/s, ${SERVE_IMAGE:-336} ${SERVE_FORMAT:-png}"
+		run "serving_${fam}${tag}" 400 "$BIN/serving" --port "$port" --model "$fam" \
 			--num-prompts "${SERVE_PROMPTS:-300}" --request-rate "${SERVE_RATE:-8}" \
 			--input-len 32 --output-len 128 --image-size "${SERVE_IMAGE:-336}" \
-			--image-format "${SERVE_FORMAT:-png}" --result-file "$OUT/serving_${fam}.json"
-		sed -n '/Serving Benchmark Result/,/^=*$/p' "$OUT/serving_${fam}.log" | tee -a "$SUMMARY"
+			--image-format "${SERVE_FORMAT:-png}" --result-file "$OUT/serving_${fam}${tag}.json"
+		sed -n '/Serving Benchmark Result/,/^=*$/p' "$OUT/serving_${fam}${tag}.log" | tee -a "$SUMMARY"
 	else
-		say "vllmd serve did not come up"; tail -20 "$OUT/serve_${fam}.log" | tee -a "$SUMMARY"
+		say "vllmd serve did not come up"; tail -20 "$OUT/serve_${fam}${tag}.log" | tee -a "$SUMMARY"
 	fi
 	kill -TERM "$pid" 2>/dev/null
 	wait "$pid" 2>/dev/null
+	grep -h "vllmd profile" "$OUT/serve_${fam}${tag}.log" | tee -a "$SUMMARY"
 }
 
 # bench_profile ARCH FAMILY: where the GPU time of the vision tower and of a

@@ -7,7 +7,9 @@
 #
 # Phases:
 #   tests   op-by-op CUDA-vs-CPU parity (test_ops_cuda) and the three
-#           families' golden tests on the GPU, in float32 (strict) and bf16
+#           families' golden tests on the GPU, in float32 (strict) and bf16,
+#           and the FP8 KV cache's agreement test (test_kv_fp8)
+#   fp8test the FP8 agreement test alone
 #   llava, qwen2vl2b, qwen2vl7b, phi35
 #           a full-size random-weight checkpoint (bench/make_checkpoint.py),
 #           bench/latency, bench/vision, bench/throughput, and the same
@@ -126,6 +128,11 @@ if has_phase tests; then
 	grep -h "^patch_conv\|^sample_full" "$OUT/ops_cuda.log" | sort -u >>"$SUMMARY"
 fi
 
+if has_phase fp8test && ! has_phase tests; then
+	VD_TEST_DEVICE=cuda VD_TEST_DTYPE=bfloat16 run test_kv_fp8_cuda_bf16 300 "$BIN/test_kv_fp8"
+	grep -h "fp8 kv" "$OUT/test_kv_fp8_cuda_bf16.log" >>"$SUMMARY"
+fi
+
 source bench/gpu_bench.sh
 has_phase llava && bench_family llava-1.5-7b llava
 has_phase fp8 && bench_fp8 llava-1.5-7b llava
@@ -135,8 +142,14 @@ has_phase profile && bench_profile llava-1.5-7b llava
 rm -rf "$CKPT_DIR/llava-1.5-7b"
 has_phase qwen2vl2b && bench_family qwen2-vl-2b qwen2vl2b && rm -rf "$CKPT_DIR/qwen2-vl-2b"
 has_phase qwen2vl7b && bench_family qwen2-vl-7b qwen2vl7b
-has_phase serving_qwen7b && SERVE_RATE=${SERVE_RATE:-10} SERVE_IMAGE=${SERVE_IMAGE:-1024x768} \
-	SERVE_FORMAT=${SERVE_FORMAT:-jpeg} bench_serving qwen2-vl-7b qwen2vl7b
+if has_phase serving_qwen7b; then
+	# SERVE_MNBTS: the token budgets to serve with, one server each
+	for mnbt in ${SERVE_MNBTS:-8192}; do
+		SERVE_RATE=${SERVE_RATE:-10} SERVE_IMAGE=${SERVE_IMAGE:-1024x768} \
+			SERVE_FORMAT=${SERVE_FORMAT:-jpeg} SERVE_MNBT=$mnbt SERVE_TAG=_mnbt$mnbt \
+			bench_serving qwen2-vl-7b qwen2vl7b
+	done
+fi
 rm -rf "$CKPT_DIR/qwen2-vl-7b"
 has_phase phi35 && bench_family phi-3.5-vision phi35 && rm -rf "$CKPT_DIR/phi-3.5-vision"
 say "done"

@@ -134,7 +134,10 @@ START_TEST(test_gather_pixels)
 	vd_plugin_gather_pixels(a, ptrs, N);
 	setenv("VD_STAGE_THREADS", "1", 1);
 	vd_plugin_gather_pixels(b, ptrs, N);
-	unsetenv("VD_STAGE_THREADS");
+	ck_assert_mem_eq(a, b, sizeof(float) * (size_t)total);
+	unsetenv("VD_STAGE_THREADS"); /* the default: a thread per core, up to 8 */
+	memset(a, 0, sizeof(float) * (size_t)total);
+	vd_plugin_gather_pixels(a, ptrs, N);
 	ck_assert_mem_eq(a, b, sizeof(float) * (size_t)total);
 	for (int i = 0; i < N; i++) {
 		ck_assert_float_eq(a[at], (float)(i * 10000000));

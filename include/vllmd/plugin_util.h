@@ -106,10 +106,11 @@ static inline void *vd_plugin_gather_run(void *arg)
 
 /* The items' pixels (host f32, each tensor whole) one after another into
  * dst. One thread's copy of 64 CLIP images (86 MB) into page-locked memory
- * takes several ms while the GPU waits; VD_STAGE_THREADS=N (at most 8)
- * lets batches of 16 MB and more copy on N threads. The default is one
- * thread until a GPU run has measured the gain. A thread that cannot start
- * leaves its share to the caller. */
+ * takes several ms while the GPU waits, so batches of 16 MB and more copy
+ * on up to 8 threads (one per core, 4 MB each at least): LLaVA's vision
+ * benchmark went from 893 to 1,018 images/s on an H100 (docs/PERF.md,
+ * 2026-12-07). VD_STAGE_THREADS=N sets the count (1 = the caller alone).
+ * A thread that cannot start leaves its share to the caller. */
 static inline void vd_plugin_gather_pixels(float *dst, const vd_mm_item *const *items, int n)
 {
 	enum { MAX_THREADS = 8 };
@@ -119,7 +120,7 @@ static inline void vd_plugin_gather_pixels(float *dst, const vd_mm_item *const *
 	size_t total = 0;
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 	const char *env = getenv("VD_STAGE_THREADS");
-	int t = env ? atoi(env) : 1;
+	int t = env && *env ? atoi(env) : MAX_THREADS;
 
 	for (int i = 0; i < n; i++)
 		total += (size_t)vd_tensor_numel(&items[i]->pixels) * sizeof(float);
