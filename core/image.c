@@ -758,6 +758,18 @@ void vd_image_free(vd_image *img)
 vd_status vd_image_resize(const vd_image *in, int width, int height,
 			  vd_resample filter, vd_image *out)
 {
+	static const uint8_t black[3] = { 0, 0, 0 };
+
+	return vd_image_resize_crop(in, width, height, filter, 0, 0, width, height,
+				    black, out);
+}
+
+vd_status vd_image_resize_crop(const vd_image *in, int width, int height,
+			       vd_resample filter, int left, int top, int crop_w,
+			       int crop_h, const uint8_t fill[3], vd_image *out)
+{
+	int64_t x0, x1, y0, y1;
+	vd_image win = { 0 };
 	vd_status st;
 
 	if (!out)
@@ -769,13 +781,33 @@ vd_status vd_image_resize(const vd_image *in, int width, int height,
 	if (width <= 0 || height <= 0)
 		return vd_errorf(VD_ERR_INVALID_ARG, "resize: target size %dx%d must be "
 				 "positive", width, height);
-	st = vd_image_alloc(width, height, "resize", out);
+	if (crop_w <= 0 || crop_h <= 0 || !fill)
+		return vd_errorf(VD_ERR_INVALID_ARG, "resize: need a fill colour and a "
+				 "positive crop size, got %dx%d", crop_w, crop_h);
+	if (filter != VD_RESAMPLE_NEAREST && filter != VD_RESAMPLE_BILINEAR &&
+	    filter != VD_RESAMPLE_BICUBIC)
+		return vd_errorf(VD_ERR_INVALID_ARG, "resize: unknown filter %d "
+				 "(use NEAREST, BILINEAR or BICUBIC)", (int)filter);
+	/* The part of the crop inside the resized image, [x0, x1) x [y0, y1),
+	 * in 64 bits so that left + crop_w cannot overflow. */
+	x0 = left < 0 ? 0 : left;
+	y0 = top < 0 ? 0 : top;
+	x1 = (int64_t)left + crop_w < width ? (int64_t)left + crop_w : width;
+	y1 = (int64_t)top + crop_h < height ? (int64_t)top + crop_h : height;
+	if (x1 <= x0 || y1 <= y0)
+		return vd_image_crop(in, INT_MIN, INT_MIN, crop_w, crop_h, fill, out);
+	st = vd_image_alloc((int)(x1 - x0), (int)(y1 - y0), "resize", &win);
 	if (st != VD_OK)
 		return st;
-	st = vd_resample_rgb(in->data, in->width, in->height, out->data, width,
-			     height, filter);
-	if (st != VD_OK)
-		vd_image_free(out);
+	st = vd_resample_rgb_window(in->data, in->width, in->height, width, height,
+				    (int)x0, (int)y0, win.width, win.height, filter, win.data);
+	if (st == VD_OK && (win.width != crop_w || win.height != crop_h))
+		st = vd_image_crop(&win, (int)(left - x0), (int)(top - y0), crop_w, crop_h,
+				   fill, out);
+	else if (st == VD_OK)
+		*out = win;
+	if (st != VD_OK || out->data != win.data)
+		vd_image_free(&win);
 	return st;
 }
 

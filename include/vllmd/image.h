@@ -43,6 +43,17 @@ void vd_image_free(vd_image *img);
  * as Pillow does). out is new and owned by the caller. */
 vd_status vd_image_resize(const vd_image *in, int width, int height,
 			  vd_resample filter, vd_image *out);
+/* vd_image_resize to (width, height), then vd_image_crop of the rectangle
+ * (left, top, crop_w, crop_h) with fill[3] outside the resized image, pixel
+ * for pixel; only the pixels of the crop are computed, so memory and time
+ * follow the crop and the input, never the resized size (a 1000000x1 image
+ * resized to 336000000x336 and cropped to 336x336 costs a 336x336 image).
+ * Scratch beyond out: the filter weights of the crop's columns and rows and
+ * a few rows of the crop (core/resample.h). out is new. Errors as
+ * vd_image_resize, and VD_ERR_LIMIT for NEAREST past 2^24 pixels a side. */
+vd_status vd_image_resize_crop(const vd_image *in, int width, int height,
+			       vd_resample filter, int left, int top, int crop_w,
+			       int crop_h, const uint8_t fill[3], vd_image *out);
 /* Crop the rectangle (left, top, width, height); parts outside the image are
  * filled with fill[3]. out is new. */
 vd_status vd_image_crop(const vd_image *in, int left, int top, int width,
