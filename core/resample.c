@@ -181,29 +181,35 @@ void vd_vrow_c(const uint8_t *const *rows, const int32_t *k, int taps, size_t n,
 		dst[i] = vd_clip8(acc[i]);
 }
 
-/* Source rows for the horizontal pass. The AVX2 kernel reads a few bytes
- * past the last pixel it uses; every row but the image's last has the next
- * row there, the last one is read from a padded copy. */
+/* Source rows for the horizontal pass. The AVX2 kernel reads up to 13
+ * bytes past the last pixel it uses: a row with at least 16 bytes of the
+ * image after it is read in place, the last rows of the image from a
+ * padded copy. */
 struct vd_src {
 	const uint8_t *in;
 	int iw, ih;
 	bool simd;
-	uint8_t *last; /* padded copy of row ih - 1, or NULL */
+	uint8_t *pad;  /* padded copy of row pad_row, or NULL */
+	int pad_row;
 };
 
 static const uint8_t *vd_src_row(struct vd_src *s, int r)
 {
 	size_t stride = (size_t)s->iw * 3;
 
-	if (!s->simd || r != s->ih - 1)
+	if (!s->simd || (size_t)(s->ih - 1 - r) * stride >= 16)
 		return s->in + (size_t)r * stride;
-	if (!s->last) {
-		s->last = calloc(stride + 32, 1);
-		if (!s->last)
+	if (!s->pad) {
+		s->pad = calloc(stride + 32, 1);
+		if (!s->pad)
 			return NULL;
-		memcpy(s->last, s->in + (size_t)r * stride, stride);
+		s->pad_row = -1;
 	}
-	return s->last;
+	if (s->pad_row != r) {
+		memcpy(s->pad, s->in + (size_t)r * stride, stride);
+		s->pad_row = r;
+	}
+	return s->pad;
 }
 
 /* Pillow's ImagingResampleInner with the full image as box, for the window
@@ -301,7 +307,7 @@ static vd_status vd_resample_conv(const uint8_t *in, int iw, int ih, int ow, int
 nomem:
 	st = vd_errorf(VD_ERR_NOMEM, "resize: out of memory for a %d-pixel-wide window", cw);
 out:
-	free(src.last);
+	free(src.pad);
 	free(acc);
 	free(rows);
 	free(held);
