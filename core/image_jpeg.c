@@ -82,9 +82,15 @@ static bool vd_jpeg_run(struct vd_jpeg *j, const uint8_t *b, size_t len)
 		return false;
 	jpeg_create_decompress(ci);
 	jpeg_mem_src(ci, b, (unsigned long)len);
-	/* As PIL: tables-only datastreams before the image are skipped. */
-	while (jpeg_read_header(ci, FALSE) == JPEG_HEADER_TABLES_ONLY)
-		;
+	/* As PIL: tables-only datastreams before the image are skipped (a few:
+	 * at the end of the data libjpeg would report tables forever). */
+	for (int i = 0; jpeg_read_header(ci, FALSE) == JPEG_HEADER_TABLES_ONLY; i++) {
+		if (i == 8) {
+			snprintf(j->err.why, sizeof(j->err.why), "no image after %d tables-only "
+				 "datastreams", i + 1);
+			return false;
+		}
+	}
 	j->comps = ci->num_components;
 	if (j->comps != 1 && j->comps != 3 && j->comps != 4) {
 		snprintf(j->err.why, sizeof(j->err.why), "%d colour components (PIL reads "

@@ -25,10 +25,16 @@ typedef enum vd_resample {
 	VD_RESAMPLE_BICUBIC = 3,  /* PIL.Image.BICUBIC (a = -0.5), antialiased */
 } vd_resample;
 
-/* Decode an encoded image (JPEG, PNG, BMP, GIF first frame) to RGB.
+/* Decode an encoded image (JPEG, PNG, WebP, BMP, GIF; the first frame of
+ * an animation) to RGB, as vLLM's media loader does with PIL: Image.open,
+ * then convert_image_mode(image, "RGB"), so an image with transparency
+ * (RGBA, LA, a palette or grey tRNS, a GIF's transparent index) is pasted
+ * onto white; EXIF orientation is not applied. Equal to PIL pixel for pixel
+ * (JPEG through libjpeg-turbo with PIL's settings, WebP through libwebp).
  * Images whose width*height exceeds max_pixels (0 = no cap) are refused from
  * the header, before any pixel is decoded. Other formats, truncated or
- * corrupt data: VD_ERR_FORMAT with a message. out->data is owned by out. */
+ * corrupt data: VD_ERR_FORMAT with a message that names the format but
+ * never quotes the data. out->data is owned by out. */
 vd_status vd_image_decode(const void *bytes, size_t len, int64_t max_pixels,
 			  vd_image *out);
 /* Read a file and decode it as above; errors name the path. */
