@@ -305,6 +305,17 @@ START_TEST(test_resize_args)
 	ck_assert_ptr_nonnull(strstr(vd_error_message(), "filter"));
 	ck_assert_int_eq(vd_image_resize(NULL, 3, 3, VD_RESAMPLE_BICUBIC, &out),
 			 VD_ERR_INVALID_ARG);
+	/* NEAREST steps through every skipped pixel: sides past 2^24 refused. */
+	ck_assert_int_eq(vd_image_resize_crop(&in, 1 << 25, 2, VD_RESAMPLE_NEAREST, 100, 0, 2, 2,
+					      px, &out), VD_ERR_LIMIT);
+	ck_assert_ptr_null(out.data);
+	/* A crop wholly outside the resized image is all fill. */
+	ck_assert_int_eq(vd_image_resize_crop(&in, 4, 4, VD_RESAMPLE_BICUBIC, 10, 10, 2, 1,
+					      (const uint8_t[3]){ 1, 2, 3 }, &out), VD_OK);
+	ck_assert_mem_eq(out.data, "\x01\x02\x03\x01\x02\x03", 6);
+	vd_image_free(&out);
+	ck_assert_int_eq(vd_image_resize_crop(&in, 4, 4, VD_RESAMPLE_BICUBIC, 0, 0, 0, 1, px, &out),
+			 VD_ERR_INVALID_ARG);
 	vd_image_free(&in);
 }
 END_TEST

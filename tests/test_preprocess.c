@@ -234,6 +234,37 @@ START_TEST(test_phi3v_strips)
 }
 END_TEST
 
+/* A strip whose resized long side would pass INT_MAX is refused with a
+ * 400-class error, not overflowed: the tiny checkpoint resizes the short
+ * side to 56, and 38400000 x 56 = 2.15e9 (at LLaVA-1.5's 336, a 6.4e6
+ * pixel strip). Raw pixels: the PNG decoder's sides stop at 2^24. */
+START_TEST(test_llava_past_int_max)
+{
+	const char *data = getenv("VD_TEST_DATA") ? getenv("VD_TEST_DATA") : "tests/data";
+	size_t w = 38400000;
+	uint8_t *rgb = calloc(w * 3, 1);
+	char dir[4096];
+	vd_engine_args a;
+	vd_engine *e = NULL;
+	vd_image_input in = { .kind = VD_IMAGE_RGB, .rgb = rgb, .width = (int)w, .height = 1 };
+	vd_mm_item it;
+
+	ck_assert_ptr_nonnull(rgb);
+	snprintf(dir, sizeof(dir), "%s/models/llava-tiny-a", data);
+	vd_engine_args_init(&a);
+	a.model = dir;
+	a.plugin_dir = getenv("VD_PLUGIN_DIR");
+	a.device = "cpu";
+	a.num_threads = 1;
+	ck_assert_msg(vd_engine_create(&a, &e) == VD_OK, "%s", vd_error_message());
+	ck_assert_int_eq(vd_engine_prepare_image(e, &in, NULL, &it), VD_ERR_INVALID_ARG);
+	ck_assert_ptr_nonnull(strstr(vd_error_message(), "too elongated"));
+	ck_assert_ptr_nonnull(strstr(vd_error_message(), "38400000x1"));
+	vd_engine_destroy(e);
+	free(rgb);
+}
+END_TEST
+
 /* The writer above makes a PNG the decoder reads back. */
 START_TEST(test_png_writer)
 {
@@ -261,6 +292,7 @@ int main(void)
 	tcase_add_test(tc, test_llava_strips);
 	tcase_add_test(tc, test_qwen2vl_strips);
 	tcase_add_test(tc, test_phi3v_strips);
+	tcase_add_test(tc, test_llava_past_int_max);
 	tcase_set_timeout(tc, 120);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
