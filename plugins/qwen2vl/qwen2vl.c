@@ -326,9 +326,9 @@ static vd_status qwen2vl_process_image(void *state, const vd_image *img, const v
 		if ((int64_t)rh * rw > cap)
 			return H->errorf(VD_ERR_INVALID_ARG,
 					 "qwen2vl: min_pixels/max_pixels resize this image to %dx%d "
-					 "= %lld pixels, more than the %lld (%d tokens) one image "
-					 "may use", rw, rh, (long long)rh * rw, (long long)cap,
-					 MAX_IMAGE_TOKENS);
+					 "= %lld pixels, more than the %lld one image may use (%d "
+					 "tokens, or the model's max_pixels when larger)", rw, rh,
+					 (long long)rh * rw, (long long)cap, MAX_IMAGE_TOKENS);
 		st = H->image_resize(img, rw, rh, m->resample, &resized);
 		if (st != VD_OK)
 			return st;
