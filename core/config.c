@@ -183,6 +183,14 @@ static const vd_config_option options[] = {
 	{ .key = "allowed_media_domains", .flag = "--allowed-media-domains",
 	  .type = VD_CONFIG_STRING_LIST, .offset = OFF(allowed_media_domains),
 	  .help = "When set, image URLs are fetched only from these domains." },
+	{ .key = "allowed_media_networks", .flag = "--allowed-media-networks",
+	  .type = VD_CONFIG_STRING_LIST, .offset = OFF(allowed_media_networks),
+	  .help = "Networks image URLs may reach besides public addresses, as "
+		  "ADDRESS/PREFIX separated by commas or spaces (127.0.0.0/8,::1/128). "
+		  "Unset: loopback, private (RFC 1918, CGNAT), link-local (cloud "
+		  "metadata), multicast, unspecified, reserved, IPv6 ULA and "
+		  "link-local addresses, and their IPv4-mapped and NAT64 forms, are "
+		  "refused for the URL and every redirect. 0.0.0.0/0,::/0 allows all." },
 	{ .key = "max_image_pixels", .flag = "--max-image-pixels", .type = VD_CONFIG_INT,
 	  .def = "89478485", .offset = OFF(max_image_pixels), AT_LEAST(1),
 	  .help = "Largest decoded image (width x height) accepted, like PIL's "

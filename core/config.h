@@ -82,6 +82,7 @@ typedef struct vd_config {
 	double image_fetch_timeout;      /* seconds */
 	char *allowed_local_media_path;
 	vd_config_strlist allowed_media_domains; /* empty = any domain */
+	vd_config_strlist allowed_media_networks; /* beyond public addresses; empty = none */
 	int64_t max_image_pixels;
 	int64_t max_image_bytes;
 	int64_t max_redirects;

@@ -68,6 +68,7 @@ static const vd_host_api host_api = {
 	.qwen2_vit_destroy = vd_qwen2_vit_destroy,
 	.qwen2_vit_forward = vd_qwen2_vit_forward,
 	.qwen2_vit_merge = vd_qwen2_vit_merge,
+	.image_resize_crop = vd_image_resize_crop,
 };
 
 const vd_host_api *vd_host_api_get(void)

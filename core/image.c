@@ -1,9 +1,14 @@
-/* Image I/O and pixel helpers (include/vllmd/image.h): decode JPEG/PNG/BMP/GIF
- * to packed RGB as PIL's Image.open(...).convert("RGB") would, Pillow-exact
- * resizing (core/resample.c), crop with fill, and float planes.
- * Invariant: a decoded vd_image is fully present: truncated files and images
- * over the pixel cap are refused before stb_image (core/stb_image_impl.c)
- * decodes any pixel, since stb fills missing data silently. */
+/* Image I/O and pixel helpers (include/vllmd/image.h): decode JPEG/PNG/BMP/
+ * GIF/WebP to packed RGB as vLLM's media loader does (PIL's Image.open, then
+ * convert_image_mode to RGB: images with transparency composited onto
+ * white), Pillow-exact resizing (core/resample.c), crop with fill, and float
+ * planes. JPEG and WebP go through libjpeg-turbo and libwebp
+ * (core/image_jpeg.c, core/image_webp.c), the libraries PIL uses; PNG, BMP
+ * and GIF through stb_image (core/stb_image_impl.c), with PIL's modes
+ * applied here. Invariant: a decoded vd_image is fully present: truncated
+ * files and images over the pixel cap are refused before any pixel is
+ * decoded, since stb fills missing data silently. Messages never quote the
+ * bytes: they may come from a fetched URL. */
 #include <errno.h>
 #include <limits.h>
 #include <stdbool.h>
@@ -14,10 +19,11 @@
 #define STBI_NO_STDIO
 #include <stb/stb_image.h>
 
+#include "core/image_codec.h"
 #include "core/resample.h"
 #include "vllmd/image.h"
 
-#define VD_IMAGE_FORMATS "JPEG, PNG, BMP and GIF"
+#define VD_IMAGE_FORMATS "JPEG, PNG, WebP, BMP and GIF"
 /* stb_image's STBI_MAX_DIMENSIONS default: it refuses larger sides. */
 #define VD_MAX_SIDE (1u << 24)
 
@@ -27,6 +33,7 @@ enum vd_image_format {
 	VD_FORMAT_PNG,
 	VD_FORMAT_BMP,
 	VD_FORMAT_GIF,
+	VD_FORMAT_WEBP,
 };
 
 static const char *const vd_format_names[] = {
@@ -35,6 +42,7 @@ static const char *const vd_format_names[] = {
 	[VD_FORMAT_PNG] = "PNG",
 	[VD_FORMAT_BMP] = "BMP",
 	[VD_FORMAT_GIF] = "GIF",
+	[VD_FORMAT_WEBP] = "WebP",
 };
 
 /* The first frame of a GIF as PIL sees it, for what stb does differently. */
@@ -75,6 +83,8 @@ static enum vd_image_format vd_detect(const uint8_t *b, size_t len)
 		return VD_FORMAT_GIF;
 	if (vd_has_prefix(b, len, "BM", 2))
 		return VD_FORMAT_BMP;
+	if (len >= 12 && memcmp(b, "RIFF", 4) == 0 && memcmp(b + 8, "WEBP", 4) == 0)
+		return VD_FORMAT_WEBP;
 	return VD_FORMAT_UNKNOWN;
 }
 
@@ -86,7 +96,6 @@ static const char *vd_unsupported_name(const uint8_t *b, size_t len)
 		size_t off, n;
 		const char *magic, *name;
 	} known[] = {
-		{ 8, 4, "WEBP", "WebP" },
 		{ 0, 4, "II*\0", "TIFF" },
 		{ 0, 4, "MM\0*", "TIFF" },
 		{ 0, 4, "II+\0", "BigTIFF" },
@@ -121,31 +130,23 @@ static const char *vd_unsupported_name(const uint8_t *b, size_t len)
 	return NULL;
 }
 
+/* What the bytes are, without quoting them (they may be a fetched page). */
 static vd_status vd_format_error(const uint8_t *b, size_t len)
 {
 	const char *name = vd_unsupported_name(b, len);
-	char text[24];
-	size_t i, n = len < sizeof(text) - 1 ? len : sizeof(text) - 1;
+	size_t i, n = len < 64 ? len : 64;
 
 	if (name)
 		return vd_errorf(VD_ERR_FORMAT, "unsupported image format %s: vllmd decodes "
 				 VD_IMAGE_FORMATS "; convert the image first", name);
-	for (i = 0; i < n; i++) {
-		if (b[i] == '\t' || b[i] == '\n' || b[i] == '\r')
-			text[i] = ' ';
-		else if (b[i] >= 0x20 && b[i] < 0x7f)
-			text[i] = (char)b[i];
-		else
+	for (i = 0; i < n; i++)
+		if (!(b[i] == '\t' || b[i] == '\n' || b[i] == '\r' || (b[i] >= 0x20 && b[i] < 0x7f)))
 			break;
-	}
-	text[i] = '\0';
 	if (i == n)
-		return vd_errorf(VD_ERR_FORMAT, "not an image: the data is text (\"%s%s\"); "
-				 "expected " VD_IMAGE_FORMATS " bytes", text,
-				 len > n ? "..." : "");
-	return vd_errorf(VD_ERR_FORMAT, "unrecognised image format (first bytes "
-			 "%02x %02x %02x %02x); vllmd decodes " VD_IMAGE_FORMATS,
-			 b[0], len > 1 ? b[1] : 0, len > 2 ? b[2] : 0, len > 3 ? b[3] : 0);
+		return vd_errorf(VD_ERR_FORMAT, "not an image: the data is text (%zu bytes); "
+				 "expected " VD_IMAGE_FORMATS " bytes", len);
+	return vd_errorf(VD_ERR_FORMAT, "unrecognised image format (%zu bytes); vllmd "
+			 "decodes " VD_IMAGE_FORMATS, len);
 }
 
 /* A PNG is complete when its chunks chain, each fully present, up to IEND. */
@@ -221,29 +222,8 @@ static enum vd_jpeg_step vd_jpeg_marker(const uint8_t *b, size_t len, size_t *p,
 	return VD_JPEG_MARKER;
 }
 
-/* A DHT segment body (d, n bytes) holds tables of 1 class/id byte, 16 code
- * counts and that many symbols. stb_image 2.27 writes past its arrays when
- * the counts add up to more than 256 (fixed upstream in 2.28), so such
- * tables are refused here, before stb reads them. */
-static bool vd_jpeg_dht_ok(const uint8_t *d, size_t n)
-{
-	while (n > 0) {
-		size_t codes = 0;
-
-		if (n < 17)
-			return false;
-		for (int i = 1; i <= 16; i++)
-			codes += d[i];
-		if (codes > 256 || n - 17 < codes)
-			return false;
-		d += 17 + codes;
-		n -= 17 + codes;
-	}
-	return true;
-}
-
-/* A JPEG is complete when its markers chain to EOI (FFD9) after the scans;
- * its Huffman tables must also be sane (see vd_jpeg_dht_ok). */
+/* A JPEG is complete when its markers chain to EOI (FFD9) after the scans
+ * (libjpeg would fill a missing end with grey, with only a warning). */
 static vd_status vd_check_jpeg(const uint8_t *b, size_t len)
 {
 	size_t p = 2, seg;
@@ -260,9 +240,6 @@ static vd_status vd_check_jpeg(const uint8_t *b, size_t len)
 					 "at byte %zu", p);
 		if (m == 0xd9)
 			return VD_OK;
-		if (m == 0xc4 && !vd_jpeg_dht_ok(b + seg + 2, p - seg - 2))
-			return vd_errorf(VD_ERR_FORMAT, "corrupt JPEG: bad Huffman table "
-					 "at byte %zu", seg);
 		if (m == 0xda) /* start of scan: entropy-coded data follows */
 			p = vd_jpeg_skip_scan(b, len, p);
 	}
@@ -451,16 +428,39 @@ static void vd_gif_color(const struct vd_gif_frame *f, int idx, uint8_t rgb[3])
 		memset(rgb, 0, 3);
 }
 
-/* stb's first frame (h, w, 4) to RGB in place, with PIL's colours where they
- * differ: PIL keeps the palette colour of transparent pixels (stb leaves them
- * black) and paints pixels outside the frame rectangle with the transparency
- * index, or index 0 when there is none (stb uses a background colour). */
+void vd_rgba_onto_white(uint8_t *px, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		const uint8_t *src = px + i * 4;
+		int a = src[3], v[3];
+
+		for (int c = 0; c < 3; c++) {
+			/* PIL's BLEND(mask, out, in): DIV255(out * (255 - a) + in * a) */
+			int t = 255 * (255 - a) + src[c] * a + 128;
+
+			v[c] = ((t >> 8) + t) >> 8;
+		}
+		/* dst <= src: never overruns unread input */
+		for (int c = 0; c < 3; c++)
+			px[i * 3 + c] = (uint8_t)v[c];
+	}
+}
+
+/* stb's first frame (h, w, 4) to RGB in place, as PIL opens it (mode P, or
+ * L for a grey-ramp palette) and vLLM converts it: pixels outside the frame
+ * rectangle hold the transparency index, or index 0 when there is none (stb
+ * paints a background colour instead); with a transparency index the image
+ * is composited onto white, so those pixels and the transparent ones are
+ * white, and without one every pixel is its palette colour. */
 static void vd_gif_to_rgb(uint8_t *px, int w, int h, const struct vd_gif_frame *f)
 {
-	uint8_t clear[3], outside[3];
+	static const uint8_t white[3] = { 255, 255, 255 };
+	uint8_t outside[3];
 
-	vd_gif_color(f, f->transparent, clear);
-	vd_gif_color(f, f->transparent >= 0 ? f->transparent : 0, outside);
+	if (f->transparent >= 0)
+		memcpy(outside, white, 3);
+	else
+		vd_gif_color(f, 0, outside);
 	for (int y = 0; y < h; y++) {
 		bool row_in = y >= f->y && y < f->y + f->h;
 
@@ -472,7 +472,7 @@ static void vd_gif_to_rgb(uint8_t *px, int w, int h, const struct vd_gif_frame *
 			if (!row_in || x < f->x || x >= f->x + f->w)
 				memcpy(dst, outside, 3);
 			else if (src[3] == 0)
-				memcpy(dst, clear, 3);
+				memcpy(dst, white, 3);
 			else
 				memmove(dst, src, 3);
 		}
@@ -489,7 +489,7 @@ static vd_status vd_header_size(enum vd_image_format fmt, const uint8_t *b, size
 
 	switch (fmt) {
 	case VD_FORMAT_PNG:
-		if (len < 24)
+		if (len < 29)
 			return vd_errorf(VD_ERR_FORMAT, "truncated PNG: %zu bytes is less "
 					 "than its header", len);
 		if (memcmp(b + 12, "IHDR", 4) != 0)
@@ -515,19 +515,13 @@ static vd_status vd_header_size(enum vd_image_format fmt, const uint8_t *b, size
 		return VD_OK;
 	case VD_FORMAT_JPEG:
 		return vd_jpeg_size(b, len, w, h);
+	case VD_FORMAT_WEBP:
+		return vd_webp_size(b, len, w, h);
 	case VD_FORMAT_UNKNOWN:
 		break;
 	}
 	return vd_errorf(VD_ERR_INTERNAL, "image decode: no header reader for format %d",
 			 (int)fmt);
-}
-
-/* True for a 16-bit greyscale PNG (IHDR colour type 0, depth 16): PIL opens
- * it as a 16-bit integer image whose conversion to RGB saturates at 255,
- * where stb would keep the high byte. */
-static bool vd_png_is_grey16(const uint8_t *b, size_t len)
-{
-	return len >= 26 && memcmp(b + 12, "IHDR", 4) == 0 && b[24] == 16 && b[25] == 0;
 }
 
 /* The status for a NULL from stb: its reason is set on every failure. */
@@ -540,25 +534,117 @@ static vd_status vd_stb_error(const char *name)
 	return vd_errorf(VD_ERR_FORMAT, "corrupt %s image: %s", name, why);
 }
 
-/* Decode a 16-bit greyscale PNG to RGB as PIL's convert("RGB") does. */
-static vd_status vd_load_grey16(const uint8_t *b, size_t len, uint8_t **px,
-				int *w, int *h)
+/* stb's pixels with comp channels (len checked <= INT_MAX by the caller). */
+static vd_status vd_stb_load(const uint8_t *b, size_t len, int comp, const char *name,
+			     vd_image *out)
 {
-	int comp;
-	uint16_t *g = stbi_load_16_from_memory(b, (int)len, w, h, &comp, 1);
+	int w, h, n;
+
+	out->data = stbi_load_from_memory(b, (int)len, &w, &h, &n, comp);
+	if (!out->data)
+		return vd_stb_error(name);
+	out->width = w;
+	out->height = h;
+	return VD_OK;
+}
+
+/* The PNG facts PIL's mode depends on: IHDR depth and colour type, and
+ * whether a tRNS chunk comes before the image data (its first 16-bit
+ * value is a greyscale image's transparent level). The chunks were checked
+ * complete by vd_check_png. */
+struct vd_png_mode {
+	int depth, ctype;
+	bool trns;
+	unsigned trns_grey;
+};
+
+static void vd_png_mode(const uint8_t *b, size_t len, struct vd_png_mode *m)
+{
+	size_t p = 8;
+
+	m->depth = b[24];
+	m->ctype = b[25];
+	m->trns = false;
+	m->trns_grey = 0;
+	while (len - p >= 12) {
+		uint32_t n = vd_be32(b + p);
+
+		if (memcmp(b + p + 4, "IDAT", 4) == 0 || memcmp(b + p + 4, "IEND", 4) == 0)
+			return;
+		if (memcmp(b + p + 4, "tRNS", 4) == 0) {
+			m->trns = true;
+			if (n >= 2)
+				m->trns_grey = (unsigned)b[p + 8] << 8 | b[p + 9];
+			return;
+		}
+		p += 12 + (size_t)n;
+	}
+}
+
+/* A PNG as PIL opens it and vLLM converts it to RGB:
+ *   grey (1, 2, 4, 8 bits: mode 1 or L; 16 bits: mode I, saturated at 255)
+ *     with a tRNS level: PIL's convert_transparent makes the pixels whose
+ *     8-bit value equals the level's low byte transparent (for depths below
+ *     8 and for 16 bits that compares a scaled or saturated pixel with the
+ *     raw level, as PIL does), and they become white;
+ *   RGB (a tRNS colour is ignored: the mode is already RGB): as stored,
+ *     16 bits by their high byte;
+ *   palette: its colours, with tRNS alphas composited onto white;
+ *   grey+alpha, RGBA (16 bits by the high byte): composited onto white. */
+static vd_status vd_png_decode(const uint8_t *b, size_t len, vd_image *out)
+{
+	struct vd_png_mode m;
+	vd_status st;
 	size_t n;
 
-	if (!g)
-		return vd_stb_error("PNG");
-	n = (size_t)*w * (size_t)*h;
-	*px = malloc(n * 3);
-	if (!*px) {
-		stbi_image_free(g);
-		return vd_errorf(VD_ERR_NOMEM, "out of memory for a %dx%d image", *w, *h);
+	vd_png_mode(b, len, &m);
+	if (m.ctype == 2 || (m.ctype == 3 && !m.trns))
+		return vd_stb_load(b, len, 3, "PNG", out);
+	if (m.ctype == 3 || m.ctype == 4 || m.ctype == 6) {
+		st = vd_stb_load(b, len, 4, "PNG", out);
+		if (st == VD_OK)
+			vd_rgba_onto_white(out->data, (size_t)out->width * out->height);
+		return st;
 	}
-	for (size_t i = 0; i < n; i++)
-		memset(*px + i * 3, g[i] > 255 ? 255 : g[i], 3);
-	stbi_image_free(g);
+	if (m.depth == 16) {
+		int w, h, comp;
+		uint16_t *g = stbi_load_16_from_memory(b, (int)len, &w, &h, &comp, 1);
+
+		if (!g)
+			return vd_stb_error("PNG");
+		n = (size_t)w * (size_t)h;
+		out->data = malloc(n * 3);
+		if (!out->data) {
+			stbi_image_free(g);
+			return vd_errorf(VD_ERR_NOMEM, "out of memory for a %dx%d image", w, h);
+		}
+		for (size_t i = 0; i < n; i++)
+			out->data[i] = g[i] > 255 ? 255 : (uint8_t)g[i];
+		stbi_image_free(g);
+		out->width = w;
+		out->height = h;
+	} else {
+		uint8_t *grey;
+
+		st = vd_stb_load(b, len, 1, "PNG", out);
+		if (st != VD_OK)
+			return st;
+		n = (size_t)out->width * out->height;
+		grey = realloc(out->data, n * 3);
+		if (!grey) {
+			vd_image_free(out);
+			return vd_errorf(VD_ERR_NOMEM, "out of memory for a %zu-pixel image", n);
+		}
+		out->data = grey;
+	}
+	/* (n) grey to (n, 3) RGB in place, from the end. */
+	for (size_t i = n; i-- > 0;) {
+		uint8_t v = out->data[i];
+
+		if (m.trns && v == (m.trns_grey & 0xff))
+			v = 255;
+		memset(out->data + i * 3, v, 3);
+	}
 	return VD_OK;
 }
 
@@ -570,8 +656,6 @@ vd_status vd_image_decode(const void *bytes, size_t len, int64_t max_pixels,
 	struct vd_gif_frame gif;
 	const char *name;
 	uint32_t hw = 0, hh = 0;
-	int w, h, comp;
-	uint8_t *px;
 	vd_status st;
 
 	if (!out || (!bytes && len))
@@ -608,37 +692,34 @@ vd_status vd_image_decode(const void *bytes, size_t len, int64_t max_pixels,
 	switch (fmt) {
 	case VD_FORMAT_PNG:
 		st = vd_check_png(b, len);
+		if (st == VD_OK)
+			st = vd_png_decode(b, len, out);
 		break;
 	case VD_FORMAT_JPEG:
 		st = vd_check_jpeg(b, len);
+		if (st == VD_OK)
+			st = vd_jpeg_decode(b, len, out);
+		break;
+	case VD_FORMAT_WEBP:
+		/* libwebp's demuxer refuses a file whose chunks are incomplete. */
+		st = vd_webp_decode(b, len, out);
 		break;
 	case VD_FORMAT_BMP:
 		st = vd_check_bmp(b, len);
+		if (st == VD_OK)
+			st = vd_stb_load(b, len, 3, name, out);
 		break;
-	default: /* GIF, the one format left */
+	default: /* GIF, the one format left; it keeps alpha for vd_gif_to_rgb */
 		st = vd_scan_gif(b, len, &gif);
+		if (st == VD_OK)
+			st = vd_stb_load(b, len, 4, name, out);
+		if (st == VD_OK)
+			vd_gif_to_rgb(out->data, out->width, out->height, &gif);
 		break;
 	}
 	if (st != VD_OK)
-		return st;
-
-	if (fmt == VD_FORMAT_PNG && vd_png_is_grey16(b, len)) {
-		st = vd_load_grey16(b, len, &px, &w, &h);
-		if (st != VD_OK)
-			return st;
-	} else {
-		/* GIF keeps alpha so that transparent pixels can be recoloured as PIL does. */
-		px = stbi_load_from_memory(b, (int)len, &w, &h, &comp,
-					   fmt == VD_FORMAT_GIF ? 4 : 3);
-		if (!px)
-			return vd_stb_error(name);
-	}
-	if (fmt == VD_FORMAT_GIF)
-		vd_gif_to_rgb(px, w, h, &gif);
-	out->width = w;
-	out->height = h;
-	out->data = px;
-	return VD_OK;
+		vd_image_free(out);
+	return st;
 }
 
 /* Read all of path into a new buffer (*buf owned by the caller). */
@@ -758,6 +839,18 @@ void vd_image_free(vd_image *img)
 vd_status vd_image_resize(const vd_image *in, int width, int height,
 			  vd_resample filter, vd_image *out)
 {
+	static const uint8_t black[3] = { 0, 0, 0 };
+
+	return vd_image_resize_crop(in, width, height, filter, 0, 0, width, height,
+				    black, out);
+}
+
+vd_status vd_image_resize_crop(const vd_image *in, int width, int height,
+			       vd_resample filter, int left, int top, int crop_w,
+			       int crop_h, const uint8_t fill[3], vd_image *out)
+{
+	int64_t x0, x1, y0, y1;
+	vd_image win = { 0 };
 	vd_status st;
 
 	if (!out)
@@ -769,13 +862,33 @@ vd_status vd_image_resize(const vd_image *in, int width, int height,
 	if (width <= 0 || height <= 0)
 		return vd_errorf(VD_ERR_INVALID_ARG, "resize: target size %dx%d must be "
 				 "positive", width, height);
-	st = vd_image_alloc(width, height, "resize", out);
+	if (crop_w <= 0 || crop_h <= 0 || !fill)
+		return vd_errorf(VD_ERR_INVALID_ARG, "resize: need a fill colour and a "
+				 "positive crop size, got %dx%d", crop_w, crop_h);
+	if (filter != VD_RESAMPLE_NEAREST && filter != VD_RESAMPLE_BILINEAR &&
+	    filter != VD_RESAMPLE_BICUBIC)
+		return vd_errorf(VD_ERR_INVALID_ARG, "resize: unknown filter %d "
+				 "(use NEAREST, BILINEAR or BICUBIC)", (int)filter);
+	/* The part of the crop inside the resized image, [x0, x1) x [y0, y1),
+	 * in 64 bits so that left + crop_w cannot overflow. */
+	x0 = left < 0 ? 0 : left;
+	y0 = top < 0 ? 0 : top;
+	x1 = (int64_t)left + crop_w < width ? (int64_t)left + crop_w : width;
+	y1 = (int64_t)top + crop_h < height ? (int64_t)top + crop_h : height;
+	if (x1 <= x0 || y1 <= y0)
+		return vd_image_crop(in, INT_MIN, INT_MIN, crop_w, crop_h, fill, out);
+	st = vd_image_alloc((int)(x1 - x0), (int)(y1 - y0), "resize", &win);
 	if (st != VD_OK)
 		return st;
-	st = vd_resample_rgb(in->data, in->width, in->height, out->data, width,
-			     height, filter);
-	if (st != VD_OK)
-		vd_image_free(out);
+	st = vd_resample_rgb_window(in->data, in->width, in->height, width, height,
+				    (int)x0, (int)y0, win.width, win.height, filter, win.data);
+	if (st == VD_OK && (win.width != crop_w || win.height != crop_h))
+		st = vd_image_crop(&win, (int)(left - x0), (int)(top - y0), crop_w, crop_h,
+				   fill, out);
+	else if (st == VD_OK)
+		*out = win;
+	if (st != VD_OK || out->data != win.data)
+		vd_image_free(&win);
 	return st;
 }
 

@@ -1,12 +1,17 @@
 /* Media fetching (contracts in media.h). curl never follows a Location by
- * itself: each redirect target is checked (scheme, allowed domains, hop
- * count, deadline left) before it is contacted. A fetch owns its easy handle
- * and its buffer; fetches share nothing but libcurl's global state, so any
- * number may run at once. Buffers never grow past max_bytes. */
+ * itself: each redirect target is checked (scheme, allowed domains, a
+ * literal address against the network policy, hop count, deadline left)
+ * before it is contacted, and every socket curl opens goes through
+ * open_checked, which applies the network policy to the address it is
+ * about to connect to. A fetch owns its easy handle and its buffer; fetches
+ * share nothing but libcurl's global state, so any number may run at once.
+ * Buffers never grow past max_bytes. Messages are vllmd's own words, never
+ * curl's error buffer (it names addresses and ports) or fetched bytes. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -14,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -22,6 +28,7 @@
 
 #include "core/config.h"
 #include "server/media.h"
+#include "server/net_policy.h"
 
 #define USER_AGENT "vllmd/" VD_VERSION
 #define MIN_BUF (64 * 1024)
@@ -55,14 +62,23 @@ void vd_media_global_cleanup(void)
 	pthread_mutex_unlock(&global_lock);
 }
 
-void vd_media_opts_from_config(const struct vd_config *c, vd_media_opts *o)
+vd_status vd_media_opts_from_config(const struct vd_config *c, vd_media_opts *o)
 {
+	vd_net *nets;
+	int n;
+	vd_status st;
+
 	o->timeout_s = c->image_fetch_timeout;
 	o->max_bytes = c->max_image_bytes;
 	o->max_redirects = (int)c->max_redirects;
 	o->allowed_local_path = c->allowed_local_media_path;
 	o->allowed_domains = (const char *const *)c->allowed_media_domains.items;
 	o->n_allowed_domains = c->allowed_media_domains.n;
+	o->allowed_networks = (const char *const *)c->allowed_media_networks.items;
+	o->n_allowed_networks = c->allowed_media_networks.n;
+	st = vd_net_parse_list(o->allowed_networks, o->n_allowed_networks, &nets, &n);
+	free(nets);
+	return st;
 }
 
 static double now_s(void)
@@ -140,6 +156,10 @@ static vd_status check_opts(const vd_media_opts *o)
 	if (o->n_allowed_domains < 0 || (o->n_allowed_domains > 0 && o->allowed_domains == NULL))
 		return vd_errorf(VD_ERR_INVALID_ARG,
 				 "media fetch: allowed_domains is NULL or its count negative");
+	if (o->n_allowed_networks < 0 ||
+	    (o->n_allowed_networks > 0 && o->allowed_networks == NULL))
+		return vd_errorf(VD_ERR_INVALID_ARG,
+				 "media fetch: allowed_networks is NULL or its count negative");
 	return VD_OK;
 }
 
@@ -404,7 +424,12 @@ typedef struct http_xfer {
 	uint64_t seen;            /* body bytes of this hop, kept or not */
 	uint8_t *body;
 	size_t len, cap;          /* cap <= max_bytes */
-	char errbuf[CURL_ERROR_SIZE];
+	vd_net *nets;             /* allowed networks, parsed from o */
+	int n_nets;
+	char host[256];           /* host of this hop, for messages */
+	int opened, refused;      /* sockets asked for this hop; refused by policy */
+	const char *refused_kind; /* the last refused address: its kind */
+	char refused_addr[64];    /*   and its text */
 } http_xfer;
 
 /* Decide at a hop's first body byte what its body is for: a 2xx body is
@@ -514,14 +539,37 @@ static bool domain_allowed(const vd_media_opts *o, const char *host)
 	return false;
 }
 
-/* Whether target (the first URL or a redirect's) may be requested: it
- * parses, is http(s), has a host, and the host is allowed. Parsed with
- * curl's own parser so the host checked is the host curl connects to. */
-static vd_status check_target(const http_xfer *x, const char *target, bool redirect)
+/* The refusal of an address the network policy blocks. host is the name
+ * the URL gave (NULL when it was the address itself). */
+static vd_status refused(const http_xfer *x, const char *host, const char *addr,
+			 const char *kind, bool redirect)
 {
-	char *scheme = NULL, *host = NULL, shown[192], what[224];
+	char who[320];
+
+	if (host && strcmp(host, addr) != 0)
+		snprintf(who, sizeof(who), "host '%.100s' resolves to %s, a", host, addr);
+	else
+		snprintf(who, sizeof(who), "%s is a", addr);
+	return failf(VD_ERR_INVALID_ARG, x->url,
+		     "%s %s address%s, which image fetches may not reach (an operator can "
+		     "allow its network with --allowed-media-networks)", who, kind,
+		     redirect ? " (after a redirect)" : "");
+}
+
+/* Whether target (the first URL or a redirect's) may be requested: it
+ * parses, is http(s), has a host, the host is allowed, and an IP-literal
+ * host is an address the policy lets fetches reach (hostnames are judged
+ * by open_checked on every address they resolve to). Parsed with curl's own
+ * parser so the host checked is the host curl connects to: curl also
+ * normalises the other IPv4 spellings (2130706433, 0x7f.1, 0177.0.0.1) to
+ * a dotted quad. Records the host in x->host for later messages. */
+static vd_status check_target(http_xfer *x, const char *target, bool redirect)
+{
+	char *scheme = NULL, *host = NULL, shown[192], what[224], addr_text[64];
 	CURLU *u = curl_url();
 	vd_status st = VD_OK;
+	vd_net_addr addr;
+	const char *kind;
 
 	if (u == NULL)
 		return vd_errorf(VD_ERR_NOMEM, "media fetch: out of memory");
@@ -545,10 +593,17 @@ static vd_status check_target(const http_xfer *x, const char *target, bool redir
 		st = failf(VD_ERR_INVALID_ARG, x->url, "%s has no host", what);
 		goto out;
 	}
-	if (x->o->n_allowed_domains > 0 && !domain_allowed(x->o, host))
+	snprintf(x->host, sizeof(x->host), "%s", host);
+	if (x->o->n_allowed_domains > 0 && !domain_allowed(x->o, host)) {
 		st = failf(VD_ERR_INVALID_ARG, x->url,
 			   "host '%.100s' is not in allowed_media_domains%s", host,
 			   redirect ? " (after a redirect)" : "");
+		goto out;
+	}
+	if (vd_net_addr_parse(host, &addr) && !vd_net_allowed(x->nets, x->n_nets, &addr, &kind)) {
+		vd_net_addr_str(&addr, addr_text, sizeof(addr_text));
+		st = refused(x, NULL, addr_text, kind, redirect);
+	}
 out:
 	curl_free(host);
 	curl_free(scheme);
@@ -556,12 +611,50 @@ out:
 	return st;
 }
 
+/* CURLOPT_OPENSOCKETFUNCTION: curl is about to connect to sa (after its own
+ * DNS resolution, for each address it tries). The policy is applied to
+ * exactly that address; a refused one never gets a socket, so no packet
+ * is sent to it, and curl moves on to the next address or fails. */
+static curl_socket_t open_checked(void *clientp, curlsocktype purpose, struct curl_sockaddr *sa)
+{
+	http_xfer *x = clientp;
+	struct sockaddr_storage ss;
+	vd_net_addr a = { 0 };
+	const char *kind = "non-IP";
+	int fd;
+
+	(void)purpose;
+	x->opened++;
+	memset(&ss, 0, sizeof(ss));
+	memcpy(&ss, &sa->addr, sa->addrlen < sizeof(ss) ? sa->addrlen : sizeof(ss));
+	if (sa->family == AF_INET && sa->addrlen >= sizeof(struct sockaddr_in)) {
+		a.family = AF_INET;
+		memcpy(a.addr, &((struct sockaddr_in *)&ss)->sin_addr, 4);
+	} else if (sa->family == AF_INET6 && sa->addrlen >= sizeof(struct sockaddr_in6)) {
+		a.family = AF_INET6;
+		memcpy(a.addr, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
+	}
+	if (a.family == 0 || !vd_net_allowed(x->nets, x->n_nets, &a, &kind)) {
+		x->refused++;
+		x->refused_kind = kind;
+		if (a.family)
+			vd_net_addr_str(&a, x->refused_addr, sizeof(x->refused_addr));
+		else
+			snprintf(x->refused_addr, sizeof(x->refused_addr), "an address");
+		return CURL_SOCKET_BAD;
+	}
+	fd = socket(sa->family, sa->socktype | SOCK_CLOEXEC, sa->protocol);
+	return fd < 0 ? CURL_SOCKET_BAD : fd;
+}
+
 static void http_free(http_xfer *x)
 {
 	curl_easy_cleanup(x->h);
 	free(x->body);
+	free(x->nets);
 	x->h = NULL;
 	x->body = NULL;
+	x->nets = NULL;
 }
 
 /* A handle with everything but the URL and the timeouts; checks x->url.
@@ -569,20 +662,28 @@ static void http_free(http_xfer *x)
 static vd_status http_init(http_xfer *x, const char *url, const vd_media_opts *o)
 {
 	CURL *h;
+	vd_status st;
 
 	memset(x, 0, sizeof(*x));
 	x->o = o;
 	x->url = url;
 	x->deadline = now_s() + o->timeout_s;
+	st = vd_net_parse_list(o->allowed_networks, o->n_allowed_networks, &x->nets, &x->n_nets);
+	if (st != VD_OK)
+		return st;
 	h = x->h = curl_easy_init();
 	if (h == NULL)
 		return vd_errorf(VD_ERR_NOMEM, "media fetch: cannot create a curl handle");
-	/* NOSIGNAL: timeouts must not use SIGALRM in a threaded process. */
+	/* NOSIGNAL: timeouts must not use SIGALRM in a threaded process.
+	 * PROXY "": no proxy, even one named in the environment, since the
+	 * policy must judge the destination itself. */
 	if (curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
 	    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, write_body) != CURLE_OK ||
 	    curl_easy_setopt(h, CURLOPT_WRITEDATA, x) != CURLE_OK ||
 	    curl_easy_setopt(h, CURLOPT_PRIVATE, x) != CURLE_OK ||
-	    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, x->errbuf) != CURLE_OK ||
+	    curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, open_checked) != CURLE_OK ||
+	    curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, x) != CURLE_OK ||
+	    curl_easy_setopt(h, CURLOPT_PROXY, "") != CURLE_OK ||
 	    curl_easy_setopt(h, CURLOPT_USERAGENT, USER_AGENT) != CURLE_OK ||
 	    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L) != CURLE_OK ||
 	    curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)o->max_bytes) != CURLE_OK ||
@@ -618,14 +719,28 @@ static vd_status http_hop_start(http_xfer *x, const char *target)
 	x->seen = 0;
 	x->stop = STOP_NONE;
 	x->body_mode = BODY_UNKNOWN;
-	x->errbuf[0] = '\0';
+	x->opened = x->refused = 0;
 	return VD_OK;
 }
 
+/* A failed transfer in words a client can act on. Every way of not getting
+ * a connection (refused, unreachable, timed out while connecting) reads
+ * the same, so a reply does not tell a closed port from a filtered one;
+ * when every address the host resolved to was refused by the policy, that
+ * is what the message says. */
 static vd_status curl_failure(const http_xfer *x, CURLcode rc)
 {
-	const char *why = x->errbuf[0] != '\0' ? x->errbuf : curl_easy_strerror(rc);
+	long sent = 0;
 
+	curl_easy_getinfo(x->h, CURLINFO_REQUEST_SIZE, &sent);
+	if ((rc == CURLE_COULDNT_CONNECT || rc == CURLE_OPERATION_TIMEDOUT) && sent == 0) {
+		if (x->opened > 0 && x->refused == x->opened)
+			return refused(x, x->host, x->refused_addr, x->refused_kind,
+				       x->redirects > 0);
+		return failf(VD_ERR_IO, x->url, "could not connect to the host%s (connection "
+			     "refused, unreachable or timed out)",
+			     x->redirects > 0 ? " (after a redirect)" : "");
+	}
 	switch (rc) {
 	case CURLE_OPERATION_TIMEDOUT:
 		return timed_out(x);
@@ -635,9 +750,26 @@ static vd_status curl_failure(const http_xfer *x, CURLcode rc)
 		return vd_errorf(VD_ERR_NOMEM, "media fetch: libcurl out of memory");
 	case CURLE_URL_MALFORMAT:
 	case CURLE_UNSUPPORTED_PROTOCOL:
-		return failf(VD_ERR_INVALID_ARG, x->url, "%s", why);
+		return failf(VD_ERR_INVALID_ARG, x->url, "%s", curl_easy_strerror(rc));
+	case CURLE_COULDNT_RESOLVE_HOST:
+		return failf(VD_ERR_IO, x->url, "could not resolve the host name '%.100s'",
+			     x->host);
+	case CURLE_SSL_CONNECT_ERROR:
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_SSL_CERTPROBLEM:
+	case CURLE_SSL_CIPHER:
+	case CURLE_SSL_CACERT_BADFILE:
+		return failf(VD_ERR_IO, x->url, "the TLS handshake with the host failed (%s)",
+			     curl_easy_strerror(rc));
+	case CURLE_GOT_NOTHING:
+	case CURLE_RECV_ERROR:
+	case CURLE_SEND_ERROR:
+	case CURLE_PARTIAL_FILE:
+		return failf(VD_ERR_IO, x->url, "the connection ended before a complete response");
+	case CURLE_WEIRD_SERVER_REPLY:
+		return failf(VD_ERR_IO, x->url, "the host's reply is not HTTP");
 	default:
-		return failf(VD_ERR_IO, x->url, "%s", why);
+		return failf(VD_ERR_IO, x->url, "%s", curl_easy_strerror(rc));
 	}
 }
 

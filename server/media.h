@@ -3,7 +3,13 @@
  * allow-list on every hop), base64 data: URLs, and file:// URLs confined to
  * allowed_local_media_path. Returns the encoded bytes; the caller decodes
  * them (vd_image_decode). Only this module includes libcurl; every fetch has
- * its own easy handle, so fetches may run on any number of threads at once. */
+ * its own easy handle, so fetches may run on any number of threads at once.
+ * SSRF guard: every socket a fetch opens, for the first URL and for every
+ * redirect, is checked against the network policy (server/net_policy.h)
+ * before it connects, on the very address it connects to, so a DNS answer
+ * cannot change between the check and the connection; IP-literal hosts are
+ * refused before libcurl runs. No proxy is used, whatever the environment
+ * says (the policy must see the real destination). */
 #ifndef VD_SERVER_MEDIA_H
 #define VD_SERVER_MEDIA_H
 
@@ -24,6 +30,10 @@ typedef struct vd_media_opts {
 	const char *const *allowed_domains; /* exact host names (case-insensitive);
 					     * n_allowed_domains == 0 = any host */
 	int n_allowed_domains;
+	const char *const *allowed_networks; /* networks allowed besides public
+					      * addresses: "127.0.0.0/8,::1/128"
+					      * (vd_net_parse_list); 0 = none */
+	int n_allowed_networks;
 } vd_media_opts;
 
 /* One URL's outcome in vd_media_fetch_many. */
@@ -44,15 +54,18 @@ vd_status vd_media_global_init(void);
 void vd_media_global_cleanup(void);
 
 /* Fill o from the daemon's options (image_fetch_timeout, max_image_bytes,
- * max_redirects, allowed_local_media_path, allowed_media_domains). o
- * borrows c's strings: keep c alive while o is used. */
-void vd_media_opts_from_config(const struct vd_config *c, vd_media_opts *o);
+ * max_redirects, allowed_local_media_path, allowed_media_domains,
+ * allowed_media_networks). o borrows c's strings: keep c alive while o is
+ * used. VD_ERR_INVALID_ARG when allowed_media_networks does not parse
+ * (the message names the entry), so a daemon refuses it at start-up. */
+vd_status vd_media_opts_from_config(const struct vd_config *c, vd_media_opts *o);
 
 /* Fetch the encoded image that url names:
  *   http://, https://  GET with User-Agent "vllmd/<version>"; only http(s)
  *                      on every hop; redirects followed by hand so each target
- *                      is checked (scheme, allowed_domains) before it is
- *                      contacted; a non-2xx final status is an error.
+ *                      is checked (scheme, allowed_domains, network policy)
+ *                      before it is contacted; a non-2xx final status is an
+ *                      error.
  *   data:image/<type>[;param]...;base64,<b64>  strict base64 (no whitespace,
  *                      '=' padding required, nothing after it).
  *   file:///abs/path   only under o->allowed_local_path after resolving
@@ -61,12 +74,19 @@ void vd_media_opts_from_config(const struct vd_config *c, vd_media_opts *o);
  * caller, never NULL) holds *len >= 1 bytes. On error *data is NULL, *len 0
  * and the message reads "Failed to fetch image from <url>: <reason>":
  *   VD_ERR_INVALID_ARG  malformed URL, unsupported scheme, bad data URL,
- *                       host not in allowed_domains, file outside the
- *                       allowed directory or file:// not enabled, no bytes
- *   VD_ERR_TIMEOUT      the http(s) deadline passed (names the option)
+ *                       host not in allowed_domains, host's address in a
+ *                       blocked range (says which kind and names the
+ *                       option), file outside the allowed directory or
+ *                       file:// not enabled, no bytes, bad allowed_networks
+ *   VD_ERR_TIMEOUT      the deadline passed after the connection was made
+ *                       (names the option)
  *   VD_ERR_LIMIT        more than max_bytes, too many redirects
- *   VD_ERR_IO           connect/DNS/TLS failure, HTTP status not 2xx
- *                       ("HTTP 404"), unreadable file
+ *   VD_ERR_IO           could not connect (one message for refused,
+ *                       unreachable and timed out, so a reply does not tell
+ *                       a closed port from a filtered one), DNS or TLS
+ *                       failure, HTTP status not 2xx ("HTTP 404"),
+ *                       unreadable file
+ * Messages never quote fetched bytes.
  *   VD_ERR_NOMEM; VD_ERR_BACKEND when libcurl lacks a needed option
  * Thread-safe once vd_media_global_init has returned. */
 vd_status vd_media_fetch(const char *url, const vd_media_opts *o,

@@ -1043,7 +1043,9 @@ int vd_serve(vd_config *c)
 	mallopt(M_ARENA_MAX, 1);
 #endif
 	vd_config_to_engine_args(c, &ea);
-	st = vd_media_global_init();
+	st = vd_media_opts_from_config(c, &a.media);
+	if (st == VD_OK)
+		st = vd_media_global_init();
 	if (st == VD_OK)
 		st = vd_engine_create(&ea, &a.engine);
 	if (st != VD_OK) {
@@ -1058,7 +1060,6 @@ int vd_serve(vd_config *c)
 
 		a.max_in_flight = seqs + waiting < INT_MAX ? (int)(seqs + waiting) : INT_MAX;
 	}
-	vd_media_opts_from_config(c, &a.media);
 	tok = vd_engine_tokenizer(a.engine);
 	{
 		int32_t bos = vd_tokenizer_bos_id(tok), eos = vd_tokenizer_eos_id(tok);

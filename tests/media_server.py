@@ -1,8 +1,10 @@
 """Local HTTP server for tests/test_media.c.
 
-Listens on 127.0.0.1 only, on an ephemeral port that it prints as the first
-line of stdout. It exits when its stdin reaches EOF (the test closes the pipe,
-or dies) and in any case after MAX_LIFETIME_S. Every sleep is capped.
+Listens on 127.0.0.1 and on 127.0.0.2 (loopback both), each on an ephemeral
+port; the first line of stdout is "PORT1 PORT2". The second address is the
+target the SSRF tests must never reach. It exits when its stdin reaches EOF
+(the test closes the pipe, or dies) and in any case after MAX_LIFETIME_S.
+Every sleep is capped.
 
 Routes (query parameters in brackets):
   /bytes[n, seed]          n pattern bytes with Content-Length
@@ -16,6 +18,8 @@ Routes (query parameters in brackets):
   /to[loc]                 302 to loc, no body
   /noloc                   302 without a Location
   /ua                      the request's User-Agent as the body
+  /count                   how many requests this address has served so
+                           far, not counting /count itself
 """
 import os
 import sys
@@ -56,6 +60,13 @@ class Handler(BaseHTTPRequestHandler):
         q = {k: v[0] for k, v in parse_qs(parts.query).items()}
         num = lambda k, d: int(q.get(k, d))
         route = parts.path
+        if route == "/count":
+            with self.server.lock:
+                n = self.server.served
+            self.send_body(200, str(n).encode())
+            return
+        with self.server.lock:
+            self.server.served += 1
         if route == "/bytes":
             self.send_body(200, pattern(num("n", 1000), num("seed", 0)),
                            [("Content-Type", "application/octet-stream")])
@@ -102,6 +113,11 @@ class Handler(BaseHTTPRequestHandler):
 class Server(ThreadingHTTPServer):
     daemon_threads = True
 
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.lock = threading.Lock()
+        self.served = 0
+
     def handle_error(self, request, client_address):
         # Clients that hang up early (timeouts, size caps) are the point of
         # several tests; their broken pipes are not worth a traceback.
@@ -116,11 +132,14 @@ def exit_on_stdin_eof():
 
 def main():
     server = Server(("127.0.0.1", 0), Handler)
+    other = Server(("127.0.0.2", 0), Handler)
     threading.Thread(target=exit_on_stdin_eof, daemon=True).start()
     deadline = threading.Timer(MAX_LIFETIME_S, lambda: os._exit(0))
     deadline.daemon = True
     deadline.start()
-    print(server.server_address[1], flush=True)
+    threading.Thread(target=other.serve_forever, kwargs={"poll_interval": 0.2},
+                     daemon=True).start()
+    print(server.server_address[1], other.server_address[1], flush=True)
     server.serve_forever(poll_interval=0.2)
 
 

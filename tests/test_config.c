@@ -97,6 +97,7 @@ START_TEST(test_defaults)
 	ck_assert_double_eq(c.image_fetch_timeout, 5.0);
 	ck_assert_ptr_null(c.allowed_local_media_path);
 	ck_assert_int_eq(c.allowed_media_domains.n, 0);
+	ck_assert_int_eq(c.allowed_media_networks.n, 0);
 	ck_assert_int_eq(c.max_request_body_bytes, 64 << 20);
 	ck_assert_int_eq(c.max_image_pixels, 89478485);
 	ck_assert_int_eq(c.max_image_bytes, 32 << 20);
@@ -166,6 +167,9 @@ static const char *FULL_YAML =
 	"allowed_media_domains:\n"
 	"  - upload.wikimedia.org\n"
 	"  - example.com\n"
+	"allowed_media_networks:\n"
+	"  - 10.0.0.0/8\n"
+	"  - 127.0.0.0/8,::1/128\n"
 	"max_request_body_bytes: 1048576\n"
 	"max_image_pixels: 1000000\n"
 	"max_image_bytes: 8MiB\n"
@@ -211,6 +215,8 @@ START_TEST(test_full_yaml)
 	ck_assert_str_eq(c.allowed_local_media_path, "/data/images");
 	ck_assert_int_eq(c.allowed_media_domains.n, 2);
 	ck_assert_str_eq(c.allowed_media_domains.items[1], "example.com");
+	ck_assert_int_eq(c.allowed_media_networks.n, 2);
+	ck_assert_str_eq(c.allowed_media_networks.items[1], "127.0.0.0/8,::1/128");
 	ck_assert_int_eq(c.max_request_body_bytes, 1048576);
 	ck_assert_int_eq(c.max_image_pixels, 1000000);
 	ck_assert_int_eq(c.max_image_bytes, 8 << 20);

@@ -1,8 +1,11 @@
 /* Check tests for server/media.c. http(s) cases talk only to
- * tests/media_server.py, started once per run on 127.0.0.1 with an ephemeral
- * port; it exits when its stdin pipe closes (main closes it, and so does the
- * kernel if this process dies) and after 15 minutes regardless. file://
- * cases use a temporary directory tree removed at exit. */
+ * tests/media_server.py, started once per run on 127.0.0.1 and 127.0.0.2
+ * with ephemeral ports; it exits when its stdin pipe closes (main closes it,
+ * and so does the kernel if this process dies) and after 15 minutes
+ * regardless. The fetches that must reach it allow 127.0.0.1/32 (the SSRF
+ * guard refuses loopback otherwise); the SSRF cases check with its request
+ * counts that a refused fetch never reached it. file:// cases use a
+ * temporary directory tree removed at exit. */
 #include <arpa/inet.h>
 #include <check.h>
 #include <errno.h>
@@ -37,6 +40,8 @@
 static pid_t srv_pid = -1;
 static int srv_stdin = -1;
 static char base[64];             /* "http://127.0.0.1:<port>" */
+static char base2[64];            /* "http://127.0.0.2:<port>": never to be reached unasked */
+static const char *const local_only[] = { "127.0.0.1/32" };
 static char srv_error[PATH_MAX + 128];
 static const char *prog_path = "";
 static char tmp_root[PATH_MAX];   /* file:// fixtures */
@@ -80,6 +85,8 @@ static vd_media_opts opts(void)
 		.timeout_s = 5.0,
 		.max_bytes = 1 << 20,
 		.max_redirects = 3,
+		.allowed_networks = local_only,
+		.n_allowed_networks = 1,
 	};
 	return o;
 }
@@ -145,7 +152,7 @@ static void server_start(void)
 {
 	const char *script = server_script();
 	int in[2], out[2];
-	char line[32];
+	char line[64];
 	ssize_t got = 0, r;
 	struct pollfd pfd;
 	double give_up = now_s() + 15.0;
@@ -183,7 +190,7 @@ static void server_start(void)
 	}
 	close(out[0]);
 	line[got] = '\0';
-	if (atoi(line) <= 0) {
+	if (atoi(line) <= 0 || strchr(line, ' ') == NULL || atoi(strchr(line, ' ')) <= 0) {
 		snprintf(srv_error, sizeof(srv_error),
 			 "/usr/bin/python3 %s printed no port ('%s')", script, line);
 		kill(srv_pid, SIGKILL);
@@ -192,6 +199,7 @@ static void server_start(void)
 		return;
 	}
 	snprintf(base, sizeof(base), "http://127.0.0.1:%d", atoi(line));
+	snprintf(base2, sizeof(base2), "http://127.0.0.2:%d", atoi(strchr(line, ' ')));
 }
 
 /* Closing stdin makes the server exit; it gets 3 s before SIGKILL. */
@@ -479,6 +487,200 @@ START_TEST(test_http_redirect_targets)
 }
 END_TEST
 
+/* ---- SSRF guard ---- */
+
+/* How many requests the server at b has served, asked through its /count
+ * with loopback allowed. */
+static long served(const char *b)
+{
+	static const char *const loopback[] = { "127.0.0.0/8" };
+	vd_media_opts o = opts();
+	char u[128], text[32];
+	uint8_t *data = NULL;
+	size_t len = 0;
+
+	o.allowed_networks = loopback;
+	snprintf(u, sizeof(u), "%s/count", b);
+	ck_assert_msg(vd_media_fetch(u, &o, &data, &len) == VD_OK, "%s: %s", u,
+		      vd_error_message());
+	ck_assert_uint_lt(len, sizeof(text));
+	memcpy(text, data, len);
+	text[len] = '\0';
+	free(data);
+	return atol(text);
+}
+
+/* By default no spelling of the loopback server is fetched, and the server
+ * sees no request: the refusal comes before any connection. */
+START_TEST(test_ssrf_loopback_refused)
+{
+	static const char *const forms[] = {
+		"http://127.0.0.1:%s/bytes", "http://2130706433:%s/bytes",
+		"http://0x7f000001:%s/bytes", "http://0177.0.0.1:%s/bytes",
+		"http://127.1:%s/bytes", "http://0x7f.0.0.1:%s/bytes",
+		"http://[::ffff:127.0.0.1]:%s/bytes", "http://[::ffff:7f00:1]:%s/bytes",
+		"http://localhost:%s/bytes", "http://LOCALHOST:%s/bytes",
+		"http://0.0.0.0:%s/bytes", "http://0:%s/bytes", "http://[::1]:%s/bytes",
+		"http://[::]:%s/bytes", "HTTP://127.0.0.1:%s/bytes",
+		"http://user:pw@127.0.0.1:%s/bytes",
+	};
+	vd_media_opts o = opts();
+	const char *port = strrchr(base, ':') + 1;
+	long before = served(base), before2 = served(base2);
+	char u[256];
+
+	o.allowed_networks = NULL;
+	o.n_allowed_networks = 0;
+	for (size_t i = 0; i < sizeof(forms) / sizeof(forms[0]); i++) {
+		snprintf(u, sizeof(u), forms[i], port);
+		expect_fail(u, &o, VD_ERR_INVALID_ARG, "which image fetches may not reach");
+		assert_msg_has("--allowed-media-networks");
+		ck_assert_msg(strstr(vd_error_message(), "loopback") ||
+			      strstr(vd_error_message(), "unspecified"),
+			      "%s: %s", u, vd_error_message());
+	}
+	expect_fail(url("/bytes"), &o, VD_ERR_INVALID_ARG, "127.0.0.1 is a loopback address");
+	snprintf(u, sizeof(u), "http://localhost:%s/bytes", port);
+	expect_fail(u, &o, VD_ERR_INVALID_ARG, "host 'localhost' resolves to");
+	ck_assert_int_eq(served(base), before);
+	ck_assert_int_eq(served(base2), before2);
+}
+END_TEST
+
+/* Every blocked range, by literal address: refused at once with its kind
+ * named; nothing is sent (a connection attempt to most of these would hang
+ * until the 30 s deadline or fail with another message). */
+START_TEST(test_ssrf_ranges_refused)
+{
+	static const char *const cases[][2] = {
+		{ "http://10.0.0.1/x.png", "private" },
+		{ "http://10.255.255.254:8080/x.png", "private" },
+		{ "http://172.16.0.1/x.png", "private" },
+		{ "http://172.31.1.1/x.png", "private" },
+		{ "http://192.168.0.1/x.png", "private" },
+		{ "http://100.64.0.1/x.png", "carrier-grade NAT" },
+		{ "http://169.254.169.254/latest/meta-data/", "link-local" },
+		{ "http://169.254.0.1/x.png", "link-local" },
+		{ "http://2852039166/latest/meta-data/", "link-local" },  /* 169.254.169.254 */
+		{ "http://0xa9fea9fe/latest/meta-data/", "link-local" },
+		{ "http://224.0.0.1/x.png", "multicast" },
+		{ "http://239.255.255.250/x.png", "multicast" },
+		{ "http://255.255.255.255/x.png", "broadcast" },
+		{ "http://0.0.0.0/x.png", "unspecified" },
+		{ "http://198.18.0.1/x.png", "benchmarking" },
+		{ "http://[fc00::1]/x.png", "unique local" },
+		{ "http://[fd00:ec2::254]/latest/meta-data/", "unique local" },
+		{ "http://[fe80::1]/x.png", "link-local" },
+		{ "http://[ff02::1]/x.png", "multicast" },
+		{ "http://[::ffff:10.0.0.1]/x.png", "private" },
+		{ "http://[::ffff:169.254.169.254]/x.png", "link-local" },
+		{ "http://[64:ff9b::a00:1]/x.png", "private" },
+		{ "http://[64:ff9b::7f00:1]/x.png", "loopback" },
+		{ "http://[2002:7f00:1::1]/x.png", "loopback" },
+		{ "https://10.0.0.1/x.png", "private" },
+	};
+	vd_media_opts o = opts();
+	double t0 = now_s();
+
+	o.allowed_networks = NULL;
+	o.n_allowed_networks = 0;
+	o.timeout_s = 30.0;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		expect_fail(cases[i][0], &o, VD_ERR_INVALID_ARG, "which image fetches may not reach");
+		ck_assert_msg(strstr(vd_error_message(), cases[i][1]), "%s: '%s' lacks '%s'",
+			      cases[i][0], vd_error_message(), cases[i][1]);
+	}
+	ck_assert_msg(now_s() - t0 < STALL_CUT_S, "took %.2f s", now_s() - t0);
+}
+END_TEST
+
+/* A redirect into a blocked range is refused before it is followed; the
+ * allow option lets the same target through. */
+START_TEST(test_ssrf_redirects)
+{
+	static const char *const loopback[] = { "127.0.0.0/8" };
+	vd_media_opts o = opts(); /* 127.0.0.1/32 only */
+	const char *port2 = strrchr(base2, ':') + 1;
+	long before2 = served(base2);
+	uint8_t *data = NULL;
+	size_t len = 0;
+	char u[512];
+
+	snprintf(u, sizeof(u), "/to?loc=http://127.0.0.2:%s/bytes", port2);
+	expect_fail(url(u), &o, VD_ERR_INVALID_ARG, "127.0.0.2 is a loopback address (after a redirect)");
+	snprintf(u, sizeof(u), "/to?loc=http://[::ffff:127.0.0.2]:%s/bytes", port2);
+	expect_fail(url(u), &o, VD_ERR_INVALID_ARG, "(after a redirect)");
+	snprintf(u, sizeof(u), "/to?loc=http://2130706434:%s/bytes", port2);
+	expect_fail(url(u), &o, VD_ERR_INVALID_ARG, "127.0.0.2 is a loopback address");
+	expect_fail(url("/to?loc=http://169.254.169.254/latest/meta-data/"), &o,
+		    VD_ERR_INVALID_ARG, "169.254.169.254 is a link-local");
+	expect_fail(url("/to?loc=http://10.1.2.3/x"), &o, VD_ERR_INVALID_ARG, "private");
+	/* two hops in, then out */
+	snprintf(u, sizeof(u), "/redir?n=1");
+	ck_assert_int_eq(vd_media_fetch(url(u), &o, &data, &len), VD_OK);
+	free(data);
+	ck_assert_int_eq(served(base2), before2);
+
+	/* Allowed: the same targets are fetched. */
+	o.allowed_networks = loopback;
+	snprintf(u, sizeof(u), "%s/bytes?n=10", base2);
+	ck_assert_msg(vd_media_fetch(u, &o, &data, &len) == VD_OK, "%s", vd_error_message());
+	assert_pattern(data, len, 10, 0);
+	free(data);
+	snprintf(u, sizeof(u), "/to?loc=http://127.0.0.2:%s/bytes%%3Fn%%3D12", port2);
+	ck_assert_msg(vd_media_fetch(url(u), &o, &data, &len) == VD_OK, "%s", vd_error_message());
+	assert_pattern(data, len, 12, 0);
+	free(data);
+	ck_assert_int_eq(served(base2), before2 + 2);
+}
+END_TEST
+
+/* A closed port and a port that never answers (a listener whose accept
+ * queue is full drops new SYNs, as a firewall would) give the same words. */
+START_TEST(test_connect_failures_alike)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	socklen_t sl = sizeof(sa);
+	vd_media_opts o = opts();
+	char u[64], closed_msg[512], *c, *f;
+	int lfd, cfd[4], fd;
+
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
+	close(fd);
+	o.timeout_s = 1.0;
+	snprintf(u, sizeof(u), "http://127.0.0.1:%d/x", ntohs(sa.sin_port));
+	expect_fail(u, &o, VD_ERR_IO, "could not connect to the host");
+	c = strstr(vd_error_message(), ": could not");
+	ck_assert_ptr_nonnull(c);
+	snprintf(closed_msg, sizeof(closed_msg), "%s", c);
+
+	sa.sin_port = 0;
+	lfd = socket(AF_INET, SOCK_STREAM, 0);
+	ck_assert_int_ge(lfd, 0);
+	ck_assert_int_eq(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	ck_assert_int_eq(getsockname(lfd, (struct sockaddr *)&sa, &sl), 0);
+	ck_assert_int_eq(listen(lfd, 0), 0);
+	for (int i = 0; i < 4; i++) {
+		cfd[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+		ck_assert_int_ge(cfd[i], 0);
+		connect(cfd[i], (struct sockaddr *)&sa, sizeof(sa));
+	}
+	usleep(100 * 1000);
+	snprintf(u, sizeof(u), "http://127.0.0.1:%d/x", ntohs(sa.sin_port));
+	expect_fail(u, &o, VD_ERR_IO, "could not connect to the host");
+	f = strstr(vd_error_message(), ": could not");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_str_eq(f, closed_msg);
+	for (int i = 0; i < 4; i++)
+		close(cfd[i]);
+	close(lfd);
+}
+END_TEST
+
 /* ---- data: URLs ---- */
 
 START_TEST(test_data_url)
@@ -651,6 +853,7 @@ END_TEST
 START_TEST(test_opts_from_config)
 {
 	char *domains[] = { "a.example", "b.example" };
+	char *nets[] = { "127.0.0.0/8,::1/128", "10.0.0.0/8" }, *bad[] = { "10.0.0.0/40" };
 	vd_config c;
 	vd_media_opts o;
 
@@ -661,13 +864,21 @@ START_TEST(test_opts_from_config)
 	c.allowed_local_media_path = "/srv/media";
 	c.allowed_media_domains.items = domains;
 	c.allowed_media_domains.n = 2;
-	vd_media_opts_from_config(&c, &o);
+	c.allowed_media_networks.items = nets;
+	c.allowed_media_networks.n = 2;
+	ck_assert_int_eq(vd_media_opts_from_config(&c, &o), VD_OK);
+	ck_assert_int_eq(o.n_allowed_networks, 2);
+	ck_assert_str_eq(o.allowed_networks[1], "10.0.0.0/8");
 	ck_assert(o.timeout_s == 2.5);
 	ck_assert_int_eq(o.max_bytes, 12345);
 	ck_assert_int_eq(o.max_redirects, 7);
 	ck_assert_str_eq(o.allowed_local_path, "/srv/media");
 	ck_assert_int_eq(o.n_allowed_domains, 2);
 	ck_assert_str_eq(o.allowed_domains[1], "b.example");
+	c.allowed_media_networks.items = bad;
+	c.allowed_media_networks.n = 1;
+	ck_assert_int_eq(vd_media_opts_from_config(&c, &o), VD_ERR_INVALID_ARG);
+	ck_assert_ptr_nonnull(strstr(vd_error_message(), "'10.0.0.0/40'"));
 }
 END_TEST
 
@@ -828,6 +1039,10 @@ static Suite *media_suite(void)
 	tcase_add_test(http, test_http_size_cap);
 	tcase_add_test(http, test_http_redirects);
 	tcase_add_test(http, test_http_redirect_targets);
+	tcase_add_test(http, test_ssrf_loopback_refused);
+	tcase_add_test(http, test_ssrf_ranges_refused);
+	tcase_add_test(http, test_ssrf_redirects);
+	tcase_add_test(http, test_connect_failures_alike);
 	tcase_set_timeout(http, 30);
 	suite_add_tcase(s, http);
 

@@ -342,6 +342,16 @@ START_TEST(test_smart_resize)
 		ck_assert_ptr_nonnull(strstr(vd_error_message(), "aspect ratio"));
 		vd_mm_item_free(&it);
 	}
+	{
+		/* per-request pixels past 16384 tokens: refused, not allocated */
+		vd_image_input in = { .kind = VD_IMAGE_RGB, .rgb = rgb, .height = 100, .width = 100 };
+		vd_mm_kwargs huge = { .struct_size = sizeof(huge), .min_pixels = 28LL * 28 * 20000,
+				      .max_pixels = 28LL * 28 * 30000, .num_crops = -1 };
+
+		ck_assert_int_eq(vd_mm_prepare(f.fam, f.state, &in, &huge, 0, &it), VD_ERR_INVALID_ARG);
+		ck_assert_ptr_nonnull(strstr(vd_error_message(), "16384 tokens"));
+		vd_mm_item_free(&it);
+	}
 	fam_close(&f);
 	free(rgb);
 }

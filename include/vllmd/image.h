@@ -25,10 +25,16 @@ typedef enum vd_resample {
 	VD_RESAMPLE_BICUBIC = 3,  /* PIL.Image.BICUBIC (a = -0.5), antialiased */
 } vd_resample;
 
-/* Decode an encoded image (JPEG, PNG, BMP, GIF first frame) to RGB.
+/* Decode an encoded image (JPEG, PNG, WebP, BMP, GIF; the first frame of
+ * an animation) to RGB, as vLLM's media loader does with PIL: Image.open,
+ * then convert_image_mode(image, "RGB"), so an image with transparency
+ * (RGBA, LA, a palette or grey tRNS, a GIF's transparent index) is pasted
+ * onto white; EXIF orientation is not applied. Equal to PIL pixel for pixel
+ * (JPEG through libjpeg-turbo with PIL's settings, WebP through libwebp).
  * Images whose width*height exceeds max_pixels (0 = no cap) are refused from
  * the header, before any pixel is decoded. Other formats, truncated or
- * corrupt data: VD_ERR_FORMAT with a message. out->data is owned by out. */
+ * corrupt data: VD_ERR_FORMAT with a message that names the format but
+ * never quotes the data. out->data is owned by out. */
 vd_status vd_image_decode(const void *bytes, size_t len, int64_t max_pixels,
 			  vd_image *out);
 /* Read a file and decode it as above; errors name the path. */
@@ -43,6 +49,17 @@ void vd_image_free(vd_image *img);
  * as Pillow does). out is new and owned by the caller. */
 vd_status vd_image_resize(const vd_image *in, int width, int height,
 			  vd_resample filter, vd_image *out);
+/* vd_image_resize to (width, height), then vd_image_crop of the rectangle
+ * (left, top, crop_w, crop_h) with fill[3] outside the resized image, pixel
+ * for pixel; only the pixels of the crop are computed, so memory and time
+ * follow the crop and the input, never the resized size (a 1000000x1 image
+ * resized to 336000000x336 and cropped to 336x336 costs a 336x336 image).
+ * Scratch beyond out: the filter weights of the crop's columns and rows and
+ * a few rows of the crop (core/resample.h). out is new. Errors as
+ * vd_image_resize, and VD_ERR_LIMIT for NEAREST past 2^24 pixels a side. */
+vd_status vd_image_resize_crop(const vd_image *in, int width, int height,
+			       vd_resample filter, int left, int top, int crop_w,
+			       int crop_h, const uint8_t fill[3], vd_image *out);
 /* Crop the rectangle (left, top, width, height); parts outside the image are
  * filled with fill[3]. out is new. */
 vd_status vd_image_crop(const vd_image *in, int left, int top, int width,

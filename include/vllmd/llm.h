@@ -89,7 +89,8 @@ void vd_sampling_params_init(vd_sampling_params *p);
 typedef enum vd_image_kind {
 	VD_IMAGE_PATH = 0,   /* path: a file to decode */
 	VD_IMAGE_BYTES = 1,  /* bytes/len: an encoded image */
-	VD_IMAGE_RGB = 2,    /* rgb: (height, width, 3) packed pixels */
+	VD_IMAGE_RGB = 2,    /* rgb: (height, width, 3) packed pixels, taken as they
+			      * are (the HF processors' convert_rgb leaves RGB as is) */
 	VD_IMAGE_EMBEDS = 3, /* embeds: (rows, hidden) projected embeddings */
 } vd_image_kind;
 

@@ -30,8 +30,9 @@ extern "C" {
 #endif
 
 #define VD_PLUGIN_ABI_MAJOR 1
-#define VD_PLUGIN_ABI_MINOR 2 /* 1: vd_prompt_in.add_special_tokens
-				* 2: qwen2 vit */
+#define VD_PLUGIN_ABI_MINOR 3 /* 1: vd_prompt_in.add_special_tokens
+				* 2: qwen2 vit
+				* 3: image_resize_crop */
 #define VD_PLUGIN_ENTRY_SYMBOL "vd_plugin_entry"
 #define VD_PLUGIN_MAGIC 0x766c6d64u /* "vlmd" */
 
@@ -171,6 +172,11 @@ typedef struct vd_host_api {
 	vd_status (*qwen2_vit_forward)(vd_qwen2_vit *v, const float *pixels,
 				       const int64_t *grid_thw, int n, vd_tensor *out);
 	vd_status (*qwen2_vit_merge)(vd_qwen2_vit *v, const vd_tensor *x, vd_tensor *out);
+
+	/* images (minor 3): see vllmd/image.h */
+	vd_status (*image_resize_crop)(const vd_image *in, int width, int height,
+				       vd_resample filter, int left, int top, int crop_w,
+				       int crop_h, const uint8_t fill[3], vd_image *out);
 } vd_host_api;
 
 /* ---------------------------------------------------------- model context */

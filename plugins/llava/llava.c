@@ -3,6 +3,7 @@
  * a two-layer MLP projector, and `<image>` placeholder expansion to the
  * tower's patch count. Reads weights in the llava-hf hub layout and in the
  * transformers >= 4.52 layout. Talks to the core only through vd_host_api. */
+#include <limits.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -339,49 +340,51 @@ fail:
 
 /* CLIPImageProcessor: resize the shortest edge (long side truncated as
  * transformers' get_resize_output_image_size), center crop, rescale,
- * normalize. */
+ * normalize. The resize and the crop are one step that computes only the
+ * crop's pixels (equal to resizing all, then cropping), so a 1000000x1 image,
+ * whose resized size is 336000000x336, costs what a 336x336 one does. */
 static vd_status llava_process_image(void *state, const vd_image *img, const vd_mm_kwargs *kw,
 				     vd_mm_item *out)
 {
 	llava *m = state;
-	vd_image resized = { 0 }, cropped = { 0 };
-	const vd_image *cur = img;
+	vd_image cropped = { 0 };
 	static const uint8_t black[3] = { 0, 0, 0 };
 	int64_t shape[3] = { 3, m->crop_h, m->crop_w };
+	int w = img->width, h = img->height, nw = w, nh = h;
 	vd_status st = VD_OK;
 
 	(void)kw;
 	if (m->do_resize) {
-		int w = img->width, h = img->height;
 		int s = m->shortest_edge;
-		int nw, nh;
+		double long_side = w <= h ? (double)s * h / w : (double)s * w / h;
 
+		if (long_side >= (double)INT_MAX + 1.0)
+			return H->errorf(VD_ERR_INVALID_ARG,
+					 "llava: a %dx%d image is too elongated: resizing its short "
+					 "side to %d makes the long side %.0f pixels (at most %d)",
+					 w, h, s, long_side, INT_MAX);
 		if (w <= h) {
 			nw = s;
-			nh = (int)((double)s * h / w);
+			nh = (int)long_side;
 		} else {
 			nh = s;
-			nw = (int)((double)s * w / h);
+			nw = (int)long_side;
 		}
-		st = H->image_resize(img, nw, nh, m->resample, &resized);
-		if (st != VD_OK)
-			return st;
-		cur = &resized;
 	}
 	if (m->do_center_crop) {
-		int top = (int)((cur->height - m->crop_h) / 2.0);
-		int left = (int)((cur->width - m->crop_w) / 2.0);
+		int top = (int)((nh - m->crop_h) / 2.0);
+		int left = (int)((nw - m->crop_w) / 2.0);
 
-		st = H->image_crop(cur, left, top, m->crop_w, m->crop_h, black, &cropped);
-		if (st != VD_OK)
-			goto out;
-		cur = &cropped;
+		st = H->image_resize_crop(img, nw, nh, m->resample, left, top, m->crop_w,
+					  m->crop_h, black, &cropped);
+	} else if (nw != m->crop_w || nh != m->crop_h) {
+		st = H->errorf(VD_ERR_INVALID_ARG, "llava: processed image is %dx%d, the tower "
+			       "needs %dx%d", nw, nh, m->crop_w, m->crop_h);
+	} else {
+		st = H->image_resize(img, nw, nh, m->resample, &cropped);
 	}
-	if (cur->width != m->crop_w || cur->height != m->crop_h) {
-		st = H->errorf(VD_ERR_INVALID_ARG, "llava: processed image is %dx%d, the tower needs %dx%d",
-			       cur->width, cur->height, m->crop_w, m->crop_h);
-		goto out;
-	}
+	if (st != VD_OK)
+		return st;
 	memset(out, 0, sizeof(*out));
 	out->struct_size = sizeof(*out);
 	out->kind = VD_MM_PIXELS;
@@ -393,10 +396,9 @@ static vd_status llava_process_image(void *state, const vd_image *img, const vd_
 		st = H->errorf(VD_ERR_NOMEM, "out of memory");
 		goto out;
 	}
-	H->image_to_planes(cur, m->rescale, m->mean, m->std, out->pixels.data);
+	H->image_to_planes(&cropped, m->rescale, m->mean, m->std, out->pixels.data);
 	out->num_tokens = m->tokens_per_image;
 out:
-	H->image_free(&resized);
 	H->image_free(&cropped);
 	return st;
 }
@@ -574,5 +576,5 @@ static const vd_family llava_family = {
 	.expand = llava_expand,
 };
 
-VD_PLUGIN_SINGLE_FAMILY(llava_family, "llava", 0,
+VD_PLUGIN_SINGLE_FAMILY(llava_family, "llava", 3,
 			sizeof(vd_host_api), H)

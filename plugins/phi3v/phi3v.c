@@ -369,7 +369,7 @@ static vd_status hd_transform(const phi3v *m, const vd_image *img, int num_crops
 			      int *H_out, int *W_out)
 {
 	static const uint8_t white[3] = { 255, 255, 255 };
-	vd_image flipped = { 0 }, resized = { 0 }, padded = { 0 }, back = { 0 };
+	vd_image flipped = { 0 }, padded = { 0 }, back = { 0 };
 	const vd_image *cur = img, *fin;
 	bool transposed = img->width < img->height;
 	int S = m->tile, w, h, scale, new_w, new_h, tar;
@@ -399,9 +399,9 @@ static vd_status hd_transform(const phi3v *m, const vd_image *img, int num_crops
 		goto out;
 	}
 	tar = (new_h + S - 1) / S * S;
-	st = H->image_resize(cur, new_w, new_h, VD_RESAMPLE_BILINEAR, &resized);
-	if (st == VD_OK)
-		st = H->image_crop(&resized, 0, -((tar - new_h) / 2), new_w, tar, white, &padded);
+	/* Resize and pad in one step (no resized copy). */
+	st = H->image_resize_crop(cur, new_w, new_h, VD_RESAMPLE_BILINEAR, 0, -((tar - new_h) / 2),
+				  new_w, tar, white, &padded);
 	if (st != VD_OK)
 		goto out;
 	fin = &padded;
@@ -421,7 +421,6 @@ static vd_status hd_transform(const phi3v *m, const vd_image *img, int num_crops
 	*W_out = fin->width;
 out:
 	H->image_free(&flipped);
-	H->image_free(&resized);
 	H->image_free(&padded);
 	H->image_free(&back);
 	return st;
@@ -822,5 +821,5 @@ static const vd_family phi3v_family = {
 	.expand = phi3v_expand,
 };
 
-VD_PLUGIN_SINGLE_FAMILY(phi3v_family, "phi3v", 0,
+VD_PLUGIN_SINGLE_FAMILY(phi3v_family, "phi3v", 3,
 			sizeof(vd_host_api), H)

@@ -17,6 +17,11 @@
 static const vd_host_api *H;
 
 #define MAX_ASPECT 200.0
+/* Most vision tokens (merged patches) one image may become, unless the
+ * model's own max_pixels allows more: bounds what per-request min_pixels and
+ * max_pixels can make preprocessing allocate (16384 is the most Qwen2-VL's
+ * model card shows). */
+#define MAX_IMAGE_TOKENS 16384
 
 typedef struct qwen2vl {
 	vd_backend *be;
@@ -310,10 +315,20 @@ static vd_status qwen2vl_process_image(void *state, const vd_image *img, const v
 		return H->errorf(VD_ERR_INVALID_ARG, "qwen2vl: max_pixels %lld is below min_pixels %lld",
 				 (long long)max_px, (long long)min_px);
 	if (m->do_resize) {
-		st = smart_resize(img->height, img->width, m->patch * m->merge, min_px, max_px, &rh,
-				  &rw);
+		int64_t f = (int64_t)m->patch * m->merge;
+		int64_t cap = MAX_IMAGE_TOKENS * f * f;
+
+		st = smart_resize(img->height, img->width, (int)f, min_px, max_px, &rh, &rw);
 		if (st != VD_OK)
 			return st;
+		if (cap < m->max_pixels)
+			cap = m->max_pixels;
+		if ((int64_t)rh * rw > cap)
+			return H->errorf(VD_ERR_INVALID_ARG,
+					 "qwen2vl: min_pixels/max_pixels resize this image to %dx%d "
+					 "= %lld pixels, more than the %lld one image may use (%d "
+					 "tokens, or the model's max_pixels when larger)", rw, rh,
+					 (long long)rh * rw, (long long)cap, MAX_IMAGE_TOKENS);
 		st = H->image_resize(img, rw, rh, m->resample, &resized);
 		if (st != VD_OK)
 			return st;

@@ -1,7 +1,9 @@
 // End-to-end tests of the vllmd daemon, driven by the official OpenAI client.
 // Starts vllmd on the tiny LLaVA checkpoint (127.0.0.1, a free port) and a
-// local image server on 127.0.0.1; every loop here is bounded and every
-// process is stopped at the end.
+// local image server on 127.0.0.1, which the daemons may fetch from because
+// they are started with --allowed-media-networks 127.0.0.0/8 (the SSRF guard
+// refuses loopback otherwise, as one test checks); every loop here is
+// bounded and every process is stopped at the end.
 //   VLLMD=build/vllmd PLUGINS=build/build-plugins node --test tests/e2e/
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -9,6 +11,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
+import zlib from 'node:zlib';
 import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
 
@@ -23,11 +26,17 @@ const IMG2 = fs.readFileSync(path.join(root, 'tests', 'data', 'models', 'images'
 const KEY = 'test-key';
 
 let imgServer, imgBase;
+let imgRequests = 0; // requests the image server has seen
 const daemons = [];
+const ALLOW_LOCAL = ['--allowed-media-networks', '127.0.0.0/8'];
 
 function startImageServer() {
   return new Promise((resolve) => {
     const s = http.createServer((req, res) => {
+      imgRequests++;
+      if (req.url === '/to-metadata') {
+        res.writeHead(302, { Location: 'http://169.254.169.254/latest/meta-data/' }); res.end(); return;
+      }
       if (req.url === '/wide.png') { res.writeHead(200, { 'Content-Type': 'image/png' }); res.end(IMG); return; }
       if (req.url === '/small.png') { res.writeHead(200, { 'Content-Type': 'image/png' }); res.end(IMG2); return; }
       if (req.url === '/slow.png') {
@@ -49,7 +58,7 @@ function startDaemon(extra, argv) {
   return new Promise((resolve, reject) => {
     const args = argv || ['serve', MODEL, '--plugin-dir', PLUGINS, '--host', '127.0.0.1', '--port', '0',
       '--served-model-name', 'llava-tiny', '--api-key', KEY, '--chat-template', TEMPLATE,
-      '--max-model-len', '512', '--image-fetch-timeout', '1', '--device', 'cpu', ...extra];
+      '--max-model-len', '512', '--image-fetch-timeout', '1', '--device', 'cpu', ...ALLOW_LOCAL, ...extra];
     const proc = spawn(VLLMD, args, { stdio: ['ignore', 'ignore', 'pipe'], cwd: root });
     let err = '';
     const timer = setTimeout(() => { proc.kill('SIGKILL'); reject(new Error('vllmd did not start: ' + err)); }, 60000);
@@ -181,6 +190,96 @@ test('two images with limit 2, refused with limit 1', async () => {
     400, /At most 1 image\(s\) may be provided in one request\./);
 });
 
+// A PNG of w x h (8-bit RGB), compressed: the IHDR says how big it is.
+function stripPng(w, h) {
+  const crcTable = Array.from({ length: 256 }, (_, n) => {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    return c >>> 0;
+  });
+  const crc = (b) => { let c = 0xffffffff; for (const x of b) c = crcTable[(c ^ x) & 0xff] ^ (c >>> 8); return (c ^ 0xffffffff) >>> 0; };
+  const chunk = (type, data) => {
+    const len = Buffer.alloc(4); len.writeUInt32BE(data.length);
+    const body = Buffer.concat([Buffer.from(type), data]);
+    const c = Buffer.alloc(4); c.writeUInt32BE(crc(body));
+    return Buffer.concat([len, body, c]);
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(w, 0); ihdr.writeUInt32BE(h, 4); ihdr[8] = 8; ihdr[9] = 2;
+  const row = 1 + 3 * w, raw = Buffer.alloc(row * h);
+  for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) raw[y * row + 1 + 3 * x] = x & 0xff;
+  return Buffer.concat([Buffer.from('89504e470d0a1a0a', 'hex'), chunk('IHDR', ihdr),
+    chunk('IDAT', zlib.deflateSync(raw, { level: 9 })), chunk('IEND', Buffer.alloc(0))]);
+}
+
+test('the SSRF guard is on by default: loopback, metadata and redirects into them are refused unconnected', async () => {
+  const args = ['serve', MODEL, '--plugin-dir', PLUGINS, '--host', '127.0.0.1', '--port', '0',
+    '--served-model-name', 'llava-tiny', '--api-key', KEY, '--chat-template', TEMPLATE,
+    '--max-model-len', '512', '--image-fetch-timeout', '1', '--device', 'cpu'];
+  const D = await startDaemon(null, args);
+  try {
+    const port = imgServer.address().port;
+    const seen = imgRequests;
+    for (const u of [imgBase + '/wide.png', `http://2130706433:${port}/wide.png`, `http://0x7f.1:${port}/wide.png`,
+      `http://localhost:${port}/wide.png`, `http://[::ffff:127.0.0.1]:${port}/wide.png`, `http://0.0.0.0:${port}/wide.png`]) {
+      const e = await expectError(D.client.chat.completions.create({ model: 'llava-tiny', messages: userImage([u]), max_tokens: 2 }),
+        400, /which image fetches may not reach/);
+      assert.match(e.message, /loopback|unspecified/);
+      assert.match(e.message, /--allowed-media-networks/);
+    }
+    assert.equal(imgRequests, seen, 'the image server saw no request');
+    await expectError(D.client.chat.completions.create({ model: 'llava-tiny',
+      messages: userImage(['http://169.254.169.254/latest/meta-data/']), max_tokens: 2 }), 400, /link-local/);
+    // the allowed daemon follows the redirect's first hop, then refuses the second
+    await expectError(D2.client.chat.completions.create({ model: 'llava-tiny',
+      messages: userImage([imgBase + '/to-metadata']), max_tokens: 2 }), 400, /169\.254\.169\.254 is a link-local address \(after a redirect\)/);
+    // and --allowed-media-networks lets the local server through (the other tests' daemons)
+    const r = await D2.client.chat.completions.create({ model: 'llava-tiny', messages: userImage([imgBase + '/small.png']), max_tokens: 2 });
+    assert.equal(r.usage.completion_tokens, 2);
+    assert.ok(imgRequests > seen);
+  } finally {
+    D.proc.kill('SIGTERM');
+  }
+});
+
+test('100000x1 and 1000000x1 PNGs (data URLs) are answered quickly in bounded memory', async () => {
+  const D = await startDaemon([]);
+  const hwm = () => Number(fs.readFileSync(`/proc/${D.proc.pid}/status`, 'utf8').match(/VmHWM:\s+(\d+)/)[1]);
+  try {
+    await D.client.chat.completions.create({ model: 'llava-tiny', messages: userImage([dataUrl(IMG2)]), max_tokens: 1 });
+    for (const [w, h] of [[100000, 1], [1000000, 1], [1, 100000]]) {
+      const png = stripPng(w, h);
+      const before = hwm(), t0 = Date.now();
+      const r = await D.client.chat.completions.create({ model: 'llava-tiny', messages: userImage([dataUrl(png)]), max_tokens: 1 });
+      const ms = Date.now() - t0, grew = hwm() - before;
+      console.log(`# ${w}x${h} PNG (${png.length} bytes): 200 in ${ms} ms, peak RSS +${grew} KiB`);
+      assert.equal(r.usage.completion_tokens, 1);
+      // the unbounded resize took 5.5 s and 1.4 GB for the smallest of these
+      assert.ok(ms < 3000, `${w}x${h} took ${ms} ms`);
+      assert.ok(grew < 50 * 1024, `${w}x${h} grew the peak RSS by ${grew} KiB`);
+    }
+  } finally {
+    D.proc.kill('SIGTERM');
+  }
+});
+
+test('JPEG and WebP (with alpha) images are accepted', async () => {
+  const py = spawnSync('/usr/bin/python3', ['-c', `
+import base64, io, sys
+from PIL import Image
+im = Image.linear_gradient("L").resize((64, 48)).convert("RGB")
+rgba = im.copy(); rgba.putalpha(128)
+for fmt, img in (("JPEG", im), ("WEBP", rgba)):
+    b = io.BytesIO(); img.save(b, fmt); print(base64.b64encode(b.getvalue()).decode())
+`], { encoding: 'utf8', timeout: 60000 });
+  assert.equal(py.status, 0, py.stderr);
+  const [jpeg, webp] = py.stdout.trim().split('\n');
+  for (const u of ['data:image/jpeg;base64,' + jpeg, 'data:image/webp;base64,' + webp]) {
+    const r = await D2.client.chat.completions.create({ model: 'llava-tiny', messages: userImage([u]), max_tokens: 2 });
+    assert.equal(r.usage.completion_tokens, 2);
+  }
+});
+
 test('streaming equals the whole answer, with usage', async () => {
   const whole = await D2.client.chat.completions.create({
     model: 'llava-tiny', messages: userImage([imgBase + '/wide.png']), max_tokens: 10, temperature: 0,
@@ -233,7 +332,8 @@ test('bad requests get OpenAI error JSON', async () => {
   assert.equal(j.error.code, 400);
   assert.equal(typeof j.error.message, 'string');
   await expectError(D2.client.chat.completions.create({ model: 'llava-tiny', messages: userImage(['data:image/png;base64,@@@notbase64']), max_tokens: 2 }), 400, /base64/);
-  await expectError(D2.client.chat.completions.create({ model: 'llava-tiny', messages: userImage([imgBase + '/text']), max_tokens: 2 }), 400);
+  const e = await expectError(D2.client.chat.completions.create({ model: 'llava-tiny', messages: userImage([imgBase + '/text']), max_tokens: 2 }), 400, /not an image/);
+  assert.doesNotMatch(e.message, /at all/, 'the fetched body is never echoed');
   await expectError(D2.client.chat.completions.create({ model: 'no-such-model', messages: userImage([imgBase + '/wide.png']), max_tokens: 2 }), 404, /does not exist/);
   const bad = new OpenAI({ baseURL: D2.base + '/v1', apiKey: 'wrong', maxRetries: 0 });
   await expectError(bad.chat.completions.create({ model: 'llava-tiny', messages: userImage([imgBase + '/wide.png']), max_tokens: 2 }), 401);
@@ -287,7 +387,7 @@ test('SIGTERM drains in-flight requests, then exits 0', async () => {
 test('conf/phi35.yaml serves the seed\'s two-image chat request (tiny Phi-3.5-V)', async () => {
   const D = await startDaemon(null, ['--config', 'conf/phi35.yaml',
     '--model', path.join(root, 'tests', 'data', 'models', 'phi3v-tiny-a'), '--plugin-dir', PLUGINS,
-    '--host', '127.0.0.1', '--port', '0', '--max-model-len', '384', '--device', 'cpu']);
+    '--host', '127.0.0.1', '--port', '0', '--max-model-len', '384', '--device', 'cpu', ...ALLOW_LOCAL]);
   try {
     const r = await D.client.chat.completions.create({
       model: 'microsoft/Phi-3.5-vision-instruct',
@@ -336,9 +436,9 @@ test('an overloaded server answers 503 in OpenAI error JSON, then recovers', asy
       const j = await r.json();
       return r.status === 200 ? { status: 200, tokens: j.usage.completion_tokens } : { status: r.status, json: j };
     };
-    const settled = await Promise.allSettled(Array.from({ length: 24 }, (_, i) => (i % 2 ? viaClient(i) : viaFetch(i))));
+    const outcomes = await Promise.allSettled(Array.from({ length: 24 }, (_, i) => (i % 2 ? viaClient(i) : viaFetch(i))));
     let ok = 0, busy = 0;
-    for (const s of settled) {
+    for (const s of outcomes) {
       if (s.status === 'fulfilled' && s.value.status === 200) {
         assert.equal(s.value.tokens, 400);
         ok++;
