@@ -5,15 +5,40 @@
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_backend.h"
 
+vd_status vd_backend_check_ops(const vd_backend *be)
+{
+	const vd_ops *o = be && be->ops ? be->ops : NULL;
+
+	if (!o)
+		return vd_errorf(VD_ERR_INVALID_ARG, "backend: no ops table");
+	if (o->version != VD_OPS_VERSION || o->struct_size < sizeof(vd_ops))
+		return vd_errorf(VD_ERR_UNSUPPORTED,
+				 "backend \"%s\": ops table version %u (%u bytes), this core needs "
+				 "version %d (%zu bytes): rebuild the backend with this core",
+				 o->name ? o->name : "?", (unsigned)o->version,
+				 (unsigned)o->struct_size, VD_OPS_VERSION, sizeof(vd_ops));
+	return VD_OK;
+}
+
+/* A created backend is handed out only when its ops table passes the check. */
+static vd_status attach(vd_status st, vd_backend **out)
+{
+	if (st == VD_OK && (st = vd_backend_check_ops(*out)) != VD_OK) {
+		vd_backend_destroy(*out);
+		*out = NULL;
+	}
+	return st;
+}
+
 vd_status vd_backend_create(const char *name, int num_threads, vd_backend **out)
 {
 	if (!name || !out)
 		return vd_errorf(VD_ERR_INVALID_ARG, "backend: name and out are required");
 	*out = NULL;
 	if (strcmp(name, "cpu") == 0)
-		return vd_cpu_backend_create(num_threads, out);
+		return attach(vd_cpu_backend_create(num_threads, out), out);
 	if (strcmp(name, "cuda") == 0)
-		return vd_cuda_backend_create(0, out);
+		return attach(vd_cuda_backend_create(0, out), out);
 	if (strncmp(name, "cuda:", 5) == 0) {
 		char *end;
 		long dev = strtol(name + 5, &end, 10);
@@ -21,7 +46,7 @@ vd_status vd_backend_create(const char *name, int num_threads, vd_backend **out)
 		if (end == name + 5 || *end || dev < 0 || dev > 1024)
 			return vd_errorf(VD_ERR_INVALID_ARG,
 					 "backend \"%s\": expected cuda:<device number>", name);
-		return vd_cuda_backend_create((int)dev, out);
+		return attach(vd_cuda_backend_create((int)dev, out), out);
 	}
 	return vd_errorf(VD_ERR_INVALID_ARG, "backend \"%s\" is unknown: use \"cpu\" or \"cuda\"",
 			 name);

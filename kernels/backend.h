@@ -57,6 +57,12 @@ static inline vd_status vd_cuda_mem_info(vd_backend *be, int64_t *free_bytes,
  * VD_ERR_INVALID_ARG; "cuda" without CUDA support is VD_ERR_UNSUPPORTED. */
 vd_status vd_backend_create(const char *name, int num_threads, vd_backend **out);
 
+/* VD_OK when be's ops table is the one this core was built against: its
+ * version is VD_OPS_VERSION and it is at least as long as this core's
+ * vd_ops (the table is append-only). vd_backend_create checks every backend
+ * it creates; VD_ERR_UNSUPPORTED names both versions otherwise. */
+vd_status vd_backend_check_ops(const vd_backend *be);
+
 /* Free a backend made by vd_backend_create(); NULL is a no-op. */
 void vd_backend_destroy(vd_backend *be);
 

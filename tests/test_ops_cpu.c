@@ -5,6 +5,7 @@
  * bf16/f16 conversions and thread-count independence. */
 #include <check.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1193,6 +1194,22 @@ START_TEST(test_backend_dispatch)
 	ck_assert_int_eq(vd_backend_create("tpu", 0, &be), VD_ERR_INVALID_ARG);
 	ck_assert_ptr_null(be);
 	ck_assert_int_eq(vd_cpu_backend_create(-1, &be), VD_ERR_INVALID_ARG);
+	/* an ops table of another version, or shorter than this core's, is refused */
+	{
+		vd_backend *cpu = new_backend(1), fake;
+		vd_ops ops = *cpu->ops;
+
+		fake = *cpu;
+		fake.ops = &ops;
+		ck_assert_int_eq(vd_backend_check_ops(&fake), VD_OK);
+		ops.version = VD_OPS_VERSION + 1;
+		ck_assert_int_eq(vd_backend_check_ops(&fake), VD_ERR_UNSUPPORTED);
+		ck_assert(strstr(vd_error_message(), "ops table version") != NULL);
+		ops.version = VD_OPS_VERSION;
+		ops.struct_size = (uint32_t)offsetof(vd_ops, patch_conv);
+		ck_assert_int_eq(vd_backend_check_ops(&fake), VD_ERR_UNSUPPORTED);
+		vd_cpu_backend_destroy(cpu);
+	}
 }
 END_TEST
 

@@ -14,6 +14,7 @@
 
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/sample.h"
+#include "kernels/operands.h"
 #include "kernels/patch_conv.h"
 
 /* ------------------------------------------------------------ worker pool */
@@ -154,124 +155,63 @@ typedef struct cache {
 	int64_t sb, ss, sh;   /* strides of the first three dims */
 } cache;
 
+/* The shared operand checks (kernels/operands.h) with this backend's rules;
+ * the adapters below turn their views into the f32 views above. */
+static const vd_operand_rules RULES = {
+	.backend = "cpu", .device = VD_DEVICE_CPU, .compute = 1u << VD_DTYPE_F32,
+	.compute_str = "f32",
+};
+
 static vd_status check_f32(const vd_tensor *t, const char *op, const char *what)
 {
-	if (!t)
-		return vd_errorf(VD_ERR_INVALID_ARG, "cpu %s: %s is NULL", op, what);
-	if (t->device != VD_DEVICE_CPU)
-		return vd_errorf(VD_ERR_INVALID_ARG, "cpu %s: %s is not a CPU tensor", op, what);
-	if (t->dtype != VD_DTYPE_F32)
-		return vd_errorf(VD_ERR_UNSUPPORTED, "cpu %s: %s must be f32, got %s", op, what,
-				 vd_dtype_name(t->dtype));
-	if (t->ndim < 1 || t->ndim > VD_MAX_DIMS)
-		return vd_errorf(VD_ERR_INVALID_ARG, "cpu %s: %s has %d dims", op, what, t->ndim);
-	if (!t->data && vd_tensor_numel(t) > 0)
-		return vd_errorf(VD_ERR_INVALID_ARG, "cpu %s: %s has no data", op, what);
-	return VD_OK;
+	return vd_operand_check(&RULES, t, op, what, true);
 }
 
 static vd_status get_rows(const vd_tensor *t, const char *op, const char *what, rows *out)
 {
-	vd_status st = check_f32(t, op, what);
-	int last;
-	int inner = -1;
+	vd_rows_view v;
+	vd_status st = vd_operand_rows(&RULES, t, op, what, &v);
 
-	if (st)
-		return st;
-	last = t->ndim - 1;
-	out->p = t->data;
-	out->c = t->shape[last];
-	out->n = 1;
-	for (int d = 0; d < last; d++)
-		out->n *= t->shape[d];
-	if (out->c > 1 && t->stride[last] != 1)
-		return vd_errorf(VD_ERR_UNSUPPORTED, "cpu %s: %s must have a contiguous last dim",
-				 op, what);
-	out->rs = out->c;
-	/* dims of size 1 do not constrain the layout */
-	for (int d = last - 1; d >= 0; d--) {
-		if (t->shape[d] == 1)
-			continue;
-		if (inner < 0)
-			out->rs = t->stride[d];
-		else if (t->stride[d] != t->stride[inner] * t->shape[inner])
-			return vd_errorf(VD_ERR_UNSUPPORTED,
-					 "cpu %s: %s is not a row view (dim %d stride %lld)", op,
-					 what, d, (long long)t->stride[d]);
-		inner = d;
-	}
-	if (out->n > 1 && out->rs < out->c)
-		return vd_errorf(VD_ERR_UNSUPPORTED, "cpu %s: %s has overlapping rows", op, what);
-	return VD_OK;
+	*out = (rows){ v.p, v.n, v.c, v.rs };
+	return st;
 }
 
 /* A weight or bias vector of exactly c elements. */
 static vd_status get_vec(const vd_tensor *t, int64_t c, const char *op, const char *what,
 			 const float **out)
 {
-	rows r;
-	vd_status st = get_rows(t, op, what, &r);
+	vd_rows_view v;
+	vd_status st = vd_operand_vec(&RULES, t, c, op, what, &v);
 
-	if (st)
-		return st;
-	if (r.n != 1 || r.c != c)
-		return vd_errorf(VD_ERR_INVALID_ARG, "cpu %s: %s must have %lld elements, got (%lld, %lld)",
-				 op, what, (long long)c, (long long)r.n, (long long)r.c);
-	*out = r.p;
-	return VD_OK;
+	*out = v.p;
+	return st;
 }
 
 static vd_status get_heads(const vd_tensor *t, const char *op, const char *what, heads *out)
 {
-	vd_status st = check_f32(t, op, what);
+	vd_heads_view v;
+	vd_status st = vd_operand_heads(&RULES, t, op, what, &v);
 
-	if (st)
-		return st;
-	if (t->ndim != 3)
-		return vd_errorf(VD_ERR_INVALID_ARG, "cpu %s: %s must be (T, H, D), got %d dims", op,
-				 what, t->ndim);
-	if (t->shape[2] > 1 && t->stride[2] != 1)
-		return vd_errorf(VD_ERR_UNSUPPORTED, "cpu %s: %s must have a contiguous head dim", op,
-				 what);
-	*out = (heads){ t->data, t->shape[0], t->shape[1], t->shape[2], t->stride[0], t->stride[1] };
-	return VD_OK;
+	*out = (heads){ v.p, v.t, v.h, v.d, v.st, v.sh };
+	return st;
 }
 
 /* A KV cache: f32 (the compute dtype) or FP8 E4M3. */
 static vd_status get_cache(const vd_tensor *t, const char *op, const char *what, cache *out)
 {
-	vd_status st;
+	vd_cache_view v;
+	vd_status st = vd_operand_cache(&RULES, t, op, what, &v);
 
-	if (t && t->device == VD_DEVICE_CPU && t->dtype == VD_DTYPE_F8E4M3) {
-		vd_tensor f = *t;
-
-		f.dtype = VD_DTYPE_F32; /* the same checks of shape and data */
-		st = check_f32(&f, op, what);
-	} else {
-		st = check_f32(t, op, what);
-	}
-	if (st)
-		return st;
-	if (t->ndim != 4)
-		return vd_errorf(VD_ERR_INVALID_ARG,
-				 "cpu %s: %s must be (blocks, block_size, heads, head_dim), got %d dims",
-				 op, what, t->ndim);
-	if (t->shape[3] > 1 && t->stride[3] != 1)
-		return vd_errorf(VD_ERR_UNSUPPORTED, "cpu %s: %s must have a contiguous head dim", op,
-				 what);
-	*out = (cache){ t->data, t->dtype == VD_DTYPE_F8E4M3, t->shape[0], t->shape[1], t->shape[2],
-			t->shape[3], t->stride[0], t->stride[1], t->stride[2] };
-	return VD_OK;
+	*out = (cache){ v.p, v.dt == VD_DTYPE_F8E4M3, v.nb, v.bs, v.h, v.d, v.sb, v.ss, v.sh };
+	return st;
 }
 
 static vd_status same_rows(const rows *a, const rows *b, const char *op, const char *an,
 			   const char *bn)
 {
-	if (a->n != b->n || a->c != b->c)
-		return vd_errorf(VD_ERR_INVALID_ARG, "cpu %s: %s (%lld, %lld) and %s (%lld, %lld) differ",
-				 op, an, (long long)a->n, (long long)a->c, bn, (long long)b->n,
-				 (long long)b->c);
-	return VD_OK;
+	vd_rows_view va = { .n = a->n, .c = a->c }, vb = { .n = b->n, .c = b->c };
+
+	return vd_operand_same_rows(&RULES, &va, &vb, op, an, bn);
 }
 
 /* Rows per part so that a part holds at least ~16k elements of work. */
@@ -283,23 +223,6 @@ static int64_t row_grain(int64_t cols)
 }
 
 /* ---------------------------------------------------------- dtypes, memory */
-
-static bool is_float(vd_dtype t)
-{
-	return t == VD_DTYPE_F32 || t == VD_DTYPE_F16 || t == VD_DTYPE_BF16;
-}
-
-/* Float storage: the compute dtypes and FP8, which upload, download, copy
- * and the KV cache convert to and from but no op computes in. */
-static bool is_float_storage(vd_dtype t)
-{
-	return is_float(t) || t == VD_DTYPE_F8E4M3;
-}
-
-static bool is_known(vd_dtype t)
-{
-	return is_float_storage(t) || t == VD_DTYPE_I32 || t == VD_DTYPE_I64 || t == VD_DTYPE_U8;
-}
 
 static float load_float(const void *p, vd_dtype t, int64_t i)
 {
@@ -328,7 +251,7 @@ static void move_elem(void *dst, vd_dtype dt, int64_t di, const void *src, vd_dt
 {
 	size_t es;
 
-	if (is_float_storage(dt)) {
+	if (vd_dtype_is_float_storage(dt)) {
 		store_float(dst, dt, di, load_float(src, st, si));
 		return;
 	}
@@ -338,42 +261,24 @@ static void move_elem(void *dst, vd_dtype dt, int64_t di, const void *src, vd_dt
 
 static vd_status check_convertible(vd_dtype from, vd_dtype to, const char *op)
 {
-	if (!is_known(from) || !is_known(to))
-		return vd_errorf(VD_ERR_INVALID_ARG, "cpu %s: unknown dtype", op);
-	if (from == to || (is_float_storage(from) && is_float_storage(to)))
-		return VD_OK;
-	return vd_errorf(VD_ERR_UNSUPPORTED, "cpu %s: cannot convert %s to %s", op,
-			 vd_dtype_name(from), vd_dtype_name(to));
+	return vd_operand_convertible(&RULES, from, to, op);
 }
 
 static vd_status cpu_alloc(vd_backend *be, vd_tensor *t, vd_dtype dtype, int ndim,
 			   const int64_t *shape)
 {
-	int64_t n = 1;
-	size_t es = vd_dtype_size(dtype);
+	int64_t n;
 	void *p = NULL;
-	vd_tensor z;
+	vd_status st = vd_operand_alloc(&RULES, t, dtype, ndim, shape, &n);
 
 	(void)be;
-	if (!t || !is_known(dtype) || ndim < 0 || ndim > VD_MAX_DIMS || (ndim > 0 && !shape))
-		return vd_errorf(VD_ERR_INVALID_ARG, "cpu alloc: bad tensor, dtype or ndim %d", ndim);
-	for (int d = 0; d < ndim; d++) {
-		if (shape[d] < 0 || (shape[d] > 0 && n > INT64_MAX / 8 / shape[d]))
-			return vd_errorf(VD_ERR_INVALID_ARG, "cpu alloc: bad shape[%d] = %lld", d,
-					 (long long)shape[d]);
-		n *= shape[d];
-	}
+	if (st)
+		return st;
 	/* 64-byte alignment suits BLAS; never 0 bytes so alloc is non-NULL */
-	if (posix_memalign(&p, 64, n > 0 ? (size_t)n * es : 64) != 0)
+	if (posix_memalign(&p, 64, n > 0 ? (size_t)n * vd_dtype_size(dtype) : 64) != 0)
 		return vd_errorf(VD_ERR_NOMEM, "cpu alloc: out of memory for %lld x %s", (long long)n,
 				 vd_dtype_name(dtype));
-	memset(&z, 0, sizeof(z));
-	z.dtype = dtype;
-	z.device = VD_DEVICE_CPU;
-	vd_tensor_set_shape(&z, ndim, shape);
-	z.data = p;
-	z.alloc = p;
-	*t = z;
+	*t = vd_operand_packed(&RULES, dtype, ndim, shape, p);
 	return VD_OK;
 }
 
@@ -501,11 +406,12 @@ static vd_status cpu_download(vd_backend *be, const vd_tensor *src, void *dst)
 
 	if (!src || (!dst && vd_tensor_numel(src) > 0))
 		return vd_errorf(VD_ERR_INVALID_ARG, "cpu download: NULL tensor or destination");
-	if (src->device != VD_DEVICE_CPU || !is_known(src->dtype))
+	if (src->device != VD_DEVICE_CPU || !vd_dtype_is_known(src->dtype))
 		return vd_errorf(VD_ERR_INVALID_ARG, "cpu download: src is not a CPU tensor");
 	if (vd_tensor_numel(src) == 0)
 		return VD_OK;
-	j = (copy_job){ src, NULL, dst, is_float_storage(src->dtype) ? VD_DTYPE_F32 : src->dtype };
+	j = (copy_job){ src, NULL, dst,
+			vd_dtype_is_float_storage(src->dtype) ? VD_DTYPE_F32 : src->dtype };
 	pool_run(ctx_of(be), outer_rows(src), row_grain(inner_len(src)), copy_task, &j);
 	return VD_OK;
 }
@@ -999,52 +905,6 @@ static vd_status cpu_rope(vd_backend *be, vd_tensor *x, const int32_t *positions
 
 /* -------------------------------------------------------------- attention */
 
-/* Validate the batch layout of meta for T query rows and a cache of
- * num_blocks blocks of block_size; fill tok_seq (T) with each row's sequence
- * and *max_ctx with the longest sequence. */
-static vd_status check_meta(const vd_attn_meta *m, int64_t T, int64_t num_blocks,
-			    int64_t block_size, const char *op, int32_t *tok_seq, int64_t *max_ctx)
-{
-	if (!m || !m->query_start_loc || (m->num_seqs > 0 && !m->seq_lens))
-		return vd_errorf(VD_ERR_INVALID_ARG, "cpu %s: incomplete attention metadata", op);
-	if (m->num_tokens != T || m->num_seqs < 0)
-		return vd_errorf(VD_ERR_INVALID_ARG, "cpu %s: meta has %d tokens, q has %lld", op,
-				 m->num_tokens, (long long)T);
-	if (m->block_size != block_size || block_size <= 0)
-		return vd_errorf(VD_ERR_INVALID_ARG, "cpu %s: meta block_size %d, cache has %lld", op,
-				 m->block_size, (long long)block_size);
-	if (m->query_start_loc[0] != 0 || m->query_start_loc[m->num_seqs] != T)
-		return vd_errorf(VD_ERR_INVALID_ARG,
-				 "cpu %s: query_start_loc must run from 0 to num_tokens", op);
-	*max_ctx = 0;
-	for (int s = 0; s < m->num_seqs; s++) {
-		int32_t q0 = m->query_start_loc[s], q1 = m->query_start_loc[s + 1];
-		int64_t len = m->seq_lens[s], nblk = (len + block_size - 1) / block_size;
-
-		if (q1 < q0 || q1 - q0 > len)
-			return vd_errorf(VD_ERR_INVALID_ARG,
-					 "cpu %s: sequence %d has %d queries but seq_len %lld", op, s,
-					 q1 - q0, (long long)len);
-		if (nblk > m->max_blocks || (nblk > 0 && !m->block_tables))
-			return vd_errorf(VD_ERR_INVALID_ARG,
-					 "cpu %s: sequence %d needs %lld blocks, table has %d", op, s,
-					 (long long)nblk, m->max_blocks);
-		for (int64_t b = 0; b < nblk; b++) {
-			int32_t blk = m->block_tables[(int64_t)s * m->max_blocks + b];
-
-			if (blk < 0 || blk >= num_blocks)
-				return vd_errorf(VD_ERR_INVALID_ARG,
-						 "cpu %s: sequence %d block %lld = %d outside the cache",
-						 op, s, (long long)b, blk);
-		}
-		for (int32_t t = q0; t < q1; t++)
-			tok_seq[t] = s;
-		if (len > *max_ctx)
-			*max_ctx = len;
-	}
-	return VD_OK;
-}
-
 /* One query row against keys/values: scores, softmax, weighted sum.
  * key(i)/value(i) of the context are found through the job's layout. */
 typedef struct attn_job {
@@ -1178,14 +1038,10 @@ static vd_status run_attention(cpu_ctx *c, attn_job *j, task_fn fn, const char *
 static vd_status check_qkv_heads(const heads *q, const heads *kv, const heads *out,
 				 const char *op)
 {
-	if (out->t != q->t || out->h != q->h || out->d != q->d)
-		return vd_errorf(VD_ERR_INVALID_ARG, "cpu %s: out must have q's shape", op);
-	if (kv->d != q->d || kv->h <= 0 || q->h % kv->h)
-		return vd_errorf(VD_ERR_INVALID_ARG,
-				 "cpu %s: %lld query heads of dim %lld vs %lld kv heads of dim %lld",
-				 op, (long long)q->h, (long long)q->d, (long long)kv->h,
-				 (long long)kv->d);
-	return VD_OK;
+	vd_heads_view vq = { .t = q->t, .h = q->h, .d = q->d };
+	vd_heads_view vo = { .t = out->t, .h = out->h, .d = out->d };
+
+	return vd_operand_qkv_heads(&RULES, &vq, kv->h, kv->d, &vo, op);
 }
 
 /* q, out: (T, H, D) views; caches: 4-D with contiguous head dim. GQA query
@@ -1207,8 +1063,8 @@ static vd_status cpu_paged_attention(vd_backend *be, const vd_tensor *q, const v
 	if (j.kc.nb != j.vc.nb || j.kc.bs != j.vc.bs || j.kc.h != j.vc.h || j.kc.d != j.vc.d ||
 	    j.kc.fp8 != j.vc.fp8)
 		return vd_errorf(VD_ERR_INVALID_ARG, "cpu paged_attention: k and v caches differ");
-	j.k_scale = meta && meta->k_scale != 0.0f ? meta->k_scale : 1.0f;
-	j.v_scale = meta && meta->v_scale != 0.0f ? meta->v_scale : 1.0f;
+	vd_operand_kv_scales(meta, j.kc.fp8 ? VD_DTYPE_F8E4M3 : VD_DTYPE_F32, &j.k_scale,
+			     &j.v_scale);
 	kvh = (heads){ NULL, 0, j.kc.h, j.kc.d, 0, 0 };
 	if ((st = check_qkv_heads(&j.q, &kvh, &j.out, "paged_attention")))
 		return st;
@@ -1216,7 +1072,8 @@ static vd_status cpu_paged_attention(vd_backend *be, const vd_tensor *q, const v
 	tok_seq = malloc(sizeof(int32_t) * (size_t)(j.q.t > 0 ? j.q.t : 1));
 	if (!tok_seq)
 		return vd_errorf(VD_ERR_NOMEM, "cpu paged_attention: out of memory");
-	st = check_meta(meta, j.q.t, j.kc.nb, j.kc.bs, "paged_attention", tok_seq, &j.ctx_cap);
+	st = vd_operand_attn_meta(&RULES, meta, j.q.t, j.kc.nb, j.kc.bs, "paged_attention", tok_seq,
+				  &j.ctx_cap);
 	if (st || j.q.t == 0)
 		goto out;
 	j.tok_seq = tok_seq;
@@ -1233,8 +1090,7 @@ static vd_status cpu_cache_write(vd_backend *be, const vd_tensor *k, const vd_te
 	heads kh, vh;
 	cache kc, vc;
 	int64_t nslots;
-	float k_scale = meta && meta->k_scale != 0.0f ? meta->k_scale : 1.0f;
-	float v_scale = meta && meta->v_scale != 0.0f ? meta->v_scale : 1.0f;
+	float k_scale, v_scale;
 	vd_status st;
 
 	(void)be;
@@ -1247,6 +1103,7 @@ static vd_status cpu_cache_write(vd_backend *be, const vd_tensor *k, const vd_te
 	    kc.h != kh.h || vc.h != kh.h || kc.d != kh.d || vc.d != kh.d || kc.fp8 != vc.fp8)
 		return vd_errorf(VD_ERR_INVALID_ARG,
 				 "cpu cache_write: k, v (T, Hkv, D) and caches (.., Hkv, D) disagree");
+	vd_operand_kv_scales(meta, kc.fp8 ? VD_DTYPE_F8E4M3 : VD_DTYPE_F32, &k_scale, &v_scale);
 	if (!meta || meta->num_tokens != kh.t || (kh.t > 0 && !meta->slot_mapping))
 		return vd_errorf(VD_ERR_INVALID_ARG,
 				 "cpu cache_write: meta must give slot_mapping for %lld tokens",

@@ -246,7 +246,7 @@ static vd_status dnn_run(cu_ctx *c, const patch_plan *p, const void *x, const vo
 	int64_t B = p->xdim[0], O = p->wdim[0], L = p->L;
 	size_t ybytes = L > 1 ? align_up((size_t)(B * L * O) * vd_dtype_size((vd_dtype)p->dt), 256)
 			      : 0;
-	char *s;
+	char *s = NULL;
 	cudnnStatus_t e;
 
 	TRY(scratch(c, ybytes + p->ws, (void **)&s));

@@ -33,6 +33,7 @@
 
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cpu/sample.h"
+#include "kernels/operands.h"
 #include "kernels/patch_conv.h"
 
 /* ------------------------------------------------------------ error checks */
@@ -397,23 +398,6 @@ static vd_status put_index(cu_ctx *c, int kind, size_t bytes, const char **dev)
 
 /* ------------------------------------------------------------ device helpers */
 
-static bool is_float(vd_dtype t)
-{
-	return t == VD_DTYPE_F32 || t == VD_DTYPE_F16 || t == VD_DTYPE_BF16;
-}
-
-/* Float storage: the compute dtypes and FP8 E4M3, which alloc, upload,
- * download, copy and the KV cache ops take but no other op computes in. */
-static bool is_float_storage(vd_dtype t)
-{
-	return is_float(t) || t == VD_DTYPE_F8E4M3;
-}
-
-static bool is_known(vd_dtype t)
-{
-	return is_float_storage(t) || t == VD_DTYPE_I32 || t == VD_DTYPE_I64 || t == VD_DTYPE_U8;
-}
-
 /* FP8 E4M3 <-> f32: exact up, round to nearest even and saturate down
  * (cvt.rn.satfinite on sm_89+, the same rounding in software before), as
  * vd_f32_to_fp8e4m3 on the host. */
@@ -545,27 +529,19 @@ __device__ float block_sum(float v, float *sh)
 
 /* ------------------------------------------------------------ tensor views */
 
-/* A row view on the device: n rows of c elements, rows rs elements apart
- * (packed tensors, row slices, column slices of a wider matrix). */
-typedef struct rv {
-	void *p;
-	int dt;
-	int64_t n, c, rs;
-} rv;
+/* The shared operand views (kernels/operands.h), passed to kernels by value:
+ * rows (n, c) rs apart; (T, H, D) heads; a KV cache (num_blocks,
+ * block_size, heads, head_dim). */
+typedef vd_rows_view rv;
+typedef vd_heads_view hv;
+typedef vd_cache_view cv;
 
-/* (T, H, D) with a contiguous head dim and any T/H strides. */
-typedef struct hv {
-	void *p;
-	int dt;
-	int64_t t, h, d, st, sh;
-} hv;
-
-/* KV cache (num_blocks, block_size, heads, head_dim), head dim contiguous. */
-typedef struct cv {
-	void *p;
-	int dt;
-	int64_t nb, bs, h, d, sb, ss, sh;
-} cv;
+/* The shared operand checks with this backend's rules. */
+static const vd_operand_rules RULES = {
+	"cuda", VD_DEVICE_CUDA,
+	(1u << VD_DTYPE_F32) | (1u << VD_DTYPE_BF16) | (1u << VD_DTYPE_F16), "f32, bf16 or f16",
+	256,
+};
 
 /* Up to 4-D strided view, front-padded to 4 dims with size-1 dims. */
 typedef struct sv {
@@ -579,96 +555,27 @@ static bool env_on(const char *name);
 
 static vd_status check_t(const vd_tensor *t, const char *op, const char *what, bool floats)
 {
-	if (!t)
-		return vd_errorf(VD_ERR_INVALID_ARG, "cuda %s: %s is NULL", op, what);
-	if (t->device != VD_DEVICE_CUDA)
-		return vd_errorf(VD_ERR_INVALID_ARG, "cuda %s: %s is not a CUDA tensor", op, what);
-	if (floats ? !is_float(t->dtype) : !is_known(t->dtype))
-		return vd_errorf(VD_ERR_UNSUPPORTED, "cuda %s: %s has dtype %s; expected %s", op,
-				 what, vd_dtype_name(t->dtype), floats ? "f32, bf16 or f16" : "a known dtype");
-	if (t->ndim < 1 || t->ndim > VD_MAX_DIMS)
-		return vd_errorf(VD_ERR_INVALID_ARG, "cuda %s: %s has %d dims", op, what, t->ndim);
-	if (!t->data && vd_tensor_numel(t) > 0)
-		return vd_errorf(VD_ERR_INVALID_ARG, "cuda %s: %s has no data", op, what);
-	return VD_OK;
+	return vd_operand_check(&RULES, t, op, what, floats);
 }
 
-/* Same rules as the CPU backend: last dim contiguous, leading dims
- * collapse to rows with one stride, rows do not overlap. */
 static vd_status get_rows(const vd_tensor *t, const char *op, const char *what, rv *out)
 {
-	int last, inner = -1;
-
-	memset(out, 0, sizeof(*out));
-	TRY(check_t(t, op, what, true));
-	last = t->ndim - 1;
-	out->p = t->data;
-	out->dt = t->dtype;
-	out->c = t->shape[last];
-	out->n = 1;
-	for (int d = 0; d < last; d++)
-		out->n *= t->shape[d];
-	if (out->c > 1 && t->stride[last] != 1)
-		return vd_errorf(VD_ERR_UNSUPPORTED, "cuda %s: %s must have a contiguous last dim",
-				 op, what);
-	out->rs = out->c;
-	for (int d = last - 1; d >= 0; d--) {
-		if (t->shape[d] == 1)
-			continue;
-		if (inner < 0)
-			out->rs = t->stride[d];
-		else if (t->stride[d] != t->stride[inner] * t->shape[inner])
-			return vd_errorf(VD_ERR_UNSUPPORTED,
-					 "cuda %s: %s is not a row view (dim %d stride %lld)", op,
-					 what, d, (long long)t->stride[d]);
-		inner = d;
-	}
-	if (out->n > 1 && out->rs < out->c)
-		return vd_errorf(VD_ERR_UNSUPPORTED, "cuda %s: %s has overlapping rows", op, what);
-	return VD_OK;
+	return vd_operand_rows(&RULES, t, op, what, out);
 }
 
-/* A weight or bias vector of exactly c elements (any float dtype). */
 static vd_status get_vec(const vd_tensor *t, int64_t c, const char *op, const char *what, rv *out)
 {
-	TRY(get_rows(t, op, what, out));
-	if (out->n != 1 || out->c != c)
-		return vd_errorf(VD_ERR_INVALID_ARG,
-				 "cuda %s: %s must have %lld elements, got (%lld, %lld)", op, what,
-				 (long long)c, (long long)out->n, (long long)out->c);
-	return VD_OK;
+	return vd_operand_vec(&RULES, t, c, op, what, out);
 }
 
 static vd_status get_heads(const vd_tensor *t, const char *op, const char *what, hv *out)
 {
-	memset(out, 0, sizeof(*out));
-	TRY(check_t(t, op, what, true));
-	if (t->ndim != 3)
-		return vd_errorf(VD_ERR_INVALID_ARG, "cuda %s: %s must be (T, H, D), got %d dims",
-				 op, what, t->ndim);
-	if (t->shape[2] > 1 && t->stride[2] != 1)
-		return vd_errorf(VD_ERR_UNSUPPORTED, "cuda %s: %s must have a contiguous head dim",
-				 op, what);
-	*out = (hv){ t->data, (int)t->dtype, t->shape[0], t->shape[1], t->shape[2],
-		     t->stride[0], t->stride[1] };
-	return VD_OK;
+	return vd_operand_heads(&RULES, t, op, what, out);
 }
 
-/* A KV cache: a compute dtype or FP8 E4M3. */
 static vd_status get_cache(const vd_tensor *t, const char *op, const char *what, cv *out)
 {
-	memset(out, 0, sizeof(*out));
-	TRY(check_t(t, op, what, !(t && t->dtype == VD_DTYPE_F8E4M3)));
-	if (t->ndim != 4)
-		return vd_errorf(VD_ERR_INVALID_ARG,
-				 "cuda %s: %s must be (blocks, block_size, heads, head_dim), got %d dims",
-				 op, what, t->ndim);
-	if (t->shape[3] > 1 && t->stride[3] != 1)
-		return vd_errorf(VD_ERR_UNSUPPORTED, "cuda %s: %s must have a contiguous head dim",
-				 op, what);
-	*out = (cv){ t->data, (int)t->dtype, t->shape[0], t->shape[1], t->shape[2], t->shape[3],
-		     t->stride[0], t->stride[1], t->stride[2] };
-	return VD_OK;
+	return vd_operand_cache(&RULES, t, op, what, out);
 }
 
 static sv get_strided(const vd_tensor *t)
@@ -688,21 +595,12 @@ static sv get_strided(const vd_tensor *t)
 static vd_status same_rows(const rv *a, const rv *b, const char *op, const char *an,
 			   const char *bn)
 {
-	if (a->n != b->n || a->c != b->c)
-		return vd_errorf(VD_ERR_INVALID_ARG,
-				 "cuda %s: %s (%lld, %lld) and %s (%lld, %lld) differ", op, an,
-				 (long long)a->n, (long long)a->c, bn, (long long)b->n, (long long)b->c);
-	return VD_OK;
+	return vd_operand_same_rows(&RULES, a, b, op, an, bn);
 }
 
 static vd_status check_convertible(vd_dtype from, vd_dtype to, const char *op)
 {
-	if (!is_known(from) || !is_known(to))
-		return vd_errorf(VD_ERR_INVALID_ARG, "cuda %s: unknown dtype", op);
-	if (from == to || (is_float_storage(from) && is_float_storage(to)))
-		return VD_OK;
-	return vd_errorf(VD_ERR_UNSUPPORTED, "cuda %s: cannot convert %s to %s", op,
-			 vd_dtype_name(from), vd_dtype_name(to));
+	return vd_operand_convertible(&RULES, from, to, op);
 }
 
 /* Grid for kernels over (rows, cols): x covers columns in blocks of 256,
@@ -752,7 +650,7 @@ static vd_status launch_copy(cu_ctx *c, const sv *s, const sv *d)
 {
 	int64_t n = s->shape[0] * s->shape[1] * s->shape[2] * s->shape[3];
 	int64_t blocks = (n + 255) / 256;
-	int es = is_float_storage((vd_dtype)s->dt) ? 0 : (int)vd_dtype_size((vd_dtype)s->dt);
+	int es = vd_dtype_is_float_storage((vd_dtype)s->dt) ? 0 : (int)vd_dtype_size((vd_dtype)s->dt);
 
 	if (n == 0)
 		return VD_OK;
@@ -796,18 +694,10 @@ static sv rows_sv(const rv *r)
 static vd_status cu_alloc(vd_backend *be, vd_tensor *t, vd_dtype dtype, int ndim,
 			  const int64_t *shape)
 {
-	int64_t n = 1;
+	int64_t n;
 	void *p = NULL;
-	vd_tensor z;
 
-	if (!t || !is_known(dtype) || ndim < 0 || ndim > VD_MAX_DIMS || (ndim > 0 && !shape))
-		return vd_errorf(VD_ERR_INVALID_ARG, "cuda alloc: bad tensor, dtype or ndim %d", ndim);
-	for (int d = 0; d < ndim; d++) {
-		if (shape[d] < 0 || (shape[d] > 0 && n > INT64_MAX / 8 / shape[d]))
-			return vd_errorf(VD_ERR_INVALID_ARG, "cuda alloc: bad shape[%d] = %lld", d,
-					 (long long)shape[d]);
-		n *= shape[d];
-	}
+	TRY(vd_operand_alloc(&RULES, t, dtype, ndim, shape, &n));
 	ENTER(be);
 	GRAPH_FORBID("alloc");
 	if (cudaMallocFromPoolAsync(&p, n > 0 ? (size_t)n * vd_dtype_size(dtype) : 256, c->pool,
@@ -816,13 +706,7 @@ static vd_status cu_alloc(vd_backend *be, vd_tensor *t, vd_dtype dtype, int ndim
 		return vd_errorf(VD_ERR_NOMEM, "cuda alloc: out of GPU memory for %lld x %s",
 				 (long long)n, vd_dtype_name(dtype));
 	}
-	memset(&z, 0, sizeof(z));
-	z.dtype = dtype;
-	z.device = VD_DEVICE_CUDA;
-	vd_tensor_set_shape(&z, ndim, shape);
-	z.data = p;
-	z.alloc = p;
-	*t = z;
+	*t = vd_operand_packed(&RULES, dtype, ndim, shape, p);
 	return VD_OK;
 }
 
@@ -978,7 +862,7 @@ static vd_status cu_download(vd_backend *be, const vd_tensor *src, void *dst)
 		return vd_errorf(VD_ERR_INVALID_ARG, "cuda download: NULL tensor or destination");
 	TRY(check_t(src, "download", "src", false));
 	n = vd_tensor_numel(src);
-	hdt = is_float_storage(src->dtype) ? VD_DTYPE_F32 : src->dtype;
+	hdt = vd_dtype_is_float_storage(src->dtype) ? VD_DTYPE_F32 : src->dtype;
 	bytes = (size_t)n * vd_dtype_size(hdt);
 	ENTER(be);
 	GRAPH_FORBID("download");
@@ -2330,61 +2214,7 @@ static vd_status run_attention(cu_ctx *c, attn_args *a, int kv_dt, int64_t rows,
 static vd_status check_qkv_heads(const hv *q, int64_t kv_h, int64_t kv_d, const hv *out,
 				 const char *op)
 {
-	if (out->t != q->t || out->h != q->h || out->d != q->d)
-		return vd_errorf(VD_ERR_INVALID_ARG, "cuda %s: out must have q's shape", op);
-	if (kv_d != q->d || kv_h <= 0 || q->h % kv_h)
-		return vd_errorf(VD_ERR_INVALID_ARG,
-				 "cuda %s: %lld query heads of dim %lld vs %lld kv heads of dim %lld",
-				 op, (long long)q->h, (long long)q->d, (long long)kv_h, (long long)kv_d);
-	if (q->d > 256)
-		return vd_errorf(VD_ERR_UNSUPPORTED, "cuda %s: head dim %lld > 256", op,
-				 (long long)q->d);
-	return VD_OK;
-}
-
-/* The paged-cache checks of the CPU oracle (same messages); fills tok_seq
- * (T) and *max_ctx. */
-static vd_status check_meta(const vd_attn_meta *m, int64_t T, const cv *kc, int32_t *tok_seq,
-			    int64_t *max_ctx)
-{
-	const char *op = "paged_attention";
-
-	if (m->num_tokens != T || m->num_seqs < 0)
-		return vd_errorf(VD_ERR_INVALID_ARG, "cuda %s: meta has %d tokens, q has %lld", op,
-				 m->num_tokens, (long long)T);
-	if (m->block_size != kc->bs || kc->bs <= 0)
-		return vd_errorf(VD_ERR_INVALID_ARG, "cuda %s: meta block_size %d, cache has %lld", op,
-				 m->block_size, (long long)kc->bs);
-	if (m->query_start_loc[0] != 0 || m->query_start_loc[m->num_seqs] != T)
-		return vd_errorf(VD_ERR_INVALID_ARG,
-				 "cuda %s: query_start_loc must run from 0 to num_tokens", op);
-	*max_ctx = 0;
-	for (int s = 0; s < m->num_seqs; s++) {
-		int32_t q0 = m->query_start_loc[s], q1 = m->query_start_loc[s + 1];
-		int64_t len = m->seq_lens[s], nblk = (len + kc->bs - 1) / kc->bs;
-
-		if (q1 < q0 || q1 - q0 > len)
-			return vd_errorf(VD_ERR_INVALID_ARG,
-					 "cuda %s: sequence %d has %d queries but seq_len %lld", op, s,
-					 q1 - q0, (long long)len);
-		if (nblk > m->max_blocks || (nblk > 0 && !m->block_tables))
-			return vd_errorf(VD_ERR_INVALID_ARG,
-					 "cuda %s: sequence %d needs %lld blocks, table has %d", op, s,
-					 (long long)nblk, m->max_blocks);
-		for (int64_t b = 0; b < nblk; b++) {
-			int32_t blk = m->block_tables[(int64_t)s * m->max_blocks + b];
-
-			if (blk < 0 || blk >= kc->nb)
-				return vd_errorf(VD_ERR_INVALID_ARG,
-						 "cuda %s: sequence %d block %lld = %d outside the cache",
-						 op, s, (long long)b, blk);
-		}
-		for (int32_t t = q0; t < q1; t++)
-			tok_seq[t] = s;
-		if (len > *max_ctx)
-			*max_ctx = len;
-	}
-	return VD_OK;
+	return vd_operand_qkv_heads(&RULES, q, kv_h, kv_d, out, op);
 }
 
 static vd_status cu_paged_attention(vd_backend *be, const vd_tensor *q, const vd_tensor *k_cache,
@@ -2415,8 +2245,7 @@ static vd_status cu_paged_attention(vd_backend *be, const vd_tensor *q, const vd
 				 "cuda paged_attention: incomplete attention metadata");
 	/* FP8: K's scale joins the score scale, V's multiplies the outputs */
 	fp8 = kc.dt == VD_DTYPE_F8E4M3;
-	k_scale = fp8 && meta->k_scale != 0.0f ? meta->k_scale : 1.0f;
-	v_scale = fp8 && meta->v_scale != 0.0f ? meta->v_scale : 1.0f;
+	vd_operand_kv_scales(meta, kc.dt, &k_scale, &v_scale);
 	if (fp8 && qh.dt == VD_DTYPE_F32)
 		return vd_errorf(VD_ERR_UNSUPPORTED,
 				 "cuda paged_attention: an FP8 cache needs bf16 or f16 queries");
@@ -2432,7 +2261,8 @@ static vd_status cu_paged_attention(vd_backend *be, const vd_tensor *q, const vd
 	o_tiles = align_up(o_rows + sizeof(int32_t) * (size_t)qh.t, 16);
 	total = o_tiles + 2 * sizeof(int32_t) * (size_t)(qh.t / FL_M + S + 1);
 	TRY(blob_get(c, total, &blob));
-	TRY(check_meta(meta, qh.t, &kc, (int32_t *)(blob + o_tok), &max_ctx));
+	TRY(vd_operand_attn_meta(&RULES, meta, qh.t, kc.nb, kc.bs, "paged_attention",
+				 (int32_t *)(blob + o_tok), &max_ctx));
 	if (qh.t == 0 || qh.h == 0)
 		return VD_OK;
 	memcpy(blob + o_st, meta->query_start_loc, sizeof(int32_t) * (size_t)(S + 1));
@@ -2518,7 +2348,7 @@ static vd_status cu_cache_write(vd_backend *be, const vd_tensor *k, const vd_ten
 	int64_t nslots;
 	char *blob = NULL;
 	const char *dev;
-	float k_scale = 1.0f, v_scale = 1.0f;
+	float k_scale, v_scale;
 
 	TRY(get_heads(k, "cache_write", "k", &kh));
 	TRY(get_heads(v, "cache_write", "v", &vh));
@@ -2528,10 +2358,7 @@ static vd_status cu_cache_write(vd_backend *be, const vd_tensor *k, const vd_ten
 	    kc.h != kh.h || vc.h != kh.h || kc.d != kh.d || vc.d != kh.d || kc.dt != vc.dt)
 		return vd_errorf(VD_ERR_INVALID_ARG,
 				 "cuda cache_write: k, v (T, Hkv, D) and caches (.., Hkv, D) disagree");
-	if (kc.dt == VD_DTYPE_F8E4M3) {
-		k_scale = meta && meta->k_scale != 0.0f ? meta->k_scale : 1.0f;
-		v_scale = meta && meta->v_scale != 0.0f ? meta->v_scale : 1.0f;
-	}
+	vd_operand_kv_scales(meta, kc.dt, &k_scale, &v_scale);
 	if (!meta || meta->num_tokens != kh.t || (kh.t > 0 && !meta->slot_mapping))
 		return vd_errorf(VD_ERR_INVALID_ARG,
 				 "cuda cache_write: meta must give slot_mapping for %lld tokens",
