@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "core/sampler.h"
-#include "kernels/cpu/sample.h"
+#include "kernels/sample.h"
 #include "vllmd/ops.h"
 
 static uint64_t rotl(uint64_t x, int k)

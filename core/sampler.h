@@ -2,7 +2,7 @@
  * penalties (repetition, frequency, presence) -> temperature -> min_p ->
  * top_k -> top_p -> greedy argmax or a seeded random draw. Also the logprob
  * bookkeeping (top-k with ranks) computed from the raw logits. The work
- * per row is kernels/cpu/sample.h's, the host side of the sample_full op;
+ * per row is kernels/sample.h's, the host side of the sample_full op;
  * this module turns request parameters into its rows. Pure functions over host f32 rows; the RNG lives with the sequence so a
  * seeded request draws the same tokens whatever else is in the batch. */
 #ifndef VD_SAMPLER_H
@@ -55,7 +55,7 @@ int32_t vd_sample_build_hist(const vd_sampling_params *p, const vd_sample_histor
 size_t vd_sample_scratch_bytes(int32_t V);
 
 /* Pick the next token from logits (V, unchanged) with p, as the
- * sample_full op does (kernels/cpu/sample.h): banned (n_banned ids, e.g.
+ * sample_full op does (kernels/sample.h): banned (n_banned ids, e.g.
  * EOS before min_tokens) first, then penalties over h, temperature, min_p,
  * top_k, top_p, and a draw keyed by one word of rng. scratch holds
  * vd_sample_scratch_bytes(V), its mark array (see above) zeroed to -1 by

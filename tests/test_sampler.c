@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "core/sampler.h"
-#include "kernels/cpu/sample.h"
+#include "kernels/sample.h"
 
 #define V 4
 #define DRAWS 40000

@@ -265,7 +265,7 @@ typedef struct vd_ops {
 	/* Optional (NULL: download the logits and sample on the host). Every
 	 * row of x (M, N) f32 sampled with its own filters (vd_sample_row), the
 	 * picks and logprobs written to the host arrays of a. The same inputs
-	 * give the same picks as kernels/cpu/sample.h on the host (up to the
+	 * give the same picks as kernels/sample.h on the host (up to the
 	 * last bit of libm's exp and log, which moves a pick only when a draw
 	 * or a top_p mass lands within ~1e-12 of a tie). */
 	vd_status (*sample_full)(vd_backend *be, const vd_tensor *x, const vd_sample_args *a);

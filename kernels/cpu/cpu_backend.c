@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "kernels/cpu/cpu_backend.h"
-#include "kernels/cpu/sample.h"
+#include "kernels/sample.h"
 #include "kernels/operands.h"
 #include "kernels/patch_conv.h"
 

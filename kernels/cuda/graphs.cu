@@ -1,12 +1,13 @@
-/* Step graphs (CUDA graphs) of the CUDA backend, included by
- * cuda_backend.cu after the context and the tensor views: the arena of a
- * graph's index arrays, the operand signature every op folds into, the
- * GRAPH_* macros the ops use, and the graph_begin / graph_end ops. */
+/* Step graphs (CUDA graphs) of the CUDA backend: the arena of a graph's
+ * index arrays (put_graph) and the graph_begin / graph_end ops. The
+ * operand signature every op folds into and the GRAPH_* macros are in
+ * common.cuh. */
+#include "kernels/cuda/common.cuh"
 
 /* put_index inside a step graph: recording lays the bytes out in the
  * arena; replaying writes them where the recording put them and checks the
  * layout is the same (else the step runs op by op). */
-static vd_status put_graph(cu_ctx *c, int kind, size_t bytes, const char **dev)
+vd_status put_graph(cu_ctx *c, int kind, size_t bytes, const char **dev)
 {
 	cu_graph *g = &c->graphs[c->gid];
 
@@ -64,81 +65,7 @@ static vd_status put_graph(cu_ctx *c, int kind, size_t bytes, const char **dev)
 	return VD_OK;
 }
 
-/* The step signature: every op folds in its name and operands (pointers,
- * shapes, strides, dtypes, the scalars that pick its launches), so a replay
- * that would launch anything else is refused. */
-static void gmix(cu_ctx *c, uint64_t v)
-{
-	c->gsig = (c->gsig ^ v) * 0x100000001b3ull;
-	c->gsig ^= c->gsig >> 29;
-}
-
-static uint64_t gval(const void *p) { return (uintptr_t)p; }
-static uint64_t gval(int64_t v) { return (uint64_t)v; }
-static uint64_t gval(int v) { return (uint64_t)(int64_t)v; }
-
-template <typename... A> static void gmix_all(cu_ctx *c, const A &...v)
-{
-	(gmix(c, gval(v)), ...);
-}
-
-static void gnote(cu_ctx *c, const rv &r) { gmix_all(c, r.p, r.dt, r.n, r.c, r.rs); }
-static void gnote(cu_ctx *c, const hv &h) { gmix_all(c, h.p, h.dt, h.t, h.h, h.d, h.st, h.sh); }
-
-static void gnote(cu_ctx *c, const cv &v)
-{
-	gmix_all(c, v.p, v.dt, v.nb, v.bs, v.h, v.d, v.sb, v.ss, v.sh);
-}
-
-static void gnote(cu_ctx *c, const sv &v)
-{
-	gmix_all(c, v.p, v.dt);
-	for (int i = 0; i < 4; i++)
-		gmix_all(c, v.shape[i], v.stride[i]);
-}
-
-static void gnote(cu_ctx *c, int64_t v) { gmix(c, (uint64_t)v); }
-static void gnote(cu_ctx *c, int v) { gmix(c, (uint64_t)(int64_t)v); }
-
-static void gnote(cu_ctx *c, float v)
-{
-	uint32_t u;
-
-	memcpy(&u, &v, sizeof(u));
-	gmix(c, u);
-}
-
-template <typename... A> static void gnote_all(cu_ctx *c, const char *op, const A &...a)
-{
-	gmix(c, (uintptr_t)op);
-	(gnote(c, a), ...);
-}
-
-/* At the top of an op (after ENTER): its operands join the signature. */
-#define GRAPH_OP(op, ...)                                                                  \
-	do {                                                                               \
-		if (c->gmode)                                                              \
-			gnote_all(c, op, __VA_ARGS__);                                     \
-	} while (0)
-
-/* Before an op's first launch: a replay stops here (the graph launches). */
-#define GRAPH_SKIP()                                                                       \
-	do {                                                                               \
-		if (c->gmode == GM_REPLAY)                                                 \
-			return VD_OK;                                                      \
-	} while (0)
-
-/* Ops that cannot be part of a step graph (host transfers, syncs, memory). */
-#define GRAPH_FORBID(op)                                                                   \
-	do {                                                                               \
-		if (c->gmode) {                                                            \
-			c->gfail = true;                                                   \
-			return vd_errorf(VD_ERR_UNSUPPORTED,                               \
-					 "cuda %s: not allowed inside a step graph", op);  \
-		}                                                                          \
-	} while (0)
-
-static vd_status cu_graph_begin(vd_backend *be, int id)
+vd_status cu_graph_begin(vd_backend *be, int id)
 {
 	ENTER(be);
 	cu_graph *g;
@@ -177,7 +104,7 @@ static vd_status cu_graph_begin(vd_backend *be, int id)
 	return VD_OK;
 }
 
-static vd_status cu_graph_end(vd_backend *be, int *ran)
+vd_status cu_graph_end(vd_backend *be, int *ran)
 {
 	ENTER(be);
 	int mode = c->gmode;

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kernels/cpu/sample.h"
+#include "kernels/sample.h"
 
 size_t vd_cpu_sample_scratch_bytes(int32_t V)
 {

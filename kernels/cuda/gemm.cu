@@ -1,6 +1,27 @@
-/* The two non-cuBLAS paths of cu_linear, included by cuda_backend.cu
- * before it: cached cuBLASLt plans with the bias in the epilogue, and the
- * batch-1 GEMV kernel. */
+/* linear (vllmd/ops.h) on the GPU: cuBLAS with f32 accumulation, cached
+ * cuBLASLt plans with the bias in the epilogue, and the batch-1 GEMV kernel. */
+#include "kernels/cuda/common.cuh"
+
+/* ------------------------------------------------------------ dense math */
+
+/* y[m, :] = b (or 0 when b is NULL): the C operand of a beta = 1 GEMM. */
+__global__ void k_fill_rows(rv y, const void *b, int bdt)
+{
+	int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+
+	if (j >= y.c)
+		return;
+	for (int64_t m = blockIdx.y; m < y.n; m += gridDim.y)
+		stf(y.p, y.dt, m * y.rs + j, b ? ldf(b, bdt, j) : 0.0f);
+}
+
+static cudaDataType_t blas_type(int dt)
+{
+	return dt == VD_DTYPE_F32 ? CUDA_R_32F : dt == VD_DTYPE_BF16 ? CUDA_R_16BF : CUDA_R_16F;
+}
+
+/* The two non-cuBLAS paths of cu_linear: cached cuBLASLt plans with the bias
+ * in the epilogue, and the batch-1 GEMV kernel. */
 
 /* cuBLASLt plans of linear with a bias (vision towers, biased qkv): the
  * bias is added in the GEMM's epilogue instead of a fill pass and a beta = 1
@@ -245,4 +266,141 @@ static bool gemv_fits(const rv *x, const rv *w)
 	}
 	return !off && x->n == 1 && w->dt != VD_DTYPE_F32 && x->dt == w->dt && !(w->c & 7) &&
 	       !(w->rs & 7) && !(((uintptr_t)x->p | (uintptr_t)w->p) & 15) && w->n <= 0x7fffffffLL;
+}
+
+/* The work of linear after its checks: y = x w^T (+ b) on c's stream.
+ * Also used by ops that contain a GEMM (patch_conv). */
+vd_status linear_run(cu_ctx *c, const rv &xr, const rv &wr, const rv *bp, const rv &yr)
+{
+	rv br = { NULL, 0, 0, 0, 0 };
+	const void *b = bp;
+	float alpha = 1.0f, beta;
+	bool direct;
+	size_t xbytes = 0, ybytes = 0;
+	char *tmp = NULL;
+	rv xa, ya;
+
+	if (bp)
+		br = *bp;
+	if (xr.n == 0 || wr.n == 0)
+		return VD_OK;
+	/* one row: the GEMV kernel writes y in any float dtype, no staging */
+	if (xr.c > 0 && gemv_fits(&xr, &wr)) {
+		if (wr.dt == VD_DTYPE_BF16)
+			launch_gemv_t<__nv_bfloat16>(c, &xr, &wr, &br, &yr);
+		else
+			launch_gemv_t<__half>(c, &xr, &wr, &br, &yr);
+		LAUNCHED();
+		return VD_OK;
+	}
+	direct = wr.dt == VD_DTYPE_F32 ? yr.dt == VD_DTYPE_F32 : (yr.dt == wr.dt || yr.dt == VD_DTYPE_F32);
+	if (xr.dt != wr.dt && xr.c > 0)
+		xbytes = align_up((size_t)(xr.n * xr.c) * vd_dtype_size((vd_dtype)wr.dt), 256);
+	if (!direct)
+		ybytes = (size_t)(yr.n * yr.c) * sizeof(float);
+	if (xbytes + ybytes > 0)
+		TRY(scratch(c, xbytes + ybytes, (void **)&tmp));
+	xa = xr;
+	if (xbytes) {
+		sv s = rows_sv(&xr), d = packed2(tmp, (vd_dtype)wr.dt, xr.n, xr.c);
+
+		TRY(launch_copy(c, &s, &d));
+		xa = (rv){ tmp, wr.dt, xr.n, xr.c, xr.c };
+	}
+	ya = direct ? yr : (rv){ tmp + xbytes, VD_DTYPE_F32, yr.n, yr.c, yr.c };
+	if (b && direct && xr.c > 0 && !xbytes) {
+		bool ran;
+
+		TRY(lt_linear(c, &wr, &xa, &br, &ya, &ran));
+		if (ran)
+			return VD_OK;
+	}
+	beta = 0.0f;
+	if (b || xr.c == 0) {
+		k_fill_rows<<<grid_rc(ya.n, ya.c), 256, 0, c->stream>>>(ya, br.p, br.dt);
+		LAUNCHED();
+		beta = 1.0f;
+	}
+	if (xr.c > 0)
+		CUBLAS_TRY(cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)wr.n, (int)xr.n,
+					(int)xr.c, &alpha, wr.p, blas_type(wr.dt), (int)wr.rs, xa.p,
+					blas_type(xa.dt), (int)xa.rs, &beta, ya.p, blas_type(ya.dt),
+					(int)ya.rs,
+					wr.dt == VD_DTYPE_F32 && c->tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32
+									 : CUBLAS_COMPUTE_32F,
+					CUBLAS_GEMM_DEFAULT));
+	if (!direct) {
+		sv s = rows_sv(&ya), d = rows_sv(&yr);
+
+		TRY(launch_copy(c, &s, &d));
+	}
+	return VD_OK;
+}
+
+/* y (M,N) = x (M,K) w (N,K)^T + b, f32 accumulation. cuBLAS is column-major,
+ * so it computes y^T = w x^T: A = w read transposed (lda = w row stride),
+ * B = x (ldb = x row stride), C = y (ldc = y row stride). Dtypes may mix:
+ * x is converted to w's dtype when they differ, and y goes through f32
+ * scratch when cuBLAS cannot write it directly. */
+vd_status cu_linear(vd_backend *be, const vd_tensor *x, const vd_tensor *w,
+			   const vd_tensor *b, vd_tensor *y)
+{
+	rv xr, wr, yr, br = { NULL, 0, 0, 0, 0 };
+
+	TRY(get_rows(x, "linear", "x", &xr));
+	TRY(get_rows(w, "linear", "w", &wr));
+	TRY(get_rows(y, "linear", "y", &yr));
+	if (xr.c != wr.c || yr.n != xr.n || yr.c != wr.n)
+		return vd_errorf(VD_ERR_INVALID_ARG,
+				 "cuda linear: x (%lld, %lld) @ w (%lld, %lld)^T -> y (%lld, %lld) mismatch",
+				 (long long)xr.n, (long long)xr.c, (long long)wr.n, (long long)wr.c,
+				 (long long)yr.n, (long long)yr.c);
+	if (b)
+		TRY(get_vec(b, wr.n, "linear", "b", &br));
+	if (xr.c > INT32_MAX || xr.n > INT32_MAX || wr.n > INT32_MAX || xr.rs > INT32_MAX ||
+	    wr.rs > INT32_MAX || yr.rs > INT32_MAX)
+		return vd_errorf(VD_ERR_UNSUPPORTED, "cuda linear: dimensions exceed cuBLAS int range");
+	TRY(check_grid(yr.n, yr.c, "linear"));
+	ENTER(be);
+	GRAPH_OP("linear", xr, wr, yr, br);
+	GRAPH_SKIP();
+	TRY(linear_run(c, xr, wr, b ? &br : NULL, yr));
+	return op_done(c, "linear");
+}
+
+
+/* ------------------------------------------------------------ lifecycle */
+
+vd_status gemm_init(cu_ctx *c)
+{
+	CUBLAS_TRY(cublasCreate(&c->blas));
+	CUBLAS_TRY(cublasSetStream(c->blas, c->stream));
+	CUBLAS_TRY(cublasSetMathMode(c->blas, c->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+	/* one workspace for cuBLAS and cuBLASLt (same stream): set, not left to
+	 * cuBLAS, so recording a step graph allocates nothing */
+	TRY(dev_alloc(c, LT_WORKSPACE, &c->lt_ws));
+	CUBLAS_TRY(cublasSetWorkspace(c->blas, c->lt_ws, LT_WORKSPACE));
+	/* cuBLASLt is an optimisation: without it linear uses cublasGemmEx */
+	if (!env_on("VD_CUDA_NO_LT") && cublasLtCreate(&c->lt) == CUBLAS_STATUS_SUCCESS) {
+		c->lt_tab = (lt_plan *)calloc(LT_SLOTS, sizeof(lt_plan));
+		if (!c->lt_tab)
+			return vd_errorf(VD_ERR_NOMEM, "cuda backend: out of host memory");
+	}
+	return VD_OK;
+}
+
+void gemm_free(cu_ctx *c)
+{
+	if (c->lt_ws)
+		cudaFree(c->lt_ws);
+	c->lt_ws = NULL;
+	if (c->lt_tab)
+		for (int i = 0; i < LT_SLOTS; i++)
+			lt_plan_drop(&c->lt_tab[i]);
+	free(c->lt_tab);
+	c->lt_tab = NULL;
+	if (c->lt)
+		cublasLtDestroy(c->lt);
+	if (c->blas)
+		cublasDestroy(c->blas);
 }

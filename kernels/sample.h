@@ -2,8 +2,8 @@
  * row at a time: the oracle the GPU kernels are checked against, and what
  * the host sampler (core/sampler.c) and the CPU backend run.
  * Pure functions over host f32 rows; nothing here allocates. */
-#ifndef VLLMD_KERNELS_CPU_SAMPLE_H
-#define VLLMD_KERNELS_CPU_SAMPLE_H
+#ifndef VLLMD_KERNELS_SAMPLE_H
+#define VLLMD_KERNELS_SAMPLE_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -1,7 +1,6 @@
 /* patch_conv (vllmd/ops.h): the patch-embedding convolutions of the vision
  * towers (2-D for CLIP, 3-D for Qwen2-VL's temporal patches), through cuDNN
- * or as im2patch and a GEMM, whichever is faster for the shape. Part of
- * cuda_backend.cu's translation unit.
+ * or as im2patch and a GEMM, whichever is faster for the shape.
  *
  * - cuDNN is opened with dlopen on the first call, so a machine without it
  *   still runs every model (on the GEMM form).
@@ -12,6 +11,7 @@
  *   the faster; the plan (descriptors, algorithm, choice) is kept per shape.
  * - VD_CUDA_PATCH=cudnn or =gemm forces one form (tests, A/B runs);
  *   VD_CUDA_CUDNN=0 never opens cuDNN. */
+#include "kernels/cuda/common.cuh"
 
 /* One shape's plan: its cuDNN descriptors and algorithm, and which form
  * runs it. */
@@ -295,7 +295,6 @@ static vd_status gemm_run(cu_ctx *c, const patch_plan *p, const void *x, const v
 
 	if (p->nd == 2) {
 		int64_t H = p->xdim[2], W = p->xdim[3], k = p->wdim[2], es = vd_dtype_size((vd_dtype)p->dt);
-		int64_t total = L * C * K;
 		char *s;
 
 		TRY(scratch(c, (size_t)(B * L * C * K * es), (void **)&s));
@@ -314,9 +313,7 @@ static vd_status gemm_run(cu_ctx *c, const patch_plan *p, const void *x, const v
 			img.stride[1] = H * W;
 			img.stride[2] = W;
 			img.stride[3] = 1;
-			k_im2patch<<<(unsigned)((total + 255) / 256 < 65536 ? (total + 255) / 256 : 65536),
-				     256, 0, c->stream>>>(img, o, (int)k, W / k);
-			LAUNCHED();
+			TRY(launch_im2patch(c, &img, &o, (int)k, W / k));
 		}
 	}
 	return linear_run(c, pr, wr, NULL, yr);
@@ -422,7 +419,7 @@ static vd_status patch_choice_get(cu_ctx *c, const patch_plan *key, patch_choice
 	return VD_OK;
 }
 
-static void patch_plans_free(cu_ctx *c)
+void patch_plans_free(cu_ctx *c)
 {
 	for (int i = 0; c->patch_plans && i < PATCH_PLANS; i++) {
 #ifdef VD_HAVE_CUDNN
@@ -443,7 +440,7 @@ static void patch_plans_free(cu_ctx *c)
 #endif
 }
 
-static vd_status cu_patch_conv(vd_backend *be, const vd_tensor *x, int nd, const int64_t *size,
+vd_status cu_patch_conv(vd_backend *be, const vd_tensor *x, int nd, const int64_t *size,
 			       const int64_t *kernel, const vd_tensor *w, vd_tensor *y)
 {
 	int64_t B = 0, C, O, L = 0, K = 0;

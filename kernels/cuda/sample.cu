@@ -1,7 +1,113 @@
+/* Sampling on the GPU (vllmd/ops.h): sample (greedy or one Gumbel draw a
+ * row) and sample_full. */
+#include "kernels/cuda/common.cuh"
+
+/* ------------------------------------------------------------ sampling */
+
+__device__ __forceinline__ uint64_t d_mix64(uint64_t z)
+{
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+/* One block per row: each thread scans a strided slice keeping its best
+ * (score, index); a tree in shared memory keeps the larger score, and the
+ * lower index among equals, so picks match the host's. Greedy rows score the
+ * logit; sampled rows logit / T + Gumbel noise from the row's key (ops.h). */
+__global__ void __launch_bounds__(512) k_sample(rv x, const float *temps, const uint64_t *keys,
+						int32_t *out)
+{
+	__shared__ double sv[512];
+	__shared__ int32_t si[512];
+	int64_t m = blockIdx.x;
+	float t = temps ? temps[m] : 0.0f;
+	double best = -INFINITY, inv = t > 0.0f ? 1.0 / (double)t : 0.0;
+	int32_t bi = INT32_MAX;
+
+	for (int64_t j = threadIdx.x; j < x.c; j += blockDim.x) {
+		float v = ldf(x.p, x.dt, m * x.rs + j);
+		double sc;
+
+		if (t > 0.0f) {
+			uint64_t h;
+			double u;
+
+			if (v == -INFINITY)
+				continue;
+			h = d_mix64(keys[m] + (uint64_t)(j + 1) * 0x9e3779b97f4a7c15ull);
+			u = ((double)(h >> 11) + 0.5) * 0x1.0p-53;
+			sc = (double)v * inv - log(-log(u));
+		} else {
+			sc = (double)v;
+		}
+		if (bi == INT32_MAX || sc > best) {
+			best = sc;
+			bi = (int32_t)j;
+		}
+	}
+	sv[threadIdx.x] = best;
+	si[threadIdx.x] = bi;
+	__syncthreads();
+	for (unsigned h = blockDim.x / 2; h > 0; h >>= 1) {
+		if (threadIdx.x < h) {
+			double ov = sv[threadIdx.x + h];
+			int32_t oi = si[threadIdx.x + h];
+
+			if (oi != INT32_MAX &&
+			    (si[threadIdx.x] == INT32_MAX || ov > sv[threadIdx.x] ||
+			     (ov == sv[threadIdx.x] && oi < si[threadIdx.x]))) {
+				sv[threadIdx.x] = ov;
+				si[threadIdx.x] = oi;
+			}
+		}
+		__syncthreads();
+	}
+	if (threadIdx.x == 0)
+		out[m] = si[0] == INT32_MAX ? 0 : si[0];
+}
+
+vd_status cu_sample(vd_backend *be, const vd_tensor *x, const float *temps,
+			   const uint64_t *keys, int32_t *out)
+{
+	rv xr;
+	char *blob = NULL, *d;
+	const char *dev;
+	size_t o_keys, total;
+
+	TRY(get_rows(x, "sample", "x", &xr));
+	if (xr.c < 1 || xr.c > INT32_MAX - 1)
+		return vd_errorf(VD_ERR_INVALID_ARG, "cuda sample: rows of %lld elements",
+				 (long long)xr.c);
+	if (temps && !keys)
+		return vd_errorf(VD_ERR_INVALID_ARG, "cuda sample: temperatures need keys");
+	TRY(check_grid(xr.n, 0, "sample"));
+	ENTER(be);
+	GRAPH_FORBID("sample");
+	if (xr.n == 0)
+		return VD_OK;
+	o_keys = align_up(sizeof(float) * (size_t)xr.n, 16);
+	total = o_keys + sizeof(uint64_t) * (size_t)xr.n;
+	if (temps) {
+		TRY(blob_get(c, total, &blob));
+		memcpy(blob, temps, sizeof(float) * (size_t)xr.n);
+		memcpy(blob + o_keys, keys, sizeof(uint64_t) * (size_t)xr.n);
+		TRY(put_index(c, IDX_SAMPLE, total, &dev));
+	}
+	TRY(scratch(c, sizeof(int32_t) * (size_t)xr.n, (void **)&d));
+	k_sample<<<(unsigned)xr.n, 512, 0, c->stream>>>(
+		xr, temps ? (const float *)dev : NULL,
+		temps ? (const uint64_t *)(dev + o_keys) : NULL, (int32_t *)d);
+	LAUNCHED();
+	CUDA_TRY(cudaMemcpyAsync(out, d, sizeof(int32_t) * (size_t)xr.n, cudaMemcpyDeviceToHost,
+				 c->stream));
+	CUDA_TRY(cudaStreamSynchronize(c->stream));
+	return VD_OK;
+}
+
 /* sample_full (vllmd/ops.h) on the GPU: every filter of the host sampler
- * (kernels/cpu/sample.c) with its rounding, so seeded requests pick the same
- * tokens. Part of cuda_backend.cu's translation unit.
- *
+ * (kernels/sample.c) with its rounding, so seeded requests pick the same
+ * tokens. *
  * Per call, with M rows of N logits:
  *   k_sf_prep     one block per row: penalties into a copy of the row (rows
  *                 with history), greedy argmax, tempering, min_p; rows
@@ -101,7 +207,7 @@ __device__ __forceinline__ double sf_score(float v, double inv, uint64_t key, in
 	return __dadd_rn(__dmul_rn((double)v, inv), -log(-log(u)));
 }
 
-/* The top_p weight of a tempered logit (kernels/cpu/sample.h). */
+/* The top_p weight of a tempered logit (kernels/sample.h). */
 __device__ __forceinline__ long long sf_weight(float t, float tmax)
 {
 	return t == -INFINITY ? 0 : __double2ll_rn(exp((double)__fsub_rn(t, tmax)) * 0x1.0p40);
@@ -402,7 +508,7 @@ static int sf_splits(const cu_ctx *c, const vd_sample_row *rows, int64_t n, int3
  * near 128 MiB of scratch. */
 #define SF_CHUNK_ENTRIES (8 << 20)
 
-static vd_status cu_sample_full(vd_backend *be, const vd_tensor *x, const vd_sample_args *sa)
+vd_status cu_sample_full(vd_backend *be, const vd_tensor *x, const vd_sample_args *sa)
 {
 	rv xr;
 	char *blob, *d;
