@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "core/kv_cache.h"
-#include "core/sha256.h"
+#include "core/io/sha256.h"
 
 int64_t vd_kv_block_bytes(int num_layers, int block_size, int kv_heads, int head_dim,
 			  vd_dtype dtype)

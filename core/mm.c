@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "core/mm.h"
-#include "core/sha256.h"
+#include "core/io/sha256.h"
 
 void vd_mm_item_free(vd_mm_item *it)
 {

@@ -1,4 +1,4 @@
-/* Check tests for core/image.c and core/resample.c. Reference pixels come from
+/* Check tests for core/io/image.c and core/io/resample.c. Reference pixels come from
  * PIL: tests/image_ref.py (run once with /usr/bin/python3, PIL and numpy)
  * writes images and expected outputs into a temporary directory.
  * Resizes must be bit-exact with Pillow; the CLIP pipeline within 1 uint8 step;

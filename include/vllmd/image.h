@@ -1,6 +1,6 @@
 /* Images as the engine sees them: 8-bit interleaved RGB in host memory, and
  * the float pixel planes that image processors produce from them.
- * Implemented in core/image.c; plugins reach these through vd_host_api. */
+ * Implemented in core/io/image.c; plugins reach these through vd_host_api. */
 #ifndef VLLMD_IMAGE_H
 #define VLLMD_IMAGE_H
 

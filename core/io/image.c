@@ -1,8 +1,8 @@
 /* Image I/O and pixel helpers (include/vllmd/image.h): decode JPEG/PNG/BMP/GIF
  * to packed RGB as PIL's Image.open(...).convert("RGB") would, Pillow-exact
- * resizing (core/resample.c), crop with fill, and float planes.
+ * resizing (core/io/resample.c), crop with fill, and float planes.
  * Invariant: a decoded vd_image is fully present: truncated files and images
- * over the pixel cap are refused before stb_image (core/stb_image_impl.c)
+ * over the pixel cap are refused before stb_image (core/io/stb_image_impl.c)
  * decodes any pixel, since stb fills missing data silently. */
 #include <errno.h>
 #include <limits.h>
@@ -14,7 +14,7 @@
 #define STBI_NO_STDIO
 #include <stb/stb_image.h>
 
-#include "core/resample.h"
+#include "core/io/resample.h"
 #include "vllmd/image.h"
 
 #define VD_IMAGE_FORMATS "JPEG, PNG, BMP and GIF"

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/resample.h"
+#include "core/io/resample.h"
 
 /* 8 bits of result, 2 bits of headroom for the negative lobes and overshoot
  * of the cubic, 32-bit accumulator: 32 - 8 - 2. */
