@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "core/mm.h"
-#include "core/io/sha256.h"
+#include "core/io/hash.h"
 
 void vd_mm_item_free(vd_mm_item *it)
 {
@@ -22,7 +22,7 @@ static vd_status prepare_embeds(const vd_family *fam, void *fs, const vd_image_i
 {
 	size_t bytes;
 	int64_t shape[2] = { in->rows, in->hidden };
-	vd_sha256_ctx h;
+	vd_hash h;
 	vd_status st;
 
 	if (!in->embeds || in->rows <= 0 || in->hidden <= 0)
@@ -46,14 +46,15 @@ static vd_status prepare_embeds(const vd_family *fam, void *fs, const vd_image_i
 		memcpy(out->meta, in->grid_thw, 3 * sizeof(int64_t));
 	}
 	st = fam->check_embeds(fs, out);
+	if (st == VD_OK)
+		st = vd_hash_init(&h);
 	if (st != VD_OK)
 		return st;
-	vd_sha256_init(&h);
-	vd_sha256_update(&h, "embeds", 6);
-	vd_sha256_update(&h, shape, sizeof(shape));
-	vd_sha256_update(&h, out->meta, sizeof(out->meta));
-	vd_sha256_update(&h, in->embeds, bytes);
-	vd_sha256_final(&h, out->hash);
+	vd_hash_update(&h, "embeds", 6);
+	vd_hash_update(&h, shape, sizeof(shape));
+	vd_hash_update(&h, out->meta, sizeof(out->meta));
+	vd_hash_update(&h, in->embeds, bytes);
+	vd_hash_final(&h, out->hash);
 	return VD_OK;
 }
 
@@ -61,7 +62,7 @@ vd_status vd_mm_prepare(const vd_family *fam, void *fs, const vd_image_input *in
 			const vd_mm_kwargs *kw, int64_t max_pixels, vd_mm_item *out)
 {
 	vd_image img = { 0 };
-	vd_sha256_ctx h;
+	vd_hash h;
 	int32_t dims[2];
 	vd_status st;
 
@@ -108,18 +109,22 @@ vd_status vd_mm_prepare(const vd_family *fam, void *fs, const vd_image_input *in
 		goto out;
 	}
 	out->struct_size = sizeof(*out);
+	st = vd_hash_init(&h);
+	if (st != VD_OK) {
+		vd_mm_item_free(out);
+		goto out;
+	}
 	dims[0] = img.width;
 	dims[1] = img.height;
-	vd_sha256_init(&h);
-	vd_sha256_update(&h, "pixels", 6);
-	vd_sha256_update(&h, dims, sizeof(dims));
+	vd_hash_update(&h, "pixels", 6);
+	vd_hash_update(&h, dims, sizeof(dims));
 	if (kw) {
 		int64_t k[3] = { kw->min_pixels, kw->max_pixels, kw->num_crops };
 
-		vd_sha256_update(&h, k, sizeof(k));
+		vd_hash_update(&h, k, sizeof(k));
 	}
-	vd_sha256_update(&h, img.data, (size_t)img.width * (size_t)img.height * 3);
-	vd_sha256_final(&h, out->hash);
+	vd_hash_update(&h, img.data, (size_t)img.width * (size_t)img.height * 3);
+	vd_hash_final(&h, out->hash);
 out:
 	vd_image_free(&img);
 	return st;

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 PKGS=(build-essential autoconf automake libtool pkg-config
       libyaml-dev libmicrohttpd-dev libcjson-dev libcurl4-openssl-dev check libsubunit-dev
-      libstb-dev libopenblas-dev libpcre2-dev libutf8proc-dev
+      libstb-dev libopenblas-dev libpcre2-dev libutf8proc-dev libssl-dev
       nodejs npm python3 python3-pil python3-numpy python3-jinja2)
 
 missing=()
