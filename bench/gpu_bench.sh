@@ -22,7 +22,7 @@ bench_family() {
 	run "vision_${fam}" 300 "$BIN/vision" --model "$m" --batch-size 64 --image-size 336 \
 		--num-iters 10 --num-iters-warmup 3 --output-json "$OUT/vision_${fam}.json"
 	grep -h "Throughput" "$OUT/vision_${fam}.log" | tee -a "$SUMMARY"
-	VLLMD_PROFILE=1 run "throughput_${fam}" 600 "$BIN/throughput" --model "$m" --num-prompts "$NUM_PROMPTS" \
+	VD_PROFILE=1 run "throughput_${fam}" 600 "$BIN/throughput" --model "$m" --num-prompts "$NUM_PROMPTS" \
 		--input-len 32 --output-len 128 --image-size 336 --max-num-seqs "${MAX_NUM_SEQS:-256}" \
 		--max-num-batched-tokens "${MAX_BATCHED:-8192}" --max-model-len 4096 --output-json "$OUT/throughput_${fam}.json"
 	grep -h "Throughput\|Elapsed\|Mean prompt\|vllmd profile" "$OUT/throughput_${fam}.log" | tee -a "$SUMMARY"

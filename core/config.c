@@ -58,8 +58,8 @@ static const vd_config_option options[] = {
 	  .help = "Tokenizer directory. Default: the model directory." },
 	{ .key = "plugin_dir", .flag = "--plugin-dir", .type = VD_CONFIG_STRING,
 	  .offset = OFF(plugin_dir),
-	  .help = "Directory of model-family plugins (*.so). Default: the installed "
-		  "plugin directory." },
+	  .help = "Directory of model-family plugins (*.so). Default: $VD_PLUGIN_DIR, "
+		  "else the installed plugin directory." },
 	{ .key = "dtype", .flag = "--dtype", .type = VD_CONFIG_CHOICE, .def = "auto",
 	  .offset = OFF(dtype), .choices = dtype_choices,
 	  .help = "Weight, activation and KV-cache dtype; auto = bfloat16 on a GPU "

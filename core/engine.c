@@ -153,7 +153,7 @@ vd_status vd_engine_create(const vd_engine_args *args, vd_engine **out)
 	if (!e)
 		return vd_errorf(VD_ERR_NOMEM, "out of memory");
 	e->args = *args;
-	e->prof.on = getenv("VLLMD_PROFILE") && strcmp(getenv("VLLMD_PROFILE"), "0");
+	e->prof.on = getenv("VD_PROFILE") && strcmp(getenv("VD_PROFILE"), "0");
 	e->model_dir = strdup(args->model);
 	if (!e->model_dir) {
 		st = vd_errorf(VD_ERR_NOMEM, "out of memory");
@@ -283,7 +283,7 @@ static vd_status run_encoders(vd_engine *e, const vd_sched_out *so)
 	return VD_OK;
 }
 
-/* Charge the wall time since *t to *bucket (VLLMD_PROFILE). */
+/* Charge the wall time since *t to *bucket (VD_PROFILE). */
 static void prof_lap(vd_engine *e, double *t, double *bucket)
 {
 	double now;

@@ -57,7 +57,7 @@ typedef struct group_node {
 	bool linked;
 } group_node;
 
-/* VLLMD_PROFILE=1: where engine steps spend their wall time, printed to
+/* VD_PROFILE=1: where engine steps spend their wall time, printed to
  * stderr when the engine is destroyed. Encoder and decoder phases are
  * synchronised with the backend so each is charged its own GPU time. */
 typedef struct step_prof {

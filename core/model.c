@@ -67,7 +67,7 @@ static void add_eos_node(vd_engine *e, const vd_json *n)
 
 static const char *default_plugin_dir(void)
 {
-	const char *env = getenv("VLLMD_PLUGIN_DIR");
+	const char *env = getenv("VD_PLUGIN_DIR");
 
 	return env && *env ? env : VD_PLUGIN_DIR;
 }

@@ -31,6 +31,14 @@ static void usage(FILE *f)
 		"Input defaults to stdin, output to stdout.\n\n"
 		"Options (CLI flag, YAML key in a --config file):\n");
 	vd_config_print_help(f);
+	fprintf(f,
+		"\nEnvironment (every switch vllmd reads is VD_*; VLLM_* names are vLLM's,\n"
+		"read as the option defaults listed above):\n"
+		"  VD_PLUGIN_DIR       plugin directory when --plugin-dir is not given\n"
+		"  VD_PROFILE=1        print where engine steps spent their time when the\n"
+		"                      engine stops\n"
+		"  VD_CPU_*, VD_CUDA_* backend switches for tests and measurements\n"
+		"                      (docs/ENGINE.md, docs/CUDA.md)\n");
 }
 
 static int cmd_generate(int argc, char **argv)
