@@ -336,9 +336,9 @@ test('an overloaded server answers 503 in OpenAI error JSON, then recovers', asy
       const j = await r.json();
       return r.status === 200 ? { status: 200, tokens: j.usage.completion_tokens } : { status: r.status, json: j };
     };
-    const settled = await Promise.allSettled(Array.from({ length: 24 }, (_, i) => (i % 2 ? viaClient(i) : viaFetch(i))));
+    const results = await Promise.allSettled(Array.from({ length: 24 }, (_, i) => (i % 2 ? viaClient(i) : viaFetch(i))));
     let ok = 0, busy = 0;
-    for (const s of settled) {
+    for (const s of results) {
       if (s.status === 'fulfilled' && s.value.status === 200) {
         assert.equal(s.value.tokens, 400);
         ok++;
