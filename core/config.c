@@ -118,6 +118,11 @@ static const vd_config_option options[] = {
 	{ .key = "num_threads", .flag = "--num-threads", .type = VD_CONFIG_INT, .def = "0",
 	  .offset = OFF(num_threads), RANGE(0, 4096),
 	  .help = "Worker threads of the CPU backend; 0 = one per core." },
+	{ .key = "input_workers", .flag = "--input-workers", .type = VD_CONFIG_INT, .def = "0",
+	  .offset = OFF(input_workers), RANGE(0, 1024),
+	  .help = "Threads of the input stage, which prepares every request before the "
+		  "engine admits it (image decode, the family's preprocessing and hashing, "
+		  "prompt tokenization and placeholder expansion); 0 = one per core." },
 	{ .key = "seed", .flag = "--seed", .type = VD_CONFIG_INT, .def = "0",
 	  .offset = OFF(seed),
 	  .help = "Random seed of the engine; requests without their own seed draw from it." },
@@ -1270,6 +1275,7 @@ void vd_config_to_engine_args(const vd_config *c, vd_engine_args *a)
 	a->enable_prefix_caching = c->enable_prefix_caching;
 	a->enforce_eager = c->enforce_eager;
 	a->num_threads = (int)c->num_threads;
+	a->input_workers = (int)c->input_workers;
 	a->max_image_pixels = c->max_image_pixels;
 	a->seed = (uint64_t)c->seed;
 }

@@ -63,6 +63,7 @@ typedef struct vd_config {
 	bool enable_prefix_caching;
 	bool enforce_eager;
 	int64_t num_threads;             /* CPU backend threads; 0 = all cores */
+	int64_t input_workers;           /* input stage threads; 0 = one per core */
 	int64_t seed;
 	/* chat */
 	char *chat_template;

@@ -177,6 +177,15 @@ vd_status vd_engine_create(const vd_engine_args *args, vd_engine **out)
 	if (st != VD_OK)
 		goto fail;
 	init_graphs(e);
+	e->input_model = (vd_input_model){
+		.fam = e->fam, .fam_state = e->fam_state, .vocab_size = e->spec.vocab_size,
+		.max_model_len = e->max_model_len, .limit_images = e->limit_images,
+		.max_image_pixels = args->max_image_pixels,
+		.serial_expand = vd_registry_abi_minor(e->reg, e->fam) < 3,
+	};
+	st = vd_input_create(&e->input_model, args->input_workers, &e->input);
+	if (st != VD_OK)
+		goto fail;
 	*out = e;
 	return VD_OK;
 fail:
@@ -344,23 +353,43 @@ vd_status vd_engine_step(vd_engine *e, int *n_finished)
 	return st;
 }
 
+/* The VD_PROFILE report: the engine thread's time, then the input stage's. */
+static void print_profile(const vd_engine *e, const vd_input_stats *in)
+{
+	const step_prof *p = &e->prof;
+
+	fprintf(stderr,
+		"vllmd profile: %lld steps (%lld decode-only, %lld as graphs), %.1f tokens/step; "
+		"schedule %.3f s, encoders %.3f s, batch build %.3f s, decoder %.3f s "
+		"(decode-only steps %.3f s, %.2f ms each), sample+output %.3f s\n",
+		(long long)p->steps, (long long)p->decode_steps, (long long)e->stats.graph_steps,
+		p->steps ? (double)p->tokens / (double)p->steps : 0.0, p->sched, p->enc, p->build,
+		p->fwd, p->decode_fwd, p->decode_steps ? 1e3 * p->decode_fwd / p->decode_steps : 0.0,
+		p->post);
+	fprintf(stderr,
+		"vllmd profile: engine thread besides steps: admitting requests %.3f s, waiting "
+		"for the input stage %.3f s\n", p->admit, p->input_wait);
+	fprintf(stderr,
+		"vllmd profile: input stage, on its %d worker threads: %lld requests, %lld images; "
+		"image decode %.3f s, image processing + hashing %.3f s, prompts %.3f s; "
+		"%.3f s busy (summed over workers)\n", in->workers, (long long)in->requests,
+		(long long)in->images, in->decode_s, in->process_s, in->prompt_s, in->busy_s);
+}
+
 void vd_engine_destroy(vd_engine *e)
 {
+	vd_input_stats in = { 0 };
+
 	if (!e)
 		return;
+	/* the stage's workers call the family: stop them before it goes */
+	if (e->input)
+		vd_input_get_stats(e->input, &in);
+	vd_input_destroy(e->input);
+	e->input = NULL;
 	vd_engine_abort_all(e);
-	if (e->prof.on && e->prof.steps > 0) {
-		const step_prof *p = &e->prof;
-
-		fprintf(stderr,
-			"vllmd profile: %lld steps (%lld decode-only, %lld as graphs), %.1f tokens/step; "
-			"schedule %.3f s, encoders %.3f s, batch build %.3f s, decoder %.3f s "
-			"(decode-only steps %.3f s, %.2f ms each), sample+output %.3f s\n",
-			(long long)p->steps, (long long)p->decode_steps, (long long)e->stats.graph_steps,
-			(double)p->tokens / (double)p->steps, p->sched, p->enc, p->build, p->fwd,
-			p->decode_fwd, p->decode_steps ? 1e3 * p->decode_fwd / p->decode_steps : 0.0,
-			p->post);
-	}
+	if (e->prof.on && (e->prof.steps > 0 || in.requests > 0))
+		print_profile(e, &in);
 	if (e->be)
 		vd_batch_free(e->be, &e->b);
 	vd_scheduler_free(&e->sched);
@@ -371,6 +400,16 @@ void vd_engine_destroy(vd_engine *e)
 	vd_backend_destroy(e->be);
 	free(e->model_dir);
 	free(e);
+}
+
+vd_input *vd_engine_input(vd_engine *e)
+{
+	return e->input;
+}
+
+void vd_engine_note_input_wait(vd_engine *e, double seconds)
+{
+	e->prof.input_wait += seconds;
 }
 
 vd_status vd_engine_placeholder(const vd_engine *e, int index, char *buf, size_t cap)

@@ -57,13 +57,16 @@ typedef struct group_node {
 	bool linked;
 } group_node;
 
-/* VD_PROFILE=1: where engine steps spend their wall time, printed to
- * stderr when the engine is destroyed. Encoder and decoder phases are
- * synchronised with the backend so each is charged its own GPU time. */
+/* VD_PROFILE=1: where the engine's thread spends its wall time, printed to
+ * stderr when the engine is destroyed with what the input stage did.
+ * Encoder and decoder phases are synchronised with the backend so each is
+ * charged its own GPU time. */
 typedef struct step_prof {
 	bool on;
 	int64_t steps, decode_steps, tokens, enc_calls;
 	double sched, enc, build, fwd, post, decode_fwd;
+	double admit;                 /* admitting prepared requests */
+	double input_wait;            /* waiting for the input stage */
 } step_prof;
 
 static inline double prof_now(void)
@@ -94,6 +97,8 @@ struct vd_engine {
 	int n_eos;
 	vd_rng rng;                   /* draws for unseeded requests */
 	int64_t arrival;
+	vd_input_model input_model;   /* what the input stage reads */
+	vd_input *input;
 
 	vd_kv_cache kv;
 	vd_encoder_cache *enc;

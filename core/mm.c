@@ -4,6 +4,7 @@
  * equal placeholder embeddings. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/mm.h"
 #include "core/io/hash.h"
@@ -58,12 +59,30 @@ static vd_status prepare_embeds(const vd_family *fam, void *fs, const vd_image_i
 	return VD_OK;
 }
 
+static double mono(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 vd_status vd_mm_prepare(const vd_family *fam, void *fs, const vd_image_input *in,
 			const vd_mm_kwargs *kw, int64_t max_pixels, vd_mm_item *out)
+{
+	double t_decode = 0.0, t_process = 0.0;
+
+	return vd_mm_prepare_timed(fam, fs, in, kw, max_pixels, out, &t_decode, &t_process);
+}
+
+vd_status vd_mm_prepare_timed(const vd_family *fam, void *fs, const vd_image_input *in,
+			      const vd_mm_kwargs *kw, int64_t max_pixels, vd_mm_item *out,
+			      double *t_decode, double *t_process)
 {
 	vd_image img = { 0 };
 	vd_hash h;
 	int32_t dims[2];
+	double t0 = mono(), t1;
 	vd_status st;
 
 	memset(out, 0, sizeof(*out));
@@ -73,6 +92,7 @@ vd_status vd_mm_prepare(const vd_family *fam, void *fs, const vd_image_input *in
 		st = prepare_embeds(fam, fs, in, out);
 		if (st != VD_OK)
 			vd_mm_item_free(out);
+		*t_process += mono() - t0;
 		return st;
 	case VD_IMAGE_PATH:
 		if (!in->path)
@@ -97,6 +117,8 @@ vd_status vd_mm_prepare(const vd_family *fam, void *fs, const vd_image_input *in
 	default:
 		return vd_errorf(VD_ERR_INVALID_ARG, "unknown image input kind %d", (int)in->kind);
 	}
+	t1 = mono();
+	*t_decode += t1 - t0;
 	if (st != VD_OK)
 		return st;
 	if (!fam->process_image) {
@@ -127,5 +149,6 @@ vd_status vd_mm_prepare(const vd_family *fam, void *fs, const vd_image_input *in
 	vd_hash_final(&h, out->hash);
 out:
 	vd_image_free(&img);
+	*t_process += mono() - t1;
 	return st;
 }

@@ -145,83 +145,6 @@ static vd_status fail_request(vd_output *out, vd_status st)
 	return st == VD_ERR_NOMEM ? st : VD_OK;
 }
 
-/* Decode/process images (unless g->items came prepared), expand the
- * prompt, check the limits. */
-static vd_status prepare_group(vd_engine *e, vd_group *g)
-{
-	const vd_request *q = &g->req;
-	vd_mm_kwargs kw = { .struct_size = sizeof(kw), .min_pixels = q->min_pixels,
-			    .max_pixels = q->max_pixels, .num_crops = q->num_crops };
-	const vd_mm_item **ptrs = NULL;
-	bool prepared = g->items != NULL;
-	int n_images = prepared ? g->n_items : q->n_images;
-	vd_prompt_in in;
-	vd_status st;
-
-	if (!q->prompt && (!q->prompt_token_ids || q->n_prompt_token_ids <= 0))
-		return vd_errorf(VD_ERR_INVALID_ARG, "the request has neither a prompt nor prompt_token_ids");
-	if (!prepared && (q->n_images < 0 || (q->n_images > 0 && !q->images)))
-		return vd_errorf(VD_ERR_INVALID_ARG, "bad image list");
-	if (n_images > e->limit_images)
-		return vd_errorf(VD_ERR_INVALID_ARG, "At most %d image(s) may be provided in one prompt.",
-				 e->limit_images);
-	if (g->params.n < 1 || g->params.max_tokens < 1 || g->params.temperature < 0 ||
-	    g->params.top_p <= 0 || g->params.top_p > 1 || g->params.min_tokens < 0 ||
-	    g->params.logprobs > 64 || g->params.prompt_logprobs > 64)
-		return vd_errorf(VD_ERR_INVALID_ARG,
-				 "sampling parameters out of range (n >= 1, max_tokens >= 1, "
-				 "temperature >= 0, 0 < top_p <= 1, min_tokens >= 0, logprobs <= 64)");
-	if (n_images > 0) {
-		if (!prepared)
-			g->items = calloc((size_t)n_images, sizeof(*g->items));
-		ptrs = calloc((size_t)n_images, sizeof(*ptrs));
-		if (!g->items || !ptrs) {
-			free(ptrs);
-			return vd_errorf(VD_ERR_NOMEM, "out of memory");
-		}
-	}
-	for (int i = 0; prepared && i < n_images; i++)
-		ptrs[i] = &g->items[i];
-	for (int i = 0; !prepared && i < n_images; i++) {
-		st = vd_mm_prepare(e->fam, e->fam_state, &q->images[i], &kw, e->args.max_image_pixels,
-				   &g->items[i]);
-		if (st != VD_OK) {
-			free(ptrs);
-			return vd_errorf(st, "image %d: %s", i, vd_error_message());
-		}
-		ptrs[i] = &g->items[i];
-		g->n_items++;
-	}
-	if (!q->prompt) {
-		for (int i = 0; i < q->n_prompt_token_ids; i++)
-			if (q->prompt_token_ids[i] >= e->spec.vocab_size || q->prompt_token_ids[i] < 0) {
-				free(ptrs);
-				return vd_errorf(VD_ERR_INVALID_ARG,
-						 "prompt_token_ids[%d] = %d is out of vocabulary (size %d)",
-						 i, q->prompt_token_ids[i], e->spec.vocab_size);
-			}
-	}
-	vd_expansion_init(&g->exp);
-	in = (vd_prompt_in){ .struct_size = sizeof(in), .text = q->prompt,
-			     .ids = q->prompt_token_ids, .n_ids = q->n_prompt_token_ids,
-			     .items = ptrs, .n_items = g->n_items,
-			     .add_special_tokens = q->add_special_tokens };
-	st = e->fam->expand(e->fam_state, &in, &g->exp);
-	if (st == VD_OK)
-		st = vd_expansion_validate(&g->exp, ptrs, g->n_items);
-	free(ptrs);
-	if (st != VD_OK)
-		return st;
-	if (g->exp.n >= e->max_model_len)
-		return vd_errorf(VD_ERR_INVALID_ARG,
-				 "The decoder prompt (length %lld) is longer than the maximum model "
-				 "length of %d.", (long long)g->exp.n, e->max_model_len);
-	for (int i = 0; g->params.stop && g->params.stop[i]; i++)
-		if (strlen(g->params.stop[i]) > g->stop_lookback)
-			g->stop_lookback = strlen(g->params.stop[i]);
-	return VD_OK;
-}
-
 static vd_status init_seq(vd_engine *e, vd_group *g, int i)
 {
 	vd_seq *q = &g->seqs[i];
@@ -246,27 +169,10 @@ static vd_status init_seq(vd_engine *e, vd_group *g, int i)
 	return vd_output_start(&e->octx, q);
 }
 
-vd_status vd_engine_prepare_image(const vd_engine *e, const vd_image_input *in,
-				  const vd_mm_kwargs *kw, vd_mm_item *out)
+vd_status vd_engine_add(vd_engine *e, vd_prepared *p, int index, vd_output *out, void *user,
+			bool *admitted)
 {
-	if (in->kind == VD_IMAGE_EMBEDS) {
-		memset(out, 0, sizeof(*out));
-		return vd_errorf(VD_ERR_INVALID_ARG, "precomputed image embeddings are checked at "
-				 "admission: pass them in vd_request.images");
-	}
-	return vd_mm_prepare(e->fam, e->fam_state, in, kw, e->args.max_image_pixels, out);
-}
-
-vd_status vd_engine_add_request(vd_engine *e, const vd_request *r, int index, vd_output *out,
-				void *user, bool *admitted)
-{
-	return vd_engine_add_prepared(e, r, NULL, 0, index, out, user, admitted);
-}
-
-vd_status vd_engine_add_prepared(vd_engine *e, const vd_request *r, vd_mm_item *items,
-				 int n_items, int index, vd_output *out, void *user,
-				 bool *admitted)
-{
+	double t0 = e->prof.on ? prof_now() : 0.0;
 	group_node *gn;
 	vd_group *g;
 	char idbuf[32];
@@ -274,37 +180,43 @@ vd_status vd_engine_add_prepared(vd_engine *e, const vd_request *r, vd_mm_item *
 
 	*admitted = false;
 	memset(out, 0, sizeof(*out));
+	if (!p)
+		return fail_request(out, vd_errorf(VD_ERR_NOMEM, "out of memory preparing a request"));
 	snprintf(idbuf, sizeof(idbuf), "%d", index);
-	out->request_id = strdup(r->request_id ? r->request_id : idbuf);
-	if (r->prompt)
-		out->prompt = strdup(r->prompt);
-	gn = calloc(1, sizeof(*gn));
-	if (gn && n_items > 0) {
-		/* take the items now: from here free_group frees them */
-		gn->g.items = malloc((size_t)n_items * sizeof(*items));
-		if (gn->g.items) {
-			memcpy(gn->g.items, items, (size_t)n_items * sizeof(*items));
-			memset(items, 0, (size_t)n_items * sizeof(*items));
-			gn->g.n_items = n_items;
-		}
+	out->request_id = strdup(p->req.request_id ? p->req.request_id : idbuf);
+	if (p->req.prompt)
+		out->prompt = strdup(p->req.prompt);
+	if (p->status != VD_OK) {
+		st = p->status;
+		out->status = st;
+		out->error = p->error;
+		p->error = NULL;
+		vd_prepared_free(p);
+		if (!out->request_id)
+			return fail_request(out, vd_errorf(VD_ERR_NOMEM, "out of memory"));
+		return st == VD_ERR_NOMEM ? st : VD_OK;
 	}
-	if (!gn || !out->request_id || (r->prompt && !out->prompt) ||
-	    (n_items > 0 && !gn->g.items)) {
-		for (int i = 0; i < n_items; i++)
-			vd_mm_item_free(&items[i]);
-		if (gn)
-			free_group(e, gn);
+	gn = calloc(1, sizeof(*gn));
+	if (!gn || !out->request_id || (p->req.prompt && !out->prompt)) {
+		free(gn);
+		vd_prepared_free(p);
 		return fail_request(out, vd_errorf(VD_ERR_NOMEM, "out of memory"));
 	}
+	/* the group takes what p owns: from here free_group frees it */
 	g = &gn->g;
-	g->req = *r;
-	g->params = r->params;
+	g->req = p->req;
+	g->params = p->req.params;
+	g->items = p->items;
+	g->n_items = p->n_items;
+	g->exp = p->exp;
+	g->stop_lookback = p->stop_lookback;
+	p->items = NULL;
+	p->n_items = 0;
+	vd_expansion_init(&p->exp);
+	vd_prepared_free(p);
 	g->user_index = index;
 	g->out = out;
 	g->user = user;
-	st = prepare_group(e, g);
-	if (st != VD_OK)
-		goto fail;
 	out->n_prompt_tokens = (int)g->exp.n;
 	out->prompt_token_ids = malloc((size_t)g->exp.n * sizeof(int32_t));
 	out->completions = calloc((size_t)g->params.n, sizeof(*out->completions));
@@ -337,6 +249,8 @@ vd_status vd_engine_add_prepared(vd_engine *e, const vd_request *r, vd_mm_item *
 	e->n_groups++;
 	e->stats.prompt_tokens += g->exp.n;
 	*admitted = true;
+	if (e->prof.on)
+		e->prof.admit += prof_now() - t0;
 	return VD_OK;
 fail:
 	st = fail_request(out, st);

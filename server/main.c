@@ -35,8 +35,8 @@ static void usage(FILE *f)
 		"\nEnvironment (every switch vllmd reads is VD_*; VLLM_* names are vLLM's,\n"
 		"read as the option defaults listed above):\n"
 		"  VD_PLUGIN_DIR       plugin directory when --plugin-dir is not given\n"
-		"  VD_PROFILE=1        print where engine steps spent their time when the\n"
-		"                      engine stops\n"
+		"  VD_PROFILE=1        when the engine stops, print where its thread spent\n"
+		"                      its time and what the input stage did\n"
 		"  VD_CPU_*, VD_CUDA_* backend switches for tests and measurements\n"
 		"                      (docs/ENGINE.md, docs/CUDA.md)\n");
 }

@@ -88,6 +88,7 @@ START_TEST(test_defaults)
 	ck_assert(c.enable_prefix_caching);
 	ck_assert(!c.enforce_eager);
 	ck_assert_int_eq(c.num_threads, 0);
+	ck_assert_int_eq(c.input_workers, 0);
 	ck_assert_int_eq(c.seed, 0);
 	ck_assert_ptr_null(c.chat_template);
 	ck_assert_int_eq(c.chat_template_content_format, VD_CFG_CONTENT_AUTO);
@@ -155,6 +156,7 @@ static const char *FULL_YAML =
 	"enable_prefix_caching: false\n"
 	"enforce_eager: true\n"
 	"num_threads: 4\n"
+	"input_workers: 3\n"
 	"seed: -7\n"
 	"chat_template: conf/phi35.jinja\n"
 	"chat_template_content_format: openai\n"
@@ -201,6 +203,7 @@ START_TEST(test_full_yaml)
 	ck_assert(!c.enable_prefix_caching);
 	ck_assert(c.enforce_eager);
 	ck_assert_int_eq(c.num_threads, 4);
+	ck_assert_int_eq(c.input_workers, 3);
 	ck_assert_int_eq(c.seed, -7);
 	ck_assert_str_eq(c.chat_template, "conf/phi35.jinja");
 	ck_assert_int_eq(c.chat_template_content_format, VD_CFG_CONTENT_OPENAI);

@@ -47,6 +47,8 @@ typedef struct vd_engine_args {
 	uint64_t seed;
 	bool show_progress;          /* progress bar on stderr */
 	bool enforce_eager;          /* no step graphs: every step op by op */
+	int input_workers;           /* threads preparing requests (images,
+				      * prompts); 0 = one per core */
 } vd_engine_args;
 
 void vd_engine_args_init(vd_engine_args *a);
