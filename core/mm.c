@@ -42,10 +42,11 @@ static vd_status prepare_embeds(const vd_family *fam, void *fs, const vd_image_i
 	if (!out->embeds.data)
 		return vd_errorf(VD_ERR_NOMEM, "out of memory copying image embeddings");
 	memcpy(out->embeds.data, in->embeds, bytes);
-	if (in->grid_thw[0] || in->grid_thw[1] || in->grid_thw[2]) {
-		out->n_meta = 3;
-		memcpy(out->meta, in->grid_thw, 3 * sizeof(int64_t));
-	}
+	if (in->n_embed_meta < 0 || in->n_embed_meta > VD_MM_META_MAX)
+		return vd_errorf(VD_ERR_INVALID_ARG, "image embeddings carry %d metadata values "
+				 "(at most %d)", in->n_embed_meta, VD_MM_META_MAX);
+	out->n_meta = in->n_embed_meta;
+	memcpy(out->meta, in->embed_meta, (size_t)in->n_embed_meta * sizeof(int64_t));
 	st = fam->check_embeds(fs, out);
 	if (st == VD_OK)
 		st = vd_hash_init(&h);

@@ -249,8 +249,9 @@ static int load_embeds(line_req *L, const cJSON *obj, vd_image_input *in)
 			goto out;
 		}
 		for (int k = 0; k < 3; k++)
-			in->grid_thw[k] = g.dtype == VD_DTYPE_I64 ? ((const int64_t *)g.data)[k]
-								 : ((const int32_t *)g.data)[k];
+			in->embed_meta[k] = g.dtype == VD_DTYPE_I64 ? ((const int64_t *)g.data)[k]
+								   : ((const int32_t *)g.data)[k];
+		in->n_embed_meta = 3;
 	}
 	rc = 0;
 out:

@@ -90,6 +90,8 @@ typedef enum vd_image_kind {
 	VD_IMAGE_EMBEDS = 3, /* embeds: (rows, hidden) projected embeddings */
 } vd_image_kind;
 
+#define VD_IMAGE_META_MAX 8
+
 /* One multi_modal_data image. All pointers borrowed for the call. */
 typedef struct vd_image_input {
 	vd_image_kind kind;
@@ -100,7 +102,12 @@ typedef struct vd_image_input {
 	int width, height;
 	const float *embeds;
 	int64_t rows, hidden;
-	int64_t grid_thw[3];  /* Qwen2-VL image_grid_thw with EMBEDS; 0 = none */
+	/* with EMBEDS: what the model family needs beside the rows to place
+	 * them, in its order (its image processor's per-image metadata, e.g.
+	 * the (t, h, w) patch grid that vLLM passes as image_grid_thw);
+	 * n_embed_meta 0 = none */
+	int64_t embed_meta[VD_IMAGE_META_MAX];
+	int n_embed_meta;
 } vd_image_input;
 
 typedef struct vd_request {
