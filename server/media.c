@@ -20,7 +20,7 @@
 
 #include <curl/curl.h>
 
-#include "core/config.h"
+#include "server/options.h"
 #include "server/media.h"
 
 #define USER_AGENT "vllmd/" VD_VERSION
@@ -55,7 +55,7 @@ void vd_media_global_cleanup(void)
 	pthread_mutex_unlock(&global_lock);
 }
 
-void vd_media_opts_from_config(const struct vd_config *c, vd_media_opts *o)
+void vd_media_opts_from_config(const struct vd_server_opts *c, vd_media_opts *o)
 {
 	o->timeout_s = c->image_fetch_timeout;
 	o->max_bytes = c->max_image_bytes;

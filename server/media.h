@@ -12,7 +12,7 @@
 
 #include "vllmd/status.h"
 
-struct vd_config;
+struct vd_server_opts;
 
 /* Limits of one fetch. Everything is borrowed for the duration of the call. */
 typedef struct vd_media_opts {
@@ -46,7 +46,7 @@ void vd_media_global_cleanup(void);
 /* Fill o from the daemon's options (image_fetch_timeout, max_image_bytes,
  * max_redirects, allowed_local_media_path, allowed_media_domains). o
  * borrows c's strings: keep c alive while o is used. */
-void vd_media_opts_from_config(const struct vd_config *c, vd_media_opts *o);
+void vd_media_opts_from_config(const struct vd_server_opts *c, vd_media_opts *o);
 
 /* Fetch the encoded image that url names:
  *   http://, https://  GET with User-Agent "vllmd/<version>"; only http(s)

@@ -36,7 +36,8 @@ typedef struct histo {
 } histo;
 
 typedef struct app {
-	vd_config *cfg;
+	const vd_config *cfg;
+	const vd_server_opts *opts;
 	vd_engine *engine;
 	vd_worker *worker;
 	vd_chat *chat;
@@ -837,10 +838,10 @@ static void handle_models(app *a, vd_http_resp *rs)
 
 	cJSON_AddStringToObject(j, "object", "list");
 	data = cJSON_AddArrayToObject(j, "data");
-	for (int i = 0; i < a->cfg->served_model_name.n; i++) {
+	for (int i = 0; i < a->opts->served_model_name.n; i++) {
 		cJSON *m = cJSON_CreateObject();
 
-		cJSON_AddStringToObject(m, "id", a->cfg->served_model_name.items[i]);
+		cJSON_AddStringToObject(m, "id", a->opts->served_model_name.items[i]);
 		cJSON_AddStringToObject(m, "object", "model");
 		cJSON_AddNumberToObject(m, "created", (double)time(NULL));
 		cJSON_AddStringToObject(m, "owned_by", "vllmd");
@@ -951,15 +952,15 @@ static void handle_metrics(app *a, vd_http_resp *rs)
 
 static bool serves_model(const app *a, const char *name)
 {
-	for (int i = 0; i < a->cfg->served_model_name.n; i++)
-		if (!strcmp(a->cfg->served_model_name.items[i], name))
+	for (int i = 0; i < a->opts->served_model_name.n; i++)
+		if (!strcmp(a->opts->served_model_name.items[i], name))
 			return true;
 	return !strcmp(a->cfg->model, name);
 }
 
 static bool authorized(const app *a, const vd_http_req *rq)
 {
-	const char *k = a->cfg->api_key;
+	const char *k = a->opts->api_key;
 
 	if (!k || !*k)
 		return true;
@@ -1058,9 +1059,9 @@ static void housekeeping(app *a, vd_http_server *http, quiet_state *q)
 	q->trimmed = true;
 }
 
-int vd_serve(vd_config *c)
+int vd_serve(const vd_config *c, const vd_server_opts *s)
 {
-	app a = { .cfg = c };
+	app a = { .cfg = c, .opts = s };
 	vd_engine_args ea;
 	vd_http_server *http = NULL;
 	vd_http_opts ho;
@@ -1089,21 +1090,21 @@ int vd_serve(vd_config *c)
 		fprintf(stderr, "vllmd: %s\n", vd_error_message());
 		goto out;
 	}
-	a.model_name = c->served_model_name.n ? c->served_model_name.items[0] : c->model;
+	a.model_name = s->served_model_name.n ? s->served_model_name.items[0] : c->model;
 	a.max_model_len = vd_engine_max_model_len(a.engine);
 	{
 		int64_t seqs = vd_engine_max_num_seqs(a.engine);
-		int64_t waiting = c->max_waiting_requests > 0 ? c->max_waiting_requests : 16 * seqs;
+		int64_t waiting = s->max_waiting_requests > 0 ? s->max_waiting_requests : 16 * seqs;
 
 		a.max_in_flight = seqs + waiting < INT_MAX ? (int)(seqs + waiting) : INT_MAX;
 	}
-	vd_media_opts_from_config(c, &a.media);
+	vd_media_opts_from_config(s, &a.media);
 	tok = vd_engine_tokenizer(a.engine);
 	{
 		int32_t bos = vd_tokenizer_bos_id(tok), eos = vd_tokenizer_eos_id(tok);
 
-		st = vd_chat_create(c->chat_template, vd_tokenizer_chat_template(tok),
-				    c->chat_template_content_format,
+		st = vd_chat_create(s->chat_template, vd_tokenizer_chat_template(tok),
+				    s->chat_template_content_format,
 				    bos >= 0 ? vd_tokenizer_id_to_token(tok, bos) : "",
 				    eos >= 0 ? vd_tokenizer_id_to_token(tok, eos) : "", &a.chat);
 	}
@@ -1116,9 +1117,9 @@ int vd_serve(vd_config *c)
 		fprintf(stderr, "vllmd: %s\n", vd_error_message());
 		goto out;
 	}
-	ho = (vd_http_opts){ .host = c->host, .port = (int)c->port,
-			     .max_body = (size_t)c->max_request_body_bytes,
-			     .keep_alive_s = (unsigned)c->timeout_keep_alive, .handler = handle, .app = &a };
+	ho = (vd_http_opts){ .host = s->host, .port = (int)s->port,
+			     .max_body = (size_t)s->max_request_body_bytes,
+			     .keep_alive_s = (unsigned)s->timeout_keep_alive, .handler = handle, .app = &a };
 	st = vd_http_start(&ho, &http);
 	if (st != VD_OK) {
 		fprintf(stderr, "vllmd: %s\n", vd_error_message());
@@ -1128,7 +1129,7 @@ int vd_serve(vd_config *c)
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
-	fprintf(stderr, "vllmd: serving %s (%s) on http://%s:%d\n", a.model_name, c->model, c->host,
+	fprintf(stderr, "vllmd: serving %s (%s) on http://%s:%d\n", a.model_name, c->model, s->host,
 		vd_http_port(http));
 	fflush(stderr);
 	while (!got_signal) {

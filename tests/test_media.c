@@ -23,7 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "core/config.h"
+#include "server/options.h"
 #include "server/media.h"
 
 /* Timing bounds, chosen far from what they separate so that the speed of the
@@ -651,7 +651,7 @@ END_TEST
 START_TEST(test_opts_from_config)
 {
 	char *domains[] = { "a.example", "b.example" };
-	vd_config c;
+	vd_server_opts c;
 	vd_media_opts o;
 
 	memset(&c, 0, sizeof(c));

@@ -1,0 +1,106 @@
+/* The daemon's option table (server/options.h), in the one format of
+ * core/config.h: YAML key (vLLM's name), flag, type, default, help. */
+#include <stddef.h>
+
+#include "server/options.h"
+
+#define OFF(field) offsetof(vd_server_opts, field)
+
+static const vd_config_choice content_choices[] = {
+	{ "auto", VD_CFG_CONTENT_AUTO }, { "string", VD_CFG_CONTENT_STRING },
+	{ "openai", VD_CFG_CONTENT_OPENAI }, { NULL, 0 },
+};
+static const vd_config_choice log_choices[] = {
+	{ "trace", VD_CFG_LOG_TRACE }, { "debug", VD_CFG_LOG_DEBUG },
+	{ "info", VD_CFG_LOG_INFO },   { "warning", VD_CFG_LOG_WARNING },
+	{ "error", VD_CFG_LOG_ERROR }, { "critical", VD_CFG_LOG_CRITICAL },
+	{ NULL, 0 },
+};
+
+static const vd_config_option options[] = {
+	{ .key = "served_model_name", .flag = "--served-model-name",
+	  .type = VD_CONFIG_STRING_LIST, .offset = OFF(served_model_name),
+	  .help = "Name(s) the API accepts in a request's \"model\" field; the first is the "
+		  "one /v1/models reports. Default: the model path." },
+	/* chat */
+	{ .key = "chat_template", .flag = "--chat-template", .type = VD_CONFIG_STRING,
+	  .offset = OFF(chat_template),
+	  .help = "Jinja chat template file (or the template text itself). Default: the "
+		  "tokenizer's chat_template." },
+	{ .key = "chat_template_content_format", .flag = "--chat-template-content-format",
+	  .type = VD_CONFIG_CHOICE, .def = "auto", .offset = OFF(chat_template_content_format),
+	  .choices = content_choices,
+	  .help = "How message content reaches the template: string (text parts joined), "
+		  "openai (the list of parts), auto = detected from the template." },
+	/* server */
+	{ .key = "host", .flag = "--host", .type = VD_CONFIG_STRING, .def = "0.0.0.0",
+	  .offset = OFF(host), .help = "Address the HTTP server listens on." },
+	{ .key = "port", .flag = "--port", .type = VD_CONFIG_INT, .def = "8000",
+	  .offset = OFF(port), VD_CONFIG_RANGE(0, 65535),
+	  .help = "TCP port of the HTTP server; 0 = any free port." },
+	{ .key = "api_key", .flag = "--api-key", .type = VD_CONFIG_STRING, .env = "VLLM_API_KEY",
+	  .offset = OFF(api_key),
+	  .help = "When set, /v1 requests must carry 'Authorization: Bearer <key>'." },
+	{ .key = "disable_log_requests", .flag = "--disable-log-requests", .type = VD_CONFIG_BOOL,
+	  .def = "false", .offset = OFF(disable_log_requests),
+	  .help = "Do not log a line for each request." },
+	{ .key = "log_level", .flag = "--log-level", .alias = "uvicorn_log_level",
+	  .type = VD_CONFIG_CHOICE, .def = "info", .offset = OFF(log_level),
+	  .choices = log_choices, .help = "Least severe log messages printed." },
+	{ .key = "max_request_body_bytes", .flag = "--max-request-body-bytes",
+	  .type = VD_CONFIG_SIZE, .def = "64MiB", .offset = OFF(max_request_body_bytes),
+	  VD_CONFIG_AT_LEAST(1),
+	  .help = "Largest HTTP request body accepted (base64 images included); larger "
+		  "requests get HTTP 413." },
+	{ .key = "timeout_keep_alive", .flag = "--timeout-keep-alive", .type = VD_CONFIG_INT,
+	  .def = "5", .env = "VLLM_HTTP_TIMEOUT_KEEP_ALIVE", .offset = OFF(timeout_keep_alive),
+	  VD_CONFIG_RANGE(1, 86400),
+	  .help = "Seconds an idle keep-alive connection stays open waiting for its next "
+		  "request (uvicorn's timeout_keep_alive); each open connection holds a "
+		  "thread." },
+	{ .key = "max_waiting_requests", .flag = "--max-waiting-requests", .type = VD_CONFIG_INT,
+	  .def = "0", .offset = OFF(max_waiting_requests), VD_CONFIG_RANGE(0, 1073741824),
+	  .help = "Most requests that may wait beyond the max_num_seqs the engine runs at "
+		  "once; a request arriving with max_num_seqs + max_waiting_requests in "
+		  "flight gets HTTP 503 (server overloaded). 0 = 16 x max_num_seqs." },
+	/* media */
+	{ .key = "image_fetch_timeout", .flag = "--image-fetch-timeout", .type = VD_CONFIG_FLOAT,
+	  .def = "5", .env = "VLLM_IMAGE_FETCH_TIMEOUT", .offset = OFF(image_fetch_timeout),
+	  VD_CONFIG_RANGE(0, 86400), .min_open = true,
+	  .help = "Seconds allowed for fetching one image URL." },
+	{ .key = "allowed_local_media_path", .flag = "--allowed-local-media-path",
+	  .type = VD_CONFIG_STRING, .offset = OFF(allowed_local_media_path),
+	  .help = "Directory whose files file:// image URLs may read; unset = file:// URLs "
+		  "are refused." },
+	{ .key = "allowed_media_domains", .flag = "--allowed-media-domains",
+	  .type = VD_CONFIG_STRING_LIST, .offset = OFF(allowed_media_domains),
+	  .help = "When set, image URLs are fetched only from these domains." },
+	{ .key = "max_image_bytes", .flag = "--max-image-bytes", .type = VD_CONFIG_SIZE,
+	  .def = "32MiB", .offset = OFF(max_image_bytes), VD_CONFIG_AT_LEAST(1),
+	  .help = "Largest encoded image (downloaded or base64-decoded) accepted." },
+	{ .key = "max_redirects", .flag = "--max-redirects", .type = VD_CONFIG_INT, .def = "3",
+	  .offset = OFF(max_redirects), VD_CONFIG_RANGE(0, 50),
+	  .help = "HTTP redirects followed when fetching an image URL." },
+};
+
+const vd_config_option *vd_server_options(int *n)
+{
+	*n = (int)(sizeof(options) / sizeof(options[0]));
+	return options;
+}
+
+vd_status vd_server_config_init(vd_config *c, vd_server_opts *s)
+{
+	int n;
+	const vd_config_option *o = vd_server_options(&n);
+
+	return vd_config_init_ext(c, o, n, s,
+				  "Server options (`vllmd generate` accepts them and ignores them)");
+}
+
+vd_status vd_server_opts_finalize(vd_server_opts *s, const vd_config *c)
+{
+	if (s->served_model_name.n == 0 && c->model)
+		return vd_config_strlist_push(&s->served_model_name, c->model);
+	return VD_OK;
+}
