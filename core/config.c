@@ -1,8 +1,10 @@
-/* Options of the vllmd daemon: the table below is the single source of
- * every YAML key, CLI flag and --help line. Values are parsed from text by
- * one parser per type, whatever the source (default, environment, YAML,
- * CLI); a value is swapped in only after it parsed, so a failed set leaves
- * the previous value. The only module that includes libyaml. */
+/* The engine's options: the table below is the single source of every
+ * YAML key, CLI flag and --help line of what the engine reads, and a
+ * joined table (the daemon's, server/options.c) goes through the same
+ * code. Values are parsed from text by one parser per type, whatever the
+ * source (default, environment, YAML, CLI); a value is swapped in only
+ * after it parsed, so a failed set leaves the previous value. The only
+ * module that includes libyaml. */
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
