@@ -179,6 +179,7 @@ vd_status vd_engine_create(const vd_engine_args *args, vd_engine **out)
 	init_graphs(e);
 	e->input_model = (vd_input_model){
 		.fam = e->fam, .fam_state = e->fam_state, .vocab_size = e->spec.vocab_size,
+		.embed_dim = e->limits.embed_dim,
 		.max_model_len = e->max_model_len, .limit_images = e->limit_images,
 		.max_image_pixels = args->max_image_pixels,
 		.serial_expand = vd_registry_abi_minor(e->reg, e->fam) < 3,

@@ -84,10 +84,17 @@ static vd_status prepare_images(const vd_input_model *m, vd_prepared *p)
 	if (!p->items)
 		return vd_errorf(VD_ERR_NOMEM, "out of memory");
 	for (int i = 0; i < q->n_images; i++) {
-		vd_status st = vd_mm_prepare_timed(m->fam, m->fam_state, &q->images[i], &kw,
-						   m->max_image_pixels, &p->items[i], &p->t_decode,
-						   &p->t_process);
+		const vd_image_input *im = &q->images[i];
+		vd_status st;
 
+		/* every family's embeddings are as wide as its decoder (plugin
+		 * ABI minor 3: the families no longer check it themselves) */
+		if (im->kind == VD_IMAGE_EMBEDS && m->embed_dim > 0 && im->hidden != m->embed_dim)
+			return vd_errorf(VD_ERR_INVALID_ARG, "image %d: image embeddings must be "
+					 "(num_tokens, %d); got width %lld", i, m->embed_dim,
+					 (long long)im->hidden);
+		st = vd_mm_prepare_timed(m->fam, m->fam_state, im, &kw, m->max_image_pixels,
+					 &p->items[i], &p->t_decode, &p->t_process);
 		if (st != VD_OK)
 			return vd_errorf(st, "image %d: %s", i, vd_error_message());
 		p->n_items++;

@@ -45,6 +45,8 @@ typedef struct vd_input_model {
 	const vd_family *fam;
 	void *fam_state;
 	int32_t vocab_size;
+	int embed_dim;           /* width of precomputed embeddings (the family's
+				  * limits.embed_dim); 0 = unchecked */
 	int max_model_len;
 	int limit_images;        /* images per prompt */
 	int64_t max_image_pixels;/* decoded-image cap; 0 = none */

@@ -34,7 +34,8 @@ extern "C" {
 				* 2: qwen2 vit
 				* 3: expand runs on the input stage's worker
 				*    threads, concurrently (an older plugin's
-				*    expand is serialized by the core) */
+				*    expand is serialized by the core); the core
+				*    checks embeddings' width before check_embeds */
 #define VD_PLUGIN_ENTRY_SYMBOL "vd_plugin_entry"
 #define VD_PLUGIN_MAGIC 0x766c6d64u /* "vlmd" */
 
@@ -218,8 +219,9 @@ typedef struct vd_family {
 	vd_status (*process_image)(void *state, const vd_image *img,
 				   const vd_mm_kwargs *kw, vd_mm_item *out);
 	/* Validate a precomputed-embeddings item (item->embeds and meta set by
-	 * the caller) and set num_tokens. Called from worker threads, like
-	 * process_image. */
+	 * the caller) and set num_tokens. From ABI minor 3 the core has
+	 * checked that item->embeds is (rows, limits.embed_dim). Called from
+	 * worker threads, like process_image. */
 	vd_status (*check_embeds)(void *state, vd_mm_item *item);
 
 	/* Vision tower: n PIXELS items -> features, a backend tensor allocated
