@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include <yaml.h>
 
@@ -1024,6 +1025,31 @@ static vd_status arg_apply(vd_config *c, char **argv, int i, int words,
 	return set_text(c, o, argv[i + 1], &at);
 }
 
+#ifndef VD_DATA_DIR
+#define VD_DATA_DIR "/usr/local/share/vllmd"
+#endif
+
+/* The --config file: name as given when it exists or names a path; a bare
+ * name that is no file here is the installed configuration of that name
+ * ($datadir/vllmd, where `make install` puts conf/). Malloc'ed; NULL when
+ * out of memory. */
+static char *find_config(const char *name)
+{
+	size_t n = strlen(VD_DATA_DIR) + strlen(name) + 2;
+	char *in_data;
+
+	if (strchr(name, '/') != NULL || access(name, F_OK) == 0)
+		return strdup(name);
+	in_data = malloc(n);
+	if (in_data == NULL)
+		return NULL;
+	snprintf(in_data, n, "%s/%s", VD_DATA_DIR, name);
+	if (access(in_data, F_OK) == 0)
+		return in_data;
+	free(in_data);
+	return strdup(name); /* not found anywhere: the loader names it */
+}
+
 vd_status vd_config_parse_args(vd_config *c, int argc, char **argv, int *first_positional)
 {
 	char **opt = NULL, **pos = NULL;
@@ -1093,12 +1119,12 @@ vd_status vd_config_parse_args(vd_config *c, int argc, char **argv, int *first_p
 		*first_positional = 1 + nopt + (dashdash != NULL);
 	if (config != NULL) {
 		free(c->config_path);
-		c->config_path = strdup(config);
+		c->config_path = find_config(config);
 		if (c->config_path == NULL) {
 			st = vd_errorf(VD_ERR_NOMEM, "out of memory");
 			goto out;
 		}
-		st = vd_config_load_yaml(c, config);
+		st = vd_config_load_yaml(c, c->config_path);
 		if (st != VD_OK)
 			goto out;
 	}

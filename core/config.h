@@ -154,7 +154,9 @@ vd_status vd_config_set(vd_config *c, const char *key_or_flag, const char *value
 bool vd_config_option_is_flag(const vd_config *c, const char *key_or_flag);
 
 /* Parse the command line argv[1..argc). `--config FILE` is loaded first
- * wherever it appears, then every flag is applied over it in order:
+ * wherever it appears (a bare name that is no file here is the installed
+ * configuration of that name, in $datadir/vllmd), then every flag is
+ * applied over it in order:
  * `--flag value`, `--flag=value`, `--bool`, `--no-bool`; a string list
  * flag takes all following words up to the next one starting with '-'.
  * -h/--help sets c->help_requested and returns VD_OK at once without

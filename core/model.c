@@ -164,6 +164,8 @@ vd_status vd_model_load(vd_engine *e)
 		e->max_model_len = e->args.max_model_len;
 	}
 	e->limit_images = e->args.limit_images > 0 ? e->args.limit_images : e->limits.max_images;
+	if (e->limits.max_images == 0)
+		e->limit_images = 0; /* a text-only family: no images, whatever the limit */
 	if (e->limit_images > e->limits.max_images) {
 		st = vd_errorf(VD_ERR_INVALID_ARG,
 			       "limit_mm_per_prompt image=%d exceeds what the %s family supports (%d)",

@@ -1,6 +1,10 @@
 /* The daemon's option table (server/options.h), in the one format of
  * core/config.h: YAML key (vLLM's name), flag, type, default, help. */
 #include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "server/options.h"
 
@@ -98,8 +102,53 @@ vd_status vd_server_config_init(vd_config *c, vd_server_opts *s)
 				  "Server options (`vllmd generate` accepts them and ignores them)");
 }
 
+#ifndef VD_DATA_DIR
+#define VD_DATA_DIR "/usr/local/share/vllmd"
+#endif
+
+/* path if it is a file; else, when relative, the first file of that name
+ * in the --config file's directory or the data directory. NULL when none
+ * is (or out of memory). */
+static char *find_beside(const char *path, const char *config_path)
+{
+	const char *dirs[2] = { NULL, VD_DATA_DIR };
+	size_t dir_len[2] = { 0, strlen(VD_DATA_DIR) };
+	const char *slash = config_path ? strrchr(config_path, '/') : NULL;
+
+	if (access(path, F_OK) == 0 || path[0] == '/')
+		return NULL;
+	if (slash != NULL) {
+		dirs[0] = config_path;
+		dir_len[0] = (size_t)(slash - config_path);
+	}
+	for (int i = 0; i < 2; i++) {
+		size_t n = dir_len[i] + strlen(path) + 2;
+		char *p;
+
+		if (dirs[i] == NULL || (p = malloc(n)) == NULL)
+			continue;
+		snprintf(p, n, "%.*s/%s", (int)dir_len[i], dirs[i], path);
+		if (access(p, F_OK) == 0)
+			return p;
+		free(p);
+	}
+	return NULL;
+}
+
 vd_status vd_server_opts_finalize(vd_server_opts *s, const vd_config *c)
 {
+	const char *t = s->chat_template;
+
+	/* a template file named relative to the YAML that names it, or one
+	 * installed with vllmd; template text given inline is left alone */
+	if (t && !strstr(t, "{{") && !strstr(t, "{%")) {
+		char *found = find_beside(t, c->config_path);
+
+		if (found) {
+			free(s->chat_template);
+			s->chat_template = found;
+		}
+	}
 	if (s->served_model_name.n == 0 && c->model)
 		return vd_config_strlist_push(&s->served_model_name, c->model);
 	return VD_OK;

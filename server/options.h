@@ -46,7 +46,9 @@ const vd_config_option *vd_server_options(int *n);
 vd_status vd_server_config_init(vd_config *c, vd_server_opts *s);
 
 /* After every source is applied (and vd_config_finalize): the API serves
- * the model path when no served_model_name is given. */
+ * the model path when no served_model_name is given; a chat_template file
+ * that is not where it is named (relative to the working directory) is
+ * looked for beside the --config file, then in vllmd's data directory. */
 vd_status vd_server_opts_finalize(vd_server_opts *s, const vd_config *c);
 
 #endif
