@@ -59,7 +59,9 @@ fi
 
 # 2. the example family from a copy of examples/plugin, against the install only
 cp -r "$S/examples/plugin" "$tmp/src"
-if make -C "$tmp/src" >"$tmp/build.log" 2>&1 && [ -f "$tmp/src/textlm.so" ]; then
+# a make of its own: nothing of the running make check (MAKEFLAGS, levels)
+if env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make --no-print-directory -C "$tmp/src" \
+	>"$tmp/build.log" 2>&1 && [ -f "$tmp/src/textlm.so" ]; then
 	ok "examples/plugin builds against the installed SDK (pkg-config vllmd)"
 else
 	cat "$tmp/build.log"
