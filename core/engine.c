@@ -305,11 +305,26 @@ static void prof_lap(vd_engine *e, double *t, double *bucket)
 	*t = now;
 }
 
+/* The forward pass's lap, counted apart for decode-only steps. */
+static void prof_forward(vd_engine *e, double *t, int64_t tokens, bool decode_only)
+{
+	double fwd = 0.0;
+
+	prof_lap(e, t, &fwd);
+	e->prof.fwd += fwd;
+	e->prof.steps++;
+	e->prof.tokens += tokens;
+	if (decode_only) {
+		e->prof.decode_steps++;
+		e->prof.decode_fwd += fwd;
+	}
+}
+
 vd_status vd_engine_step(vd_engine *e, int *n_finished)
 {
 	const vd_sched_out *so;
 	vd_batch_plan plan;
-	double t = e->prof.on ? prof_now() : 0.0, fwd = 0.0;
+	double t = e->prof.on ? prof_now() : 0.0;
 	vd_status st;
 
 	*n_finished = 0;
@@ -338,14 +353,7 @@ vd_status vd_engine_step(vd_engine *e, int *n_finished)
 		st = vd_batch_forward(e, so, &plan);
 	if (st != VD_OK)
 		return st;
-	prof_lap(e, &t, &fwd);
-	e->prof.fwd += fwd;
-	e->prof.steps++;
-	e->prof.tokens += plan.T;
-	if (plan.T == so->n) {
-		e->prof.decode_steps++;
-		e->prof.decode_fwd += fwd;
-	}
+	prof_forward(e, &t, plan.T, plan.T == so->n);
 	vd_scheduler_advance(&e->sched);
 	st = vd_requests_postprocess(e, plan.n_logits, n_finished);
 	prof_lap(e, &t, &e->prof.post);
