@@ -27,7 +27,7 @@ bench_family() {
 		--image-size 336 --num-iters 10 --num-iters-warmup 3 --output-json "$OUT/vision_${fam}_stage8.json"
 	grep -h "Throughput" "$OUT/vision_${fam}_stage8.log" | sed 's/^/VD_STAGE_THREADS=8: /' |
 		tee -a "$SUMMARY"
-	VLLMD_PROFILE=1 run "throughput_${fam}" 600 "$BIN/throughput" --model "$m" --num-prompts "$NUM_PROMPTS" \
+	VD_PROFILE=1 run "throughput_${fam}" 600 "$BIN/throughput" --model "$m" --num-prompts "$NUM_PROMPTS" \
 		--input-len 32 --output-len 128 --image-size 336 --max-num-seqs "${MAX_NUM_SEQS:-256}" \
 		--max-num-batched-tokens "${MAX_BATCHED:-8192}" --max-model-len 4096 --output-json "$OUT/throughput_${fam}.json"
 	grep -h "Throughput\|Elapsed\|Mean prompt\|vllmd profile" "$OUT/throughput_${fam}.log" | tee -a "$SUMMARY"
@@ -51,7 +51,7 @@ bench_fp8() {
 		--output-len 128 --image-size 336 --num-iters 3 --num-iters-warmup 1 --max-model-len 4096 \
 		--kv-cache-dtype fp8 --output-json "$OUT/latency_${fam}_b1_fp8.json"
 	grep -h "Decode step" "$OUT/latency_${fam}_b1_fp8.log" | sed 's/^/fp8 kv: /' | tee -a "$SUMMARY"
-	VLLMD_PROFILE=1 run "throughput_${fam}_fp8" 600 "$BIN/throughput" --model "$m" \
+	VD_PROFILE=1 run "throughput_${fam}_fp8" 600 "$BIN/throughput" --model "$m" \
 		--num-prompts "$NUM_PROMPTS" --input-len 32 --output-len 128 --image-size 336 \
 		--max-num-seqs "${MAX_NUM_SEQS:-256}" --max-num-batched-tokens "${MAX_BATCHED:-8192}" \
 		--max-model-len 4096 --kv-cache-dtype fp8 --output-json "$OUT/throughput_${fam}_fp8.json"
@@ -84,14 +84,14 @@ bench_coldstart() {
 # at a Poisson rate (SERVE_RATE, default 8 requests/s) with SERVE_IMAGE
 # (S or WxH, default 336) images in SERVE_FORMAT (png or jpeg, default png).
 # SERVE_MNBT: the server's max_num_batched_tokens (8192); SERVE_TAG names
-# the logs of a variant. The server runs with VLLMD_PROFILE=1: its engine
+# the logs of a variant. The server runs with VD_PROFILE=1: its engine
 # profile is in the summary.
 bench_serving() {
 	local arch=$1 fam=$2 m="$CKPT_DIR/$1" pid port=8321 up=0 tag="${SERVE_TAG:-}"
 	[ -d "$m" ] || run "ckpt_$fam" 300 python3 bench/make_checkpoint.py --arch "$arch" --out "$m"
 	local tmpl=()
 	[ -f "$m/chat_template.jinja" ] && tmpl=(--chat-template "$m/chat_template.jinja")
-	VLLMD_PROFILE=1 "$BIN/vllmd" serve "$m" --port "$port" --max-num-seqs 256 \
+	VD_PROFILE=1 "$BIN/vllmd" serve "$m" --port "$port" --max-num-seqs 256 \
 		--max-num-batched-tokens "${SERVE_MNBT:-8192}" --max-model-len 4096 \
 		--served-model-name "$fam" "${tmpl[@]}" >"$OUT/serve_${fam}${tag}.log" 2>&1 &
 	pid=$!

@@ -55,7 +55,7 @@ for _ in 1 2 3; do
 	done
 done
 export LD_LIBRARY_PATH="$P/use${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export VD_PLUGIN_DIR="$P/plugins" VLLMD_PLUGIN_DIR="$P/plugins" VD_TEST_DATA=tests/data
+export VD_PLUGIN_DIR="$P/plugins" VD_TEST_DATA=tests/data
 for d in tests/data/models/qwen2vl-tiny-*; do
 	[ -s "$d/tokenizer.json" ] || cp "$P/tok/tokenizer.json" "$d/"
 done

@@ -120,7 +120,7 @@ int main(int argc, char **argv)
 	snprintf(p2, sizeof(p2), "%s/tokenizer_config.json", o.model);
 	if (vd_tokenizer_load(p1, p2, &tok) != VD_OK)
 		return fail("tokenizer");
-	if (vd_registry_create(o.plugin_dir ? o.plugin_dir : getenv("VLLMD_PLUGIN_DIR"), &reg) !=
+	if (vd_registry_create(o.plugin_dir ? o.plugin_dir : getenv("VD_PLUGIN_DIR"), &reg) !=
 		    VD_OK ||
 	    vd_registry_find(reg, vd_json_get(config, "architectures"), &fam) != VD_OK)
 		return fail("plugin");

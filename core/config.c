@@ -1,14 +1,17 @@
-/* Options of the vllmd daemon: the table below is the single source of
- * every YAML key, CLI flag and --help line. Values are parsed from text by
- * one parser per type, whatever the source (default, environment, YAML,
- * CLI); a value is swapped in only after it parsed, so a failed set leaves
- * the previous value. The only module that includes libyaml. */
+/* The engine's options: the table below is the single source of every
+ * YAML key, CLI flag and --help line of what the engine reads, and a
+ * joined table (the daemon's, server/options.c) goes through the same
+ * code. Values are parsed from text by one parser per type, whatever the
+ * source (default, environment, YAML, CLI); a value is swapped in only
+ * after it parsed, so a failed set leaves the previous value. The only
+ * module that includes libyaml. */
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include <yaml.h>
 
@@ -33,37 +36,22 @@ static const vd_config_choice device_choices[] = {
 	{ "auto", VD_CFG_DEVICE_AUTO }, { "cpu", VD_CFG_DEVICE_CPU },
 	{ "cuda", VD_CFG_DEVICE_CUDA }, { NULL, 0 },
 };
-static const vd_config_choice content_choices[] = {
-	{ "auto", VD_CFG_CONTENT_AUTO }, { "string", VD_CFG_CONTENT_STRING },
-	{ "openai", VD_CFG_CONTENT_OPENAI }, { NULL, 0 },
-};
-static const vd_config_choice log_choices[] = {
-	{ "trace", VD_CFG_LOG_TRACE }, { "debug", VD_CFG_LOG_DEBUG },
-	{ "info", VD_CFG_LOG_INFO },   { "warning", VD_CFG_LOG_WARNING },
-	{ "error", VD_CFG_LOG_ERROR }, { "critical", VD_CFG_LOG_CRITICAL },
-	{ NULL, 0 },
-};
-
-#define RANGE(lo, hi) .ranged = true, .min = (lo), .max = (hi)
-#define UNBOUNDED 9.2e18 /* about INT64_MAX: "no upper bound" */
-#define AT_LEAST(lo) RANGE(lo, UNBOUNDED)
+#define RANGE VD_CONFIG_RANGE
+#define UNBOUNDED VD_CONFIG_UNBOUNDED
+#define AT_LEAST VD_CONFIG_AT_LEAST
 
 static const vd_config_option options[] = {
 	/* model */
 	{ .key = "model", .flag = "--model", .type = VD_CONFIG_STRING, .offset = OFF(model),
 	  .help = "Model checkpoint directory in the Hugging Face hub layout (config.json, "
 		  "*.safetensors, tokenizer files). Required." },
-	{ .key = "served_model_name", .flag = "--served-model-name",
-	  .type = VD_CONFIG_STRING_LIST, .offset = OFF(served_model_name),
-	  .help = "Name(s) the API accepts in a request's \"model\" field; the first is the "
-		  "one /v1/models reports. Default: the model path." },
 	{ .key = "tokenizer", .flag = "--tokenizer", .type = VD_CONFIG_STRING,
 	  .offset = OFF(tokenizer),
 	  .help = "Tokenizer directory. Default: the model directory." },
 	{ .key = "plugin_dir", .flag = "--plugin-dir", .type = VD_CONFIG_STRING,
 	  .offset = OFF(plugin_dir),
-	  .help = "Directory of model-family plugins (*.so). Default: the installed "
-		  "plugin directory." },
+	  .help = "Directory of model-family plugins (*.so). Default: $VD_PLUGIN_DIR, "
+		  "else the installed plugin directory." },
 	{ .key = "dtype", .flag = "--dtype", .type = VD_CONFIG_CHOICE, .def = "auto",
 	  .offset = OFF(dtype), .choices = dtype_choices,
 	  .help = "Weight, activation and KV-cache dtype; auto = bfloat16 on a GPU "
@@ -127,80 +115,18 @@ static const vd_config_option options[] = {
 	{ .key = "num_threads", .flag = "--num-threads", .type = VD_CONFIG_INT, .def = "0",
 	  .offset = OFF(num_threads), RANGE(0, 4096),
 	  .help = "Worker threads of the CPU backend; 0 = one per core." },
+	{ .key = "input_workers", .flag = "--input-workers", .type = VD_CONFIG_INT, .def = "0",
+	  .offset = OFF(input_workers), RANGE(0, 1024),
+	  .help = "Threads of the input stage, which prepares every request before the "
+		  "engine admits it (image decode, the family's preprocessing and hashing, "
+		  "prompt tokenization and placeholder expansion); 0 = one per core." },
 	{ .key = "seed", .flag = "--seed", .type = VD_CONFIG_INT, .def = "0",
 	  .offset = OFF(seed),
 	  .help = "Random seed of the engine; requests without their own seed draw from it." },
-	/* chat */
-	{ .key = "chat_template", .flag = "--chat-template", .type = VD_CONFIG_STRING,
-	  .offset = OFF(chat_template),
-	  .help = "Jinja chat template file (or the template text itself). Default: the "
-		  "tokenizer's chat_template." },
-	{ .key = "chat_template_content_format", .flag = "--chat-template-content-format",
-	  .type = VD_CONFIG_CHOICE, .def = "auto", .offset = OFF(chat_template_content_format),
-	  .choices = content_choices,
-	  .help = "How message content reaches the template: string (text parts joined), "
-		  "openai (the list of parts), auto = detected from the template." },
-	/* server */
-	{ .key = "host", .flag = "--host", .type = VD_CONFIG_STRING, .def = "0.0.0.0",
-	  .offset = OFF(host), .help = "Address the HTTP server listens on." },
-	{ .key = "port", .flag = "--port", .type = VD_CONFIG_INT, .def = "8000",
-	  .offset = OFF(port), RANGE(0, 65535),
-	  .help = "TCP port of the HTTP server; 0 = any free port." },
-	{ .key = "api_key", .flag = "--api-key", .type = VD_CONFIG_STRING, .env = "VLLM_API_KEY",
-	  .offset = OFF(api_key),
-	  .help = "When set, /v1 requests must carry 'Authorization: Bearer <key>'." },
-	{ .key = "disable_log_requests", .flag = "--disable-log-requests", .type = VD_CONFIG_BOOL,
-	  .def = "false", .offset = OFF(disable_log_requests),
-	  .help = "Do not log a line for each request." },
-	{ .key = "log_level", .flag = "--log-level", .alias = "uvicorn_log_level",
-	  .type = VD_CONFIG_CHOICE, .def = "info", .offset = OFF(log_level),
-	  .choices = log_choices, .help = "Least severe log messages printed." },
-	{ .key = "max_request_body_bytes", .flag = "--max-request-body-bytes",
-	  .type = VD_CONFIG_SIZE, .def = "64MiB", .offset = OFF(max_request_body_bytes),
-	  AT_LEAST(1),
-	  .help = "Largest HTTP request body accepted (base64 images included); larger "
-		  "requests get HTTP 413." },
-	{ .key = "timeout_keep_alive", .flag = "--timeout-keep-alive", .type = VD_CONFIG_INT,
-	  .def = "5", .env = "VLLM_HTTP_TIMEOUT_KEEP_ALIVE", .offset = OFF(timeout_keep_alive),
-	  RANGE(1, 86400),
-	  .help = "Seconds an idle keep-alive connection stays open waiting for its next "
-		  "request (uvicorn's timeout_keep_alive); each open connection holds a "
-		  "thread." },
-	{ .key = "max_waiting_requests", .flag = "--max-waiting-requests", .type = VD_CONFIG_INT,
-	  .def = "0", .offset = OFF(max_waiting_requests), RANGE(0, 1073741824),
-	  .help = "Most requests that may wait beyond the max_num_seqs the engine runs at "
-		  "once; a request arriving with max_num_seqs + max_waiting_requests in "
-		  "flight gets HTTP 503 (server overloaded). 0 = 16 x max_num_seqs." },
-	/* media */
-	{ .key = "image_fetch_timeout", .flag = "--image-fetch-timeout", .type = VD_CONFIG_FLOAT,
-	  .def = "5", .env = "VLLM_IMAGE_FETCH_TIMEOUT", .offset = OFF(image_fetch_timeout),
-	  RANGE(0, 86400), .min_open = true,
-	  .help = "Seconds allowed for fetching one image URL." },
-	{ .key = "allowed_local_media_path", .flag = "--allowed-local-media-path",
-	  .type = VD_CONFIG_STRING, .offset = OFF(allowed_local_media_path),
-	  .help = "Directory whose files file:// image URLs may read; unset = file:// URLs "
-		  "are refused." },
-	{ .key = "allowed_media_domains", .flag = "--allowed-media-domains",
-	  .type = VD_CONFIG_STRING_LIST, .offset = OFF(allowed_media_domains),
-	  .help = "When set, image URLs are fetched only from these domains." },
-	{ .key = "allowed_media_networks", .flag = "--allowed-media-networks",
-	  .type = VD_CONFIG_STRING_LIST, .offset = OFF(allowed_media_networks),
-	  .help = "Networks image URLs may reach besides public addresses, as "
-		  "ADDRESS/PREFIX separated by commas or spaces (127.0.0.0/8,::1/128). "
-		  "Unset: loopback, private (RFC 1918, CGNAT), link-local (cloud "
-		  "metadata), multicast, unspecified, reserved, IPv6 ULA and "
-		  "link-local addresses, and their IPv4-mapped and NAT64 forms, are "
-		  "refused for the URL and every redirect. 0.0.0.0/0,::/0 allows all." },
 	{ .key = "max_image_pixels", .flag = "--max-image-pixels", .type = VD_CONFIG_INT,
 	  .def = "89478485", .offset = OFF(max_image_pixels), AT_LEAST(1),
 	  .help = "Largest decoded image (width x height) accepted, like PIL's "
 		  "Image.MAX_IMAGE_PIXELS." },
-	{ .key = "max_image_bytes", .flag = "--max-image-bytes", .type = VD_CONFIG_SIZE,
-	  .def = "32MiB", .offset = OFF(max_image_bytes), AT_LEAST(1),
-	  .help = "Largest encoded image (downloaded or base64-decoded) accepted." },
-	{ .key = "max_redirects", .flag = "--max-redirects", .type = VD_CONFIG_INT, .def = "3",
-	  .offset = OFF(max_redirects), RANGE(0, 50),
-	  .help = "HTTP redirects followed when fetching an image URL." },
 };
 #define N_OPTIONS ((int)(sizeof(options) / sizeof(options[0])))
 
@@ -210,6 +136,17 @@ const vd_config_option *vd_config_options(int *n)
 {
 	*n = N_OPTIONS;
 	return options;
+}
+
+/* c's options, the engine's then the joined table's: i in [0, n_all(c)). */
+static int n_all(const vd_config *c)
+{
+	return N_OPTIONS + c->n_ext;
+}
+
+static const vd_config_option *opt_at(const vd_config *c, int i)
+{
+	return i < N_OPTIONS ? &options[i] : &c->ext_options[i - N_OPTIONS];
 }
 
 /* ---- names ---- */
@@ -236,26 +173,28 @@ static bool name_is(const char *name, size_t len, const char *key)
 }
 
 /* Option named by the first len bytes of name; *negated set for "no-<bool>". */
-static const vd_config_option *find_n(const char *name, size_t len, bool *negated)
+static const vd_config_option *find_n(const vd_config *c, const char *name, size_t len,
+				      bool *negated)
 {
 	const char *bare = name;
 	size_t blen = len;
 
 	*negated = false;
-	for (int i = 0; i < N_OPTIONS; i++)
-		if (name_is(name, len, options[i].key) || name_is(name, len, options[i].alias))
-			return &options[i];
+	for (int i = 0; i < n_all(c); i++)
+		if (name_is(name, len, opt_at(c, i)->key) || name_is(name, len, opt_at(c, i)->alias))
+			return opt_at(c, i);
 	if (blen >= 2 && bare[0] == '-' && bare[1] == '-') {
 		bare += 2;
 		blen -= 2;
 	}
 	if (blen > 3 && (strncmp(bare, "no-", 3) == 0 || strncmp(bare, "no_", 3) == 0)) {
-		for (int i = 0; i < N_OPTIONS; i++) {
-			if (options[i].type == VD_CONFIG_BOOL &&
-			    (name_is(bare + 3, blen - 3, options[i].key) ||
-			     name_is(bare + 3, blen - 3, options[i].alias))) {
+		for (int i = 0; i < n_all(c); i++) {
+			const vd_config_option *o = opt_at(c, i);
+
+			if (o->type == VD_CONFIG_BOOL && (name_is(bare + 3, blen - 3, o->key) ||
+							  name_is(bare + 3, blen - 3, o->alias))) {
 				*negated = true;
-				return &options[i];
+				return o;
 			}
 		}
 	}
@@ -310,19 +249,22 @@ static const char *closest(const char *name, const char *const *names, int n)
 
 /* " (did you mean 'x'?)" for the option key closest to name, or "". The
  * buffer is static per thread: use before the next call. */
-static const char *suggest(const char *name, bool as_flag)
+static const char *suggest(const vd_config *c, const char *name, bool as_flag)
 {
 	static _Thread_local char buf[96];
-	const char *keys[2 * N_OPTIONS];
+	const char **keys = malloc(2 * (size_t)n_all(c) * sizeof(*keys));
 	const char *bare = strncmp(name, "--", 2) == 0 ? name + 2 : name, *pick;
 	int n = 0;
 
-	for (int i = 0; i < N_OPTIONS; i++) {
-		keys[n++] = options[i].key;
-		if (options[i].alias != NULL)
-			keys[n++] = options[i].alias;
+	if (keys == NULL)
+		return "";
+	for (int i = 0; i < n_all(c); i++) {
+		keys[n++] = opt_at(c, i)->key;
+		if (opt_at(c, i)->alias != NULL)
+			keys[n++] = opt_at(c, i)->alias;
 	}
 	pick = closest(bare, keys, n);
+	free(keys);
 	if (pick == NULL)
 		return "";
 	if (!as_flag) {
@@ -496,7 +438,7 @@ static void strlist_clear(vd_config_strlist *l)
 	l->n = 0;
 }
 
-static vd_status strlist_push(vd_config_strlist *l, const char *s)
+vd_status vd_config_strlist_push(vd_config_strlist *l, const char *s)
 {
 	char **p = realloc(l->items, (size_t)(l->n + 1) * sizeof(*p));
 
@@ -517,13 +459,13 @@ static vd_status parse_strlist(const struct origin *at, const char *s, vd_config
 	vd_status st = VD_OK;
 
 	if (s[0] != '[')
-		return strlist_push(out, s);
+		return vd_config_strlist_push(out, s);
 	if (vd_json_parse(s, strlen(s), &j) != VD_OK || !vd_json_is_array(j))
 		st = bad_value(at, "a JSON array of strings", s);
 	for (int i = 0; st == VD_OK && i < vd_json_len(j); i++) {
 		const char *v = vd_json_string_value(vd_json_at(j, i));
 
-		st = v != NULL ? strlist_push(out, v) : bad_value(at, "a JSON array of strings", s);
+		st = v != NULL ? vd_config_strlist_push(out, v) : bad_value(at, "a JSON array of strings", s);
 	}
 	vd_json_free(j);
 	return st;
@@ -601,8 +543,11 @@ static vd_status parse_mm(const struct origin *at, const char *s, vd_config_mm_l
 	return st;
 }
 
+/* o's field: in c, or in the joined table's struct. */
 static void *field(vd_config *c, const vd_config_option *o)
 {
+	if (c->n_ext > 0 && o >= c->ext_options && o < c->ext_options + c->n_ext)
+		return (char *)c->ext_base + o->offset;
 	return (char *)c + o->offset;
 }
 
@@ -741,25 +686,51 @@ static vd_status reset_option(vd_config *c, const vd_config_option *o)
 	return o->def != NULL ? set_text(c, o, o->def, &at) : VD_OK;
 }
 
-vd_status vd_config_init_defaults(vd_config *c)
+vd_status vd_config_init_ext(vd_config *c, const vd_config_option *ext, int n_ext,
+			     void *ext_base, const char *title)
 {
 	vd_status st;
 
 	memset(c, 0, sizeof(*c));
-	for (int i = 0; i < N_OPTIONS; i++) {
-		st = reset_option(c, &options[i]);
+	c->ext_title = title;
+	c->ext_options = ext;
+	c->n_ext = ext != NULL && ext_base != NULL ? n_ext : 0;
+	c->ext_base = ext_base;
+	/* every field starts unset, so that an error midway leaves c freeable */
+	for (int i = N_OPTIONS; i < n_all(c); i++) {
+		const vd_config_option *o = opt_at(c, i);
+		void *f = field(c, o);
+
+		switch (o->type) {
+		case VD_CONFIG_STRING:
+			*(char **)f = NULL;
+			break;
+		case VD_CONFIG_STRING_LIST:
+			*(vd_config_strlist *)f = (vd_config_strlist){ NULL, 0 };
+			break;
+		default:
+			break;
+		}
+	}
+	for (int i = 0; i < n_all(c); i++) {
+		st = reset_option(c, opt_at(c, i));
 		if (st != VD_OK)
 			return st;
 	}
 	return VD_OK;
 }
 
+vd_status vd_config_init_defaults(vd_config *c)
+{
+	return vd_config_init_ext(c, NULL, 0, NULL, NULL);
+}
+
 void vd_config_free(vd_config *c)
 {
 	if (c == NULL)
 		return;
-	for (int i = 0; i < N_OPTIONS; i++)
-		clear_field(c, &options[i]);
+	for (int i = 0; i < n_all(c); i++)
+		clear_field(c, opt_at(c, i));
 	free(c->config_path);
 	memset(c, 0, sizeof(*c));
 }
@@ -768,11 +739,11 @@ vd_status vd_config_set(vd_config *c, const char *key_or_flag, const char *value
 {
 	struct origin at = { "", key_or_flag };
 	bool neg;
-	const vd_config_option *o = find_n(key_or_flag, strlen(key_or_flag), &neg);
+	const vd_config_option *o = find_n(c, key_or_flag, strlen(key_or_flag), &neg);
 
 	if (o == NULL)
 		return vd_errorf(VD_ERR_INVALID_ARG, "unknown option '%s'%s", key_or_flag,
-				 suggest(key_or_flag, strncmp(key_or_flag, "--", 2) == 0));
+				 suggest(c, key_or_flag, strncmp(key_or_flag, "--", 2) == 0));
 	if (neg) {
 		if (value != NULL)
 			return vd_errorf(VD_ERR_INVALID_ARG, "option '%s' takes no value", key_or_flag);
@@ -788,10 +759,10 @@ vd_status vd_config_set(vd_config *c, const char *key_or_flag, const char *value
 	return set_text(c, o, value, &at);
 }
 
-bool vd_config_option_is_flag(const char *key_or_flag)
+bool vd_config_option_is_flag(const vd_config *c, const char *key_or_flag)
 {
 	bool neg;
-	const vd_config_option *o = find_n(key_or_flag, strlen(key_or_flag), &neg);
+	const vd_config_option *o = find_n(c, key_or_flag, strlen(key_or_flag), &neg);
 
 	return o != NULL && o->type == VD_CONFIG_BOOL;
 }
@@ -837,7 +808,7 @@ static vd_status yaml_apply(vd_config *c, yaml_document_t *doc, const vd_config_
 
 			snprintf(prefix, sizeof(prefix), "%s:%d: ", path, line_of(item));
 			st = item->type == YAML_SCALAR_NODE ?
-				     strlist_push(&l, (const char *)item->data.scalar.value) :
+				     vd_config_strlist_push(&l, (const char *)item->data.scalar.value) :
 				     wrong_shape(&at, "a list of strings", "a nested list or mapping");
 		}
 		if (st == VD_OK) {
@@ -871,10 +842,19 @@ static vd_status yaml_apply(vd_config *c, yaml_document_t *doc, const vd_config_
 	return wrong_shape(&at, type_want(o), v->type == YAML_SEQUENCE_NODE ? "a list" : "a mapping");
 }
 
+/* The position of o among c's options (opt_at's index). */
+static int opt_index(const vd_config *c, const vd_config_option *o)
+{
+	if (c->n_ext > 0 && o >= c->ext_options && o < c->ext_options + c->n_ext)
+		return N_OPTIONS + (int)(o - c->ext_options);
+	return (int)(o - options);
+}
+
 static vd_status yaml_apply_doc(vd_config *c, yaml_document_t *doc, const char *path)
 {
 	yaml_node_t *root = yaml_document_get_root_node(doc);
-	int seen[N_OPTIONS] = { 0 };
+	int *seen;
+	vd_status st = VD_OK;
 
 	if (root == NULL || yaml_is_null(root))
 		return VD_OK; /* an empty file (or a bare "---") sets nothing */
@@ -882,35 +862,42 @@ static vd_status yaml_apply_doc(vd_config *c, yaml_document_t *doc, const char *
 		return vd_errorf(VD_ERR_INVALID_ARG,
 				 "%s:%d: the top level must be a mapping of option: value",
 				 path, line_of(root));
+	seen = calloc((size_t)n_all(c), sizeof(*seen));
+	if (seen == NULL)
+		return vd_errorf(VD_ERR_NOMEM, "out of memory");
 	for (yaml_node_pair_t *p = root->data.mapping.pairs.start;
-	     p < root->data.mapping.pairs.top; p++) {
+	     st == VD_OK && p < root->data.mapping.pairs.top; p++) {
 		yaml_node_t *k = yaml_document_get_node(doc, p->key);
 		yaml_node_t *v = yaml_document_get_node(doc, p->value);
 		const vd_config_option *o;
 		const char *name;
 		bool neg;
-		vd_status st;
 		int idx;
 
-		if (k->type != YAML_SCALAR_NODE)
-			return vd_errorf(VD_ERR_INVALID_ARG, "%s:%d: option names must be plain text",
-					 path, line_of(k));
+		if (k->type != YAML_SCALAR_NODE) {
+			st = vd_errorf(VD_ERR_INVALID_ARG, "%s:%d: option names must be plain text",
+				       path, line_of(k));
+			break;
+		}
 		name = (const char *)k->data.scalar.value;
-		o = strncmp(name, "--", 2) == 0 ? NULL : find_n(name, strlen(name), &neg);
-		if (o == NULL || neg)
-			return vd_errorf(VD_ERR_INVALID_ARG, "%s:%d: unknown option '%s'%s", path,
-					 line_of(k), name, suggest(name, false));
-		idx = (int)(o - options);
-		if (seen[idx] != 0)
-			return vd_errorf(VD_ERR_INVALID_ARG,
-					 "%s:%d: option '%s' given twice (first at line %d)", path,
-					 line_of(k), o->key, seen[idx]);
+		o = strncmp(name, "--", 2) == 0 ? NULL : find_n(c, name, strlen(name), &neg);
+		if (o == NULL || neg) {
+			st = vd_errorf(VD_ERR_INVALID_ARG, "%s:%d: unknown option '%s'%s", path,
+				       line_of(k), name, suggest(c, name, false));
+			break;
+		}
+		idx = opt_index(c, o);
+		if (seen[idx] != 0) {
+			st = vd_errorf(VD_ERR_INVALID_ARG,
+				       "%s:%d: option '%s' given twice (first at line %d)", path,
+				       line_of(k), o->key, seen[idx]);
+			break;
+		}
 		seen[idx] = line_of(k);
 		st = yaml_apply(c, doc, o, v, path, name);
-		if (st != VD_OK)
-			return st;
 	}
-	return VD_OK;
+	free(seen);
+	return st;
 }
 
 vd_status vd_config_load_yaml(vd_config *c, const char *path)
@@ -963,8 +950,8 @@ out_parser:
 
 /* How many argv words the option at argv[i] uses (itself included), or an
  * error; *o and *neg name the option (NULL for --config). */
-static vd_status arg_words(int argc, char **argv, int i, const vd_config_option **o,
-			   bool *neg, int *words)
+static vd_status arg_words(const vd_config *c, int argc, char **argv, int i,
+			   const vd_config_option **o, bool *neg, int *words)
 {
 	const char *a = argv[i], *eq = strchr(a, '=');
 	size_t len = eq ? (size_t)(eq - a) : strlen(a);
@@ -982,13 +969,13 @@ static vd_status arg_words(int argc, char **argv, int i, const vd_config_option 
 		*words = eq ? 1 : 2;
 		return VD_OK;
 	}
-	*o = find_n(a, len, neg);
+	*o = find_n(c, a, len, neg);
 	if (*o == NULL) {
 		char name[128];
 
 		snprintf(name, sizeof(name), "%.*s", (int)len, a);
 		return vd_errorf(VD_ERR_INVALID_ARG, "unknown option '%s'%s", name,
-				 suggest(name, true));
+				 suggest(c, name, true));
 	}
 	if (*neg && eq != NULL)
 		return vd_errorf(VD_ERR_INVALID_ARG, "option '%.*s' takes no value", (int)len, a);
@@ -1035,7 +1022,7 @@ static vd_status arg_apply(vd_config *c, char **argv, int i, int words,
 
 		st = VD_OK;
 		for (int k = 1; k < words && st == VD_OK; k++)
-			st = strlist_push(&l, argv[i + k]);
+			st = vd_config_strlist_push(&l, argv[i + k]);
 		if (st != VD_OK) {
 			strlist_clear(&l);
 			return st;
@@ -1045,6 +1032,31 @@ static vd_status arg_apply(vd_config *c, char **argv, int i, int words,
 		return VD_OK;
 	}
 	return set_text(c, o, argv[i + 1], &at);
+}
+
+#ifndef VD_DATA_DIR
+#define VD_DATA_DIR "/usr/local/share/vllmd"
+#endif
+
+/* The --config file: name as given when it exists or names a path; a bare
+ * name that is no file here is the installed configuration of that name
+ * ($datadir/vllmd, where `make install` puts conf/). Malloc'ed; NULL when
+ * out of memory. */
+static char *find_config(const char *name)
+{
+	size_t n = strlen(VD_DATA_DIR) + strlen(name) + 2;
+	char *in_data;
+
+	if (strchr(name, '/') != NULL || access(name, F_OK) == 0)
+		return strdup(name);
+	in_data = malloc(n);
+	if (in_data == NULL)
+		return NULL;
+	snprintf(in_data, n, "%s/%s", VD_DATA_DIR, name);
+	if (access(in_data, F_OK) == 0)
+		return in_data;
+	free(in_data);
+	return strdup(name); /* not found anywhere: the loader names it */
 }
 
 vd_status vd_config_parse_args(vd_config *c, int argc, char **argv, int *first_positional)
@@ -1087,7 +1099,7 @@ vd_status vd_config_parse_args(vd_config *c, int argc, char **argv, int *first_p
 			pos[npos++] = argv[i];
 			continue;
 		}
-		st = arg_words(argc, argv, i, &o, &neg, &words);
+		st = arg_words(c, argc, argv, i, &o, &neg, &words);
 		if (st != VD_OK)
 			goto out;
 		if (o == NULL) {
@@ -1116,12 +1128,12 @@ vd_status vd_config_parse_args(vd_config *c, int argc, char **argv, int *first_p
 		*first_positional = 1 + nopt + (dashdash != NULL);
 	if (config != NULL) {
 		free(c->config_path);
-		c->config_path = strdup(config);
+		c->config_path = find_config(config);
 		if (c->config_path == NULL) {
 			st = vd_errorf(VD_ERR_NOMEM, "out of memory");
 			goto out;
 		}
-		st = vd_config_load_yaml(c, config);
+		st = vd_config_load_yaml(c, c->config_path);
 		if (st != VD_OK)
 			goto out;
 	}
@@ -1131,7 +1143,7 @@ vd_status vd_config_parse_args(vd_config *c, int argc, char **argv, int *first_p
 		bool neg;
 		int words;
 
-		st = arg_words(1 + nopt, argv, i, &o, &neg, &words);
+		st = arg_words(c, 1 + nopt, argv, i, &o, &neg, &words);
 		if (st == VD_OK && o != NULL)
 			st = arg_apply(c, argv, i, words, o, neg);
 		if (st != VD_OK)
@@ -1146,8 +1158,6 @@ out:
 
 vd_status vd_config_finalize(vd_config *c)
 {
-	vd_status st;
-
 	if (c->model == NULL || c->model[0] == '\0')
 		return vd_errorf(VD_ERR_INVALID_ARG,
 				 "no model given: pass --model DIR (or the directory as the first "
@@ -1156,11 +1166,6 @@ vd_status vd_config_finalize(vd_config *c)
 		c->tokenizer = strdup(c->model);
 		if (c->tokenizer == NULL)
 			return vd_errorf(VD_ERR_NOMEM, "out of memory");
-	}
-	if (c->served_model_name.n == 0) {
-		st = strlist_push(&c->served_model_name, c->model);
-		if (st != VD_OK)
-			return st;
 	}
 	return VD_OK;
 }
@@ -1218,7 +1223,7 @@ static const char *type_name(const vd_config_option *o)
 	return "?";
 }
 
-void vd_config_print_help(FILE *f)
+void vd_config_print_help(const vd_config *c, FILE *f)
 {
 	fputs("Usage: vllmd [--config FILE] [MODEL_DIR] [--option value ...]\n\n"
 	      "Every option can be set in the YAML file given by --config (as its YAML key)\n"
@@ -1230,12 +1235,14 @@ void vd_config_print_help(FILE *f)
 	      "Sizes: a byte count, or a number with KiB/MiB/GiB/TiB or K/M/G/T (powers of\n"
 	      "1024), or kB/MB/GB/TB or k/m/g/t (powers of 1000): 4GiB, 512MiB, 1.5GB.\n"
 	      "Booleans: --flag / --no-flag on the command line, true/false in YAML.\n\n"
-	      "Options:\n", f);
-	for (int i = 0; i < N_OPTIONS; i++) {
-		const vd_config_option *o = &options[i];
+	      "Engine options:\n", f);
+	for (int i = 0; i < n_all(c); i++) {
+		const vd_config_option *o = opt_at(c, i);
 		char line[256];
 		int k;
 
+		if (i == N_OPTIONS)
+			fprintf(f, "\n%s:\n", c->ext_title ? c->ext_title : "More options");
 		if (o->type == VD_CONFIG_BOOL)
 			fprintf(f, "  %s, --no-%s\n", o->flag, o->flag + 2);
 		else
@@ -1288,6 +1295,7 @@ void vd_config_to_engine_args(const vd_config *c, vd_engine_args *a)
 	a->enforce_eager = c->enforce_eager;
 	a->kv_cache_dtype = c->kv_cache_dtype == VD_CFG_KV_FP8 ? "fp8" : "auto";
 	a->num_threads = (int)c->num_threads;
+	a->input_workers = (int)c->input_workers;
 	a->max_image_pixels = c->max_image_pixels;
 	a->seed = (uint64_t)c->seed;
 }

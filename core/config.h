@@ -1,8 +1,11 @@
-/* Engine and server options of the vllmd daemon. One table (vd_config_options)
- * describes every option once: its YAML key (vLLM's name), CLI flag, type,
- * default and help, so the YAML loader, the CLI parser and --help can never
- * disagree. Precedence: defaults < environment defaults < YAML < CLI flags.
- * Implemented in core/config.c on libyaml, the only module that includes it. */
+/* The engine's options, and the machinery every vllmd option goes through.
+ * One table (vd_config_options) describes each option the engine reads
+ * once: its YAML key (vLLM's name), CLI flag, type, default and help, so the
+ * YAML loader, the CLI parser and --help can never disagree. The program
+ * around the engine joins its own table (the daemon's: server/options.h)
+ * with vd_config_init_ext, and the two are handled as one. Precedence:
+ * defaults < environment defaults < YAML < CLI flags. Implemented in
+ * core/config.c on libyaml, the only module that includes it. */
 #ifndef VLLMD_CORE_CONFIG_H
 #define VLLMD_CORE_CONFIG_H
 
@@ -34,19 +37,16 @@ typedef struct vd_config_mm_limits {
 enum { VD_CFG_DTYPE_AUTO, VD_CFG_DTYPE_FLOAT32, VD_CFG_DTYPE_BFLOAT16, VD_CFG_DTYPE_FLOAT16 };
 enum { VD_CFG_DEVICE_AUTO, VD_CFG_DEVICE_CPU, VD_CFG_DEVICE_CUDA };
 enum { VD_CFG_KV_AUTO, VD_CFG_KV_FP8 };
-enum { VD_CFG_CONTENT_AUTO, VD_CFG_CONTENT_STRING, VD_CFG_CONTENT_OPENAI };
-enum {
-	VD_CFG_LOG_TRACE, VD_CFG_LOG_DEBUG, VD_CFG_LOG_INFO, VD_CFG_LOG_WARNING,
-	VD_CFG_LOG_ERROR, VD_CFG_LOG_CRITICAL,
-};
 
-/* Every option. Strings are owned (NULL = unset); sizes are bytes; choice
- * fields hold the VD_CFG_* constants above. Fill with vd_config_init_defaults,
- * release with vd_config_free. */
+struct vd_config_option;
+
+/* The engine's options. Strings are owned (NULL = unset); sizes are bytes;
+ * choice fields hold the VD_CFG_* constants above. Fill with
+ * vd_config_init_defaults (or vd_config_init_ext), release with
+ * vd_config_free. */
 typedef struct vd_config {
 	/* model */
 	char *model;                     /* checkpoint directory (required to run) */
-	vd_config_strlist served_model_name;
 	char *tokenizer;                 /* NULL until vd_config_finalize: = model */
 	char *plugin_dir;                /* NULL = the installed plugin directory */
 	int dtype;                       /* VD_CFG_DTYPE_* */
@@ -65,31 +65,19 @@ typedef struct vd_config {
 	bool enable_prefix_caching;
 	bool enforce_eager;
 	int64_t num_threads;             /* CPU backend threads; 0 = all cores */
+	int64_t input_workers;           /* input stage threads; 0 = one per core */
 	int64_t seed;
-	/* chat */
-	char *chat_template;
-	int chat_template_content_format; /* VD_CFG_CONTENT_* */
-	/* server */
-	char *host;
-	int64_t port;
-	char *api_key;
-	bool disable_log_requests;
-	int log_level;                   /* VD_CFG_LOG_* */
-	int64_t max_request_body_bytes;
-	int64_t timeout_keep_alive;      /* seconds */
-	int64_t max_waiting_requests;    /* beyond max_num_seqs; 0 = 16 x that */
-	/* media */
-	double image_fetch_timeout;      /* seconds */
-	char *allowed_local_media_path;
-	vd_config_strlist allowed_media_domains; /* empty = any domain */
-	vd_config_strlist allowed_media_networks; /* beyond public addresses; empty = none */
-	int64_t max_image_pixels;
-	int64_t max_image_bytes;
-	int64_t max_redirects;
+	int64_t max_image_pixels;        /* decoded-image cap */
 
 	/* not options: set by the loaders */
 	char *config_path;               /* the --config file, or NULL */
 	bool help_requested;             /* -h/--help was on the command line */
+	/* the joined table (vd_config_init_ext): its options' offsets point
+	 * into ext_base, which c does not own (but frees the strings of) */
+	const struct vd_config_option *ext_options;
+	int n_ext;
+	void *ext_base;
+	const char *ext_title;           /* its heading in --help */
 } vd_config;
 
 typedef enum vd_config_type {
@@ -124,14 +112,29 @@ typedef struct vd_config_option {
 	double min, max;
 } vd_config_option;
 
-/* The option table; *n receives its length. Static, never NULL. */
+/* Numeric range of an option: [lo, hi] (with .min_open, (lo, hi]). */
+#define VD_CONFIG_RANGE(lo, hi) .ranged = true, .min = (lo), .max = (hi)
+#define VD_CONFIG_UNBOUNDED 9.2e18 /* about INT64_MAX: "no upper bound" */
+#define VD_CONFIG_AT_LEAST(lo) VD_CONFIG_RANGE(lo, VD_CONFIG_UNBOUNDED)
+
+/* The engine's option table; *n receives its length. Static, never NULL. */
 const vd_config_option *vd_config_options(int *n);
 
 /* Reset c to the defaults, reading environment defaults (e.g.
- * VLLM_IMAGE_FETCH_TIMEOUT) now. Errors: a malformed environment value
+ * VLLM_API_KEY) now. Errors: a malformed environment value
  * (VD_ERR_INVALID_ARG naming the variable), VD_ERR_NOMEM. On error c is
  * still safe to vd_config_free. c need not be initialized before. */
 vd_status vd_config_init_defaults(vd_config *c);
+
+/* The same, with a second table joined to the engine's: ext (n_ext
+ * options, static) whose offsets point into ext_base (borrowed; its
+ * fields are reset here and freed by vd_config_free), listed in --help
+ * under title (static). Keys and flags of both tables must differ. */
+vd_status vd_config_init_ext(vd_config *c, const vd_config_option *ext, int n_ext,
+			     void *ext_base, const char *title);
+
+/* Append a copy of s to l. */
+vd_status vd_config_strlist_push(vd_config_strlist *l, const char *s);
 
 /* Apply the options of a YAML file whose top level is a mapping of
  * option: value (keys with underscores or dashes). null resets an option to
@@ -148,12 +151,14 @@ vd_status vd_config_load_yaml(vd_config *c, const char *path);
  * given. Errors: VD_ERR_INVALID_ARG naming the option. */
 vd_status vd_config_set(vd_config *c, const char *key_or_flag, const char *value);
 
-/* True when the option takes no value on the command line (booleans and
+/* True when c's option takes no value on the command line (booleans and
  * their no- forms). Unknown names are false. */
-bool vd_config_option_is_flag(const char *key_or_flag);
+bool vd_config_option_is_flag(const vd_config *c, const char *key_or_flag);
 
 /* Parse the command line argv[1..argc). `--config FILE` is loaded first
- * wherever it appears, then every flag is applied over it in order:
+ * wherever it appears (a bare name that is no file here is the installed
+ * configuration of that name, in $datadir/vllmd), then every flag is
+ * applied over it in order:
  * `--flag value`, `--flag=value`, `--bool`, `--no-bool`; a string list
  * flag takes all following words up to the next one starting with '-'.
  * -h/--help sets c->help_requested and returns VD_OK at once without
@@ -166,15 +171,16 @@ bool vd_config_option_is_flag(const char *key_or_flag);
 vd_status vd_config_parse_args(vd_config *c, int argc, char **argv, int *first_positional);
 
 /* Checks after all sources are applied: model is set, tokenizer defaults to
- * model, served_model_name to [model]. Errors: VD_ERR_INVALID_ARG. */
+ * model. Errors: VD_ERR_INVALID_ARG. */
 vd_status vd_config_finalize(vd_config *c);
 
 struct vd_engine_args;
 /* The engine arguments c names (vllmd/llm.h); strings stay owned by c. */
 void vd_config_to_engine_args(const vd_config *c, struct vd_engine_args *a);
 
-/* Print every option: CLI flag, YAML key, type, default and help. */
-void vd_config_print_help(FILE *f);
+/* Print every option of c (the engine's, then the joined table's): CLI
+ * flag, YAML key, type, default and help. */
+void vd_config_print_help(const vd_config *c, FILE *f);
 
 /* Print a line for each accepted-but-ignored option that is set
  * (trust_remote_code); prints nothing otherwise. */

@@ -1,11 +1,14 @@
 /* The engine: a loaded model (backend, plugin family, text decoder,
- * tokenizer, KV cache, encoder cache) and the continuous-batching loop that
- * runs requests through it. Single-threaded: one thread owns an engine
- * (the offline API's caller, or the daemon's engine thread). */
+ * tokenizer, KV cache, encoder cache), its input stage, and the
+ * continuous-batching loop that runs prepared requests through it.
+ * Single-threaded: one thread owns an engine (the offline API's caller, or
+ * the daemon's engine thread); only vd_engine_input's stage and the
+ * read-only accessors below may be used from other threads. */
 #ifndef VD_ENGINE_H
 #define VD_ENGINE_H
 
 #include <stdbool.h>
+#include "core/input.h"
 #include "vllmd/llm.h"
 #include "vllmd/plugin.h"
 
@@ -29,38 +32,30 @@ vd_status vd_engine_create(const vd_engine_args *args, vd_engine **out);
 /* Aborts whatever is still in flight (their outputs finish as "abort"). */
 void vd_engine_destroy(vd_engine *e);
 
-/* Admit request r (borrowed until it finishes) whose output goes to *out
- * (owned by the caller; filled as the request runs). user is the caller's
- * handle for streaming updates and vd_engine_abort (may be NULL). Images
- * are decoded and processed and the prompt expanded now. A bad request is
- * not admitted: out->status/out->error say why and *admitted is false. */
-vd_status vd_engine_add_request(vd_engine *e, const vd_request *r, int index, vd_output *out,
-				void *user, bool *admitted);
+/* The input stage that prepares this engine's requests (core/input.h):
+ * safe to use from any thread while the engine lives. */
+vd_input *vd_engine_input(vd_engine *e);
 
-/* Process one image for this engine's family (decode if it is a path or
- * bytes, the family's process_image, the content hash): the work
- * vd_engine_add_request does per image, done now on the calling thread.
- * Safe from any thread: families' process_image is thread-safe by the
- * plugin contract. kw: the request's mm_processor_kwargs (NULL = none).
- * Precomputed embeddings are refused (VD_ERR_INVALID_ARG): they are checked
- * at admission. On success *out owns its buffers (vd_mm_item_free); on
- * error it is zeroed. */
-vd_status vd_engine_prepare_image(const vd_engine *e, const vd_image_input *in,
-				  const vd_mm_kwargs *kw, vd_mm_item *out);
-/* vd_engine_add_request for a request whose n_items images (in prompt
- * order) came from vd_engine_prepare_image; r->images is not used. The
- * engine takes items[0..n_items) whatever happens: on return each one is
- * zeroed. n_items 0 (items may be NULL) = vd_engine_add_request. */
-vd_status vd_engine_add_prepared(vd_engine *e, const vd_request *r, vd_mm_item *items,
-				 int n_items, int index, vd_output *out, void *user,
-				 bool *admitted);
+/* Admit prepared request p (the engine takes it, whatever happens) whose
+ * output goes to *out (owned by the caller; filled as the request runs).
+ * user is the caller's handle for streaming updates and vd_engine_abort
+ * (may be NULL); index names the request when it has no request_id. A
+ * request that failed preparation (or p NULL: out of memory) is not
+ * admitted: out->status/out->error say why and *admitted is false. An
+ * error return means the engine itself failed. */
+vd_status vd_engine_add(vd_engine *e, vd_prepared *p, int index, vd_output *out, void *user,
+			bool *admitted);
+
+/* Charge seconds the engine's thread spent waiting for the input stage
+ * (VD_PROFILE). */
+void vd_engine_note_input_wait(vd_engine *e, double seconds);
 
 /* Streaming. After each step the listener hears, per completion that made
  * progress, the new tokens and the new text. Text that could still turn
  * out to be the start of a stop string is held back, so a stop string is
  * never streamed. */
 typedef struct vd_stream_update {
-	void *user;                  /* as given to vd_engine_add_request */
+	void *user;                  /* as given to vd_engine_add */
 	int index;                   /* completion index */
 	const char *delta;           /* new text, delta_len bytes (not NUL-ended) */
 	size_t delta_len;

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "core/kv_cache.h"
-#include "core/sha256.h"
+#include "core/io/hash.h"
 
 int64_t vd_kv_block_bytes(int num_layers, int block_size, int kv_heads, int head_dim,
 			  vd_dtype dtype)
@@ -64,25 +64,28 @@ void vd_kv_cache_free(vd_kv_cache *kv)
 }
 
 /* Hash of block i of s from its parent's hash. */
-static void block_hash(const vd_kv_cache *kv, const vd_seq *s, int32_t i, vd_block_hash *out)
+static vd_status block_hash(const vd_kv_cache *kv, const vd_seq *s, int32_t i, vd_block_hash *out)
 {
 	const vd_expansion *x = &s->group->exp;
 	int64_t lo = (int64_t)i * kv->block_size, hi = lo + kv->block_size;
-	vd_sha256_ctx c;
-	uint8_t full[32];
+	vd_hash c;
+	uint8_t full[VD_HASH_BYTES];
 	static const vd_block_hash zero;
+	vd_status st = vd_hash_init(&c);
 
-	vd_sha256_init(&c);
-	vd_sha256_update(&c, i ? s->hashes[i - 1].b : zero.b, VD_BLOCK_HASH_BYTES);
-	vd_sha256_update(&c, s->tokens + lo, (size_t)kv->block_size * sizeof(int32_t));
+	if (st != VD_OK)
+		return st;
+	vd_hash_update(&c, i ? s->hashes[i - 1].b : zero.b, VD_BLOCK_HASH_BYTES);
+	vd_hash_update(&c, s->tokens + lo, (size_t)kv->block_size * sizeof(int32_t));
 	for (int k = 0; k < x->n_ph; k++) {
 		const vd_placeholder *ph = &x->ph[k];
 
 		if (ph->offset < hi && ph->offset + ph->length > lo)
-			vd_sha256_update(&c, s->group->items[ph->item].hash, 32);
+			vd_hash_update(&c, s->group->items[ph->item].hash, 32);
 	}
-	vd_sha256_final(&c, full);
+	vd_hash_final(&c, full);
 	memcpy(out->b, full, VD_BLOCK_HASH_BYTES);
+	return VD_OK;
 }
 
 /* Extend the hash list of s over its first n_full full blocks. */
@@ -100,8 +103,12 @@ static vd_status hash_blocks(const vd_kv_cache *kv, vd_seq *s, int32_t n_full)
 		s->hashes = h;
 		s->cap_hashes = cap;
 	}
-	for (; s->n_hashes < n_full; s->n_hashes++)
-		block_hash(kv, s, s->n_hashes, &s->hashes[s->n_hashes]);
+	for (; s->n_hashes < n_full; s->n_hashes++) {
+		vd_status st = block_hash(kv, s, s->n_hashes, &s->hashes[s->n_hashes]);
+
+		if (st != VD_OK)
+			return st;
+	}
 	return VD_OK;
 }
 

@@ -1,5 +1,6 @@
 /* The offline API (include/vllmd/llm.h): argument defaults as vLLM has them,
  * generate over many requests with a progress bar, and output ownership. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,7 @@ void vd_engine_args_init(vd_engine_args *a)
 	a->gpu_memory_utilization = 0.9;
 	a->enable_prefix_caching = true;
 	a->max_image_pixels = 89478485; /* PIL's MAX_IMAGE_PIXELS */
+	a->input_workers = 0;
 }
 
 void vd_sampling_params_init(vd_sampling_params *p)
@@ -123,18 +125,73 @@ static void progress(int done, int n, long long toks, double t0)
 	fflush(stderr);
 }
 
+/* Prepared requests coming back from the input stage, by request index. */
+typedef struct arrivals {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	vd_prepared **ready;    /* (n) */
+	bool *arrived;          /* (n): ready[i] is set (NULL = out of memory) */
+	int n_back;             /* callbacks so far */
+} arrivals;
+
+static void on_prepared(void *ctx, int64_t tag, vd_prepared *p)
+{
+	arrivals *a = ctx;
+
+	pthread_mutex_lock(&a->mu);
+	a->ready[tag] = p;
+	a->arrived[tag] = true;
+	a->n_back++;
+	pthread_cond_broadcast(&a->cv);
+	pthread_mutex_unlock(&a->mu);
+}
+
+/* Request i, prepared; the wait is charged to the engine's profile. */
+static vd_prepared *take(arrivals *a, vd_engine *e, int i)
+{
+	double t0 = now_s();
+	vd_prepared *p;
+
+	pthread_mutex_lock(&a->mu);
+	while (!a->arrived[i])
+		pthread_cond_wait(&a->cv, &a->mu);
+	p = a->ready[i];
+	a->ready[i] = NULL;
+	pthread_mutex_unlock(&a->mu);
+	vd_engine_note_input_wait(e, now_s() - t0);
+	return p;
+}
+
+/* Wait for every submitted request's callback, freeing what was not
+ * taken (after an engine failure). */
+static void drain(arrivals *a, int n_submitted)
+{
+	pthread_mutex_lock(&a->mu);
+	while (a->n_back < n_submitted)
+		pthread_cond_wait(&a->cv, &a->mu);
+	pthread_mutex_unlock(&a->mu);
+	for (int i = 0; i < n_submitted; i++)
+		vd_prepared_free(a->ready[i]);
+}
+
 /* All requests go through the engine together, but at most a window of
- * them is admitted at a time (a few times max_num_seqs): their images are
- * decoded and processed on admission, so memory stays bounded however
- * long the input is. */
+ * them is admitted at a time (a few times max_num_seqs), so memory stays
+ * bounded however long the input is. The input stage prepares requests
+ * ahead of admission (the whole first window, then a few per worker); the
+ * engine admits them in request order, exactly as many at each point as
+ * when it prepared them itself, so batches (and outputs) do not depend on
+ * how fast the workers are. */
 vd_status vd_llm_generate(vd_llm *llm, const vd_request *reqs, int n, vd_output **outs)
 {
 	vd_engine *e = llm->engine;
+	vd_input *in = vd_engine_input(e);
 	int window = 2 * vd_engine_max_num_seqs(e) + 16;
-	int next = 0, done = 0;
+	int ahead = 2 * vd_input_num_workers(in);
+	int next_sub = 0, next = 0, done = 0;
 	long long toks = 0;
 	double t0 = now_s(), last = 0;
 	vd_engine_stats before, after;
+	arrivals a = { .n_back = 0 };
 	vd_output *o;
 	vd_status st = VD_OK;
 
@@ -142,8 +199,16 @@ vd_status vd_llm_generate(vd_llm *llm, const vd_request *reqs, int n, vd_output 
 	if (n < 0 || (n > 0 && !reqs))
 		return vd_errorf(VD_ERR_INVALID_ARG, "vd_llm_generate: bad request array");
 	o = calloc((size_t)(n > 0 ? n : 1), sizeof(*o));
-	if (!o)
+	a.ready = calloc((size_t)(n > 0 ? n : 1), sizeof(*a.ready));
+	a.arrived = calloc((size_t)(n > 0 ? n : 1), sizeof(*a.arrived));
+	if (!o || !a.ready || !a.arrived) {
+		free(o);
+		free(a.ready);
+		free(a.arrived);
 		return vd_errorf(VD_ERR_NOMEM, "out of memory");
+	}
+	pthread_mutex_init(&a.mu, NULL);
+	pthread_cond_init(&a.cv, NULL);
 	vd_engine_get_stats(e, &before);
 	while (done < n && st == VD_OK) {
 		int k = 0;
@@ -151,7 +216,15 @@ vd_status vd_llm_generate(vd_llm *llm, const vd_request *reqs, int n, vd_output 
 		while (next < n && vd_engine_num_unfinished(e) < window && st == VD_OK) {
 			bool admitted;
 
-			st = vd_engine_add_request(e, &reqs[next], next, &o[next], NULL, &admitted);
+			/* keep the stage ahead of admission */
+			while (st == VD_OK && next_sub < n &&
+			       next_sub - next < window - vd_engine_num_unfinished(e) + ahead) {
+				st = vd_input_submit(in, &reqs[next_sub], next_sub, on_prepared, &a);
+				next_sub += st == VD_OK;
+			}
+			if (st != VD_OK)
+				break;
+			st = vd_engine_add(e, take(&a, e, next), next, &o[next], NULL, &admitted);
 			next++;
 			done += !admitted;
 		}
@@ -166,7 +239,13 @@ vd_status vd_llm_generate(vd_llm *llm, const vd_request *reqs, int n, vd_output 
 			last = now_s();
 		}
 	}
+	drain(&a, next_sub);
+	pthread_cond_destroy(&a.cv);
+	pthread_mutex_destroy(&a.mu);
+	free(a.ready);
+	free(a.arrived);
 	if (st != VD_OK) {
+		vd_engine_abort_all(e);
 		vd_outputs_free(o, n);
 		return st;
 	}

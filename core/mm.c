@@ -4,9 +4,10 @@
  * equal placeholder embeddings. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/mm.h"
-#include "core/sha256.h"
+#include "core/io/hash.h"
 
 void vd_mm_item_free(vd_mm_item *it)
 {
@@ -22,7 +23,7 @@ static vd_status prepare_embeds(const vd_family *fam, void *fs, const vd_image_i
 {
 	size_t bytes;
 	int64_t shape[2] = { in->rows, in->hidden };
-	vd_sha256_ctx h;
+	vd_hash h;
 	vd_status st;
 
 	if (!in->embeds || in->rows <= 0 || in->hidden <= 0)
@@ -41,28 +42,48 @@ static vd_status prepare_embeds(const vd_family *fam, void *fs, const vd_image_i
 	if (!out->embeds.data)
 		return vd_errorf(VD_ERR_NOMEM, "out of memory copying image embeddings");
 	memcpy(out->embeds.data, in->embeds, bytes);
-	if (in->grid_thw[0] || in->grid_thw[1] || in->grid_thw[2]) {
-		out->n_meta = 3;
-		memcpy(out->meta, in->grid_thw, 3 * sizeof(int64_t));
-	}
+	if (in->n_embed_meta < 0 || in->n_embed_meta > VD_MM_META_MAX)
+		return vd_errorf(VD_ERR_INVALID_ARG, "image embeddings carry %d metadata values "
+				 "(at most %d)", in->n_embed_meta, VD_MM_META_MAX);
+	out->n_meta = in->n_embed_meta;
+	memcpy(out->meta, in->embed_meta, (size_t)in->n_embed_meta * sizeof(int64_t));
 	st = fam->check_embeds(fs, out);
+	if (st == VD_OK)
+		st = vd_hash_init(&h);
 	if (st != VD_OK)
 		return st;
-	vd_sha256_init(&h);
-	vd_sha256_update(&h, "embeds", 6);
-	vd_sha256_update(&h, shape, sizeof(shape));
-	vd_sha256_update(&h, out->meta, sizeof(out->meta));
-	vd_sha256_update(&h, in->embeds, bytes);
-	vd_sha256_final(&h, out->hash);
+	vd_hash_update(&h, "embeds", 6);
+	vd_hash_update(&h, shape, sizeof(shape));
+	vd_hash_update(&h, out->meta, sizeof(out->meta));
+	vd_hash_update(&h, in->embeds, bytes);
+	vd_hash_final(&h, out->hash);
 	return VD_OK;
+}
+
+static double mono(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 vd_status vd_mm_prepare(const vd_family *fam, void *fs, const vd_image_input *in,
 			const vd_mm_kwargs *kw, int64_t max_pixels, vd_mm_item *out)
 {
+	double t_decode = 0.0, t_process = 0.0;
+
+	return vd_mm_prepare_timed(fam, fs, in, kw, max_pixels, out, &t_decode, &t_process);
+}
+
+vd_status vd_mm_prepare_timed(const vd_family *fam, void *fs, const vd_image_input *in,
+			      const vd_mm_kwargs *kw, int64_t max_pixels, vd_mm_item *out,
+			      double *t_decode, double *t_process)
+{
 	vd_image img = { 0 };
-	vd_sha256_ctx h;
+	vd_hash h;
 	int32_t dims[2];
+	double t0 = mono(), t1;
 	vd_status st;
 
 	memset(out, 0, sizeof(*out));
@@ -72,6 +93,7 @@ vd_status vd_mm_prepare(const vd_family *fam, void *fs, const vd_image_input *in
 		st = prepare_embeds(fam, fs, in, out);
 		if (st != VD_OK)
 			vd_mm_item_free(out);
+		*t_process += mono() - t0;
 		return st;
 	case VD_IMAGE_PATH:
 		if (!in->path)
@@ -96,6 +118,8 @@ vd_status vd_mm_prepare(const vd_family *fam, void *fs, const vd_image_input *in
 	default:
 		return vd_errorf(VD_ERR_INVALID_ARG, "unknown image input kind %d", (int)in->kind);
 	}
+	t1 = mono();
+	*t_decode += t1 - t0;
 	if (st != VD_OK)
 		return st;
 	if (!fam->process_image) {
@@ -108,19 +132,24 @@ vd_status vd_mm_prepare(const vd_family *fam, void *fs, const vd_image_input *in
 		goto out;
 	}
 	out->struct_size = sizeof(*out);
+	st = vd_hash_init(&h);
+	if (st != VD_OK) {
+		vd_mm_item_free(out);
+		goto out;
+	}
 	dims[0] = img.width;
 	dims[1] = img.height;
-	vd_sha256_init(&h);
-	vd_sha256_update(&h, "pixels", 6);
-	vd_sha256_update(&h, dims, sizeof(dims));
+	vd_hash_update(&h, "pixels", 6);
+	vd_hash_update(&h, dims, sizeof(dims));
 	if (kw) {
 		int64_t k[3] = { kw->min_pixels, kw->max_pixels, kw->num_crops };
 
-		vd_sha256_update(&h, k, sizeof(k));
+		vd_hash_update(&h, k, sizeof(k));
 	}
-	vd_sha256_update(&h, img.data, (size_t)img.width * (size_t)img.height * 3);
-	vd_sha256_final(&h, out->hash);
+	vd_hash_update(&h, img.data, (size_t)img.width * (size_t)img.height * 3);
+	vd_hash_final(&h, out->hash);
 out:
 	vd_image_free(&img);
+	*t_process += mono() - t1;
 	return st;
 }

@@ -11,6 +11,11 @@
  * images (0 = none). On success *out owns its buffers (vd_mm_item_free). */
 vd_status vd_mm_prepare(const vd_family *fam, void *fs, const vd_image_input *in,
 			const vd_mm_kwargs *kw, int64_t max_pixels, vd_mm_item *out);
+/* The same, adding the seconds spent decoding and processing (family's
+ * processor and the hash) to *t_decode and *t_process. */
+vd_status vd_mm_prepare_timed(const vd_family *fam, void *fs, const vd_image_input *in,
+			      const vd_mm_kwargs *kw, int64_t max_pixels, vd_mm_item *out,
+			      double *t_decode, double *t_process);
 /* Free an item's pixel/embedding buffers; safe on a zeroed item. */
 void vd_mm_item_free(vd_mm_item *it);
 

@@ -221,6 +221,15 @@ vd_status vd_registry_find(const vd_registry *r, const vd_json *architectures,
 			 want, r->dir, have[0] ? have : "no plugins");
 }
 
+uint32_t vd_registry_abi_minor(const vd_registry *r, const vd_family *f)
+{
+	for (int i = 0; i < r->n; i++)
+		for (int k = 0; k < r->plugins[i].desc->n_families; k++)
+			if (r->plugins[i].desc->families[k] == f)
+				return r->plugins[i].desc->abi_minor;
+	return 0;
+}
+
 int vd_registry_count(const vd_registry *r)
 {
 	return r->n;

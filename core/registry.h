@@ -26,6 +26,10 @@ vd_status vd_registry_load(vd_registry *r, const char *path);
 vd_status vd_registry_find(const vd_registry *r, const vd_json *architectures,
 			   const vd_family **out);
 
+/* The plugin ABI minor the plugin serving family f was built with (0 when
+ * f is not one of r's). */
+uint32_t vd_registry_abi_minor(const vd_registry *r, const vd_family *f);
+
 /* Number of loaded plugins, and the refusal messages collected so far. */
 int vd_registry_count(const vd_registry *r);
 const char *vd_registry_refusals(const vd_registry *r);

@@ -13,6 +13,49 @@
 #include "kernels/sample.h"
 #include "vllmd/ops.h"
 
+static vd_status bad(const char *name, double v, const char *want)
+{
+	return vd_errorf(VD_ERR_INVALID_ARG, "%s must be %s, got %.9g.", name, want, v);
+}
+
+vd_status vd_sampling_params_check(const vd_sampling_params *p)
+{
+	if (p->n < 1 || p->n > VD_MAX_N)
+		return bad("n", p->n, "between 1 and 128");
+	if (!(p->temperature >= 0.0f) || isinf(p->temperature))
+		return bad("temperature", p->temperature, "non-negative");
+	if (!(p->top_p > 0.0f && p->top_p <= 1.0f))
+		return bad("top_p", p->top_p, "in (0, 1]");
+	if (p->top_k < -1)
+		return bad("top_k", p->top_k, "-1 or 0 (disabled), or at least 1");
+	if (!(p->min_p >= 0.0f && p->min_p <= 1.0f))
+		return bad("min_p", p->min_p, "in [0, 1]");
+	if (!(p->presence_penalty >= -2.0f && p->presence_penalty <= 2.0f))
+		return bad("presence_penalty", p->presence_penalty, "in [-2, 2]");
+	if (!(p->frequency_penalty >= -2.0f && p->frequency_penalty <= 2.0f))
+		return bad("frequency_penalty", p->frequency_penalty, "in [-2, 2]");
+	if (!(p->repetition_penalty > 0.0f) || isinf(p->repetition_penalty))
+		return bad("repetition_penalty", p->repetition_penalty, "greater than 0");
+	if (p->max_tokens < 1)
+		return bad("max_tokens", p->max_tokens, "at least 1");
+	if (p->min_tokens < 0)
+		return bad("min_tokens", p->min_tokens, "greater than or equal to 0");
+	if (p->min_tokens > p->max_tokens)
+		return vd_errorf(VD_ERR_INVALID_ARG, "min_tokens must be less than or equal to "
+				 "max_tokens=%d, got %d.", p->max_tokens, p->min_tokens);
+	if (p->logprobs < -1 || p->logprobs > VD_MAX_REQUEST_LOGPROBS)
+		return bad("logprobs", p->logprobs, "between 0 and 20 (or unset)");
+	if (p->prompt_logprobs < -1 || p->prompt_logprobs > VD_MAX_REQUEST_LOGPROBS)
+		return bad("prompt_logprobs", p->prompt_logprobs, "between 0 and 20 (or unset)");
+	if (p->n_stop_token_ids < 0 || (p->n_stop_token_ids > 0 && !p->stop_token_ids))
+		return vd_errorf(VD_ERR_INVALID_ARG, "stop_token_ids: %d ids without a list",
+				 p->n_stop_token_ids);
+	for (int i = 0; p->stop && p->stop[i]; i++)
+		if (!p->stop[i][0])
+			return vd_errorf(VD_ERR_INVALID_ARG, "stop cannot contain an empty string.");
+	return VD_OK;
+}
+
 static uint64_t rotl(uint64_t x, int k)
 {
 	return (x << k) | (x >> (64 - k));

@@ -31,6 +31,21 @@ typedef struct vd_sample_history {
 	int64_t n_output;
 } vd_sample_history;
 
+/* The most completions one request may ask for, and the most logprobs (as
+ * vLLM's default max_logprobs) per position. */
+#define VD_MAX_N 128
+#define VD_MAX_REQUEST_LOGPROBS 20
+
+/* Check p with vLLM's SamplingParams rules, the one set of rules for every
+ * way in: n in [1, VD_MAX_N]; temperature >= 0; top_p in (0, 1]; top_k -1,
+ * 0 (off) or >= 1; min_p in [0, 1]; presence and frequency penalties in
+ * [-2, 2]; repetition_penalty > 0; max_tokens >= 1; 0 <= min_tokens <=
+ * max_tokens; logprobs and prompt_logprobs -1 (none) or up to
+ * VD_MAX_REQUEST_LOGPROBS; no empty stop string; stop_token_ids given when
+ * counted. VD_ERR_INVALID_ARG names the parameter, its value and what is
+ * allowed. */
+vd_status vd_sampling_params_check(const vd_sampling_params *p);
+
 /* True when p asks for greedy decoding. */
 int vd_sampling_is_greedy(const vd_sampling_params *p);
 

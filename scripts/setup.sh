@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 PKGS=(build-essential autoconf automake libtool pkg-config
       libyaml-dev libmicrohttpd-dev libcjson-dev libcurl4-openssl-dev check libsubunit-dev
       libstb-dev libjpeg62-turbo-dev libwebp-dev libopenblas-dev libpcre2-dev libutf8proc-dev
-      nodejs npm python3 python3-pil python3-numpy python3-jinja2 faketime)
+      libssl-dev nodejs npm python3 python3-pil python3-numpy python3-jinja2 faketime)
 
 missing=()
 for p in "${PKGS[@]}"; do

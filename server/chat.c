@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/chat_template.h"
+#include "core/jinja/chat_template.h"
 #include "server/chat.h"
 
 struct vd_chat {

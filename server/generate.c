@@ -1,7 +1,9 @@
 /* JSONL front end of the offline API. Each line is parsed into a vd_request
  * (all strings and arrays it borrows live in the parsed line, kept until the
  * outputs are written); all valid lines run in one vd_llm_generate call. */
+#include <float.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -40,7 +42,8 @@ static int get_int(const cJSON *o, const char *k, int64_t *v, char **err)
 
 	if (!n || cJSON_IsNull(n))
 		return 0;
-	if (!cJSON_IsNumber(n) || n->valuedouble != floor(n->valuedouble)) {
+	if (!cJSON_IsNumber(n) || n->valuedouble != floor(n->valuedouble) ||
+	    fabs(n->valuedouble) > 9.2e18) {
 		*err = errf("sampling_params.%s must be an integer", k);
 		return -1;
 	}
@@ -58,7 +61,9 @@ static int get_num(const cJSON *o, const char *k, float *v, char **err)
 		*err = errf("sampling_params.%s must be a number", k);
 		return -1;
 	}
-	*v = (float)n->valuedouble;
+	/* beyond float's range: an infinity, which the checks refuse */
+	*v = n->valuedouble > FLT_MAX ? INFINITY : n->valuedouble < -FLT_MAX ? -INFINITY
+							 : (float)n->valuedouble;
 	return 1;
 }
 
@@ -115,11 +120,19 @@ static int parse_params(line_req *L, const cJSON *sp)
 	    get_bool(sp, "skip_special_tokens", &p->skip_special_tokens, err) < 0 ||
 	    get_bool(sp, "include_stop_str_in_output", &p->include_stop_str_in_output, err) < 0)
 		return -1;
-#define INT_PARAM(key, field)                                   \
-	switch (get_int(sp, key, &v, err)) {                    \
-	case -1: return -1;                                     \
-	case 1: p->field = (__typeof__(p->field))v; break;      \
-	default: break;                                         \
+	/* only the types here: the input stage checks the values (one set of
+	 * rules for every way in, vd_sampling_params_check) */
+#define INT_PARAM(key, field)                                                          \
+	switch (get_int(sp, key, &v, err)) {                                           \
+	case -1: return -1;                                                            \
+	case 1:                                                                        \
+		if (sizeof(p->field) < sizeof(v) && (v < INT32_MIN || v > INT32_MAX)) { \
+			*err = errf("sampling_params.%s is out of range", key);        \
+			return -1;                                                     \
+		}                                                                      \
+		p->field = (__typeof__(p->field))v;                                    \
+		break;                                                                 \
+	default: break;                                                                \
 	}
 	INT_PARAM("n", n)
 	INT_PARAM("top_k", top_k)
@@ -129,15 +142,6 @@ static int parse_params(line_req *L, const cJSON *sp)
 	INT_PARAM("logprobs", logprobs)
 	INT_PARAM("prompt_logprobs", prompt_logprobs)
 #undef INT_PARAM
-	if (p->temperature < 0 || p->top_p <= 0 || p->top_p > 1 || p->n < 1 || p->max_tokens < 1 ||
-	    p->min_tokens < 0 || p->min_tokens > p->max_tokens || p->min_p < 0 || p->min_p > 1 ||
-	    p->repetition_penalty <= 0 || p->logprobs > 20 || p->prompt_logprobs > 20 ||
-	    p->top_k < -1) {
-		*err = errf("sampling_params out of range (temperature >= 0, 0 < top_p <= 1, n >= 1, "
-			    "max_tokens >= 1, 0 <= min_tokens <= max_tokens, 0 <= min_p <= 1, "
-			    "repetition_penalty > 0, logprobs <= 20, top_k >= -1)", NULL);
-		return -1;
-	}
 	it = cJSON_GetObjectItemCaseSensitive(sp, "stop");
 	if (it && !cJSON_IsNull(it)) {
 		int n = cJSON_IsString(it) ? 1 : cJSON_GetArraySize(it);
@@ -245,8 +249,9 @@ static int load_embeds(line_req *L, const cJSON *obj, vd_image_input *in)
 			goto out;
 		}
 		for (int k = 0; k < 3; k++)
-			in->grid_thw[k] = g.dtype == VD_DTYPE_I64 ? ((const int64_t *)g.data)[k]
-								 : ((const int32_t *)g.data)[k];
+			in->embed_meta[k] = g.dtype == VD_DTYPE_I64 ? ((const int64_t *)g.data)[k]
+								   : ((const int32_t *)g.data)[k];
+		in->n_embed_meta = 3;
 	}
 	rc = 0;
 out:

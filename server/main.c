@@ -3,7 +3,8 @@
  *   vllmd serve [MODEL] [flags]             the same, vLLM style
  *   vllmd generate --model DIR [--input F.jsonl] [--output F.jsonl] [flags]
  *   vllmd --help | --version
- * Options come from the one table in core/config.c (YAML keys and CLI flags). */
+ * Options come from two tables handled as one (YAML keys and CLI flags): the
+ * engine's in core/config.c and the daemon's in server/options.c. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,9 +12,10 @@
 #include "core/config.h"
 #include "server/generate.h"
 #include "server/openai.h"
+#include "server/options.h"
 #include "vllmd/llm.h"
 
-static void usage(FILE *f)
+static void usage(const vd_config *c, FILE *f)
 {
 	fprintf(f,
 		"usage: vllmd --config FILE.yaml [options]        serve the OpenAI API\n"
@@ -30,12 +32,23 @@ static void usage(FILE *f)
 		"or {\"prompt_token_ids\": [...]}. One vLLM RequestOutput per output line.\n"
 		"Input defaults to stdin, output to stdout.\n\n"
 		"Options (CLI flag, YAML key in a --config file):\n");
-	vd_config_print_help(f);
+	vd_config_print_help(c, f);
+	fprintf(f,
+		"\nEnvironment (every switch vllmd reads is VD_*; VLLM_* names are vLLM's,\n"
+		"read as the option defaults listed above):\n"
+		"  VD_PLUGIN_DIR       plugin directory when --plugin-dir is not given\n"
+		"  VD_PROFILE=1        when the engine stops, print where its thread spent\n"
+		"                      its time and what the input stage did\n"
+		"  VD_STAGE_THREADS=N  threads copying a vision batch's pixels (default:\n"
+		"                      one per core, up to 8)\n"
+		"  VD_CPU_*, VD_CUDA_* backend switches for tests and measurements\n"
+		"                      (docs/ENGINE.md, docs/CUDA.md)\n");
 }
 
 static int cmd_generate(int argc, char **argv)
 {
 	vd_config c;
+	vd_server_opts s;
 	vd_engine_args a;
 	vd_llm *llm = NULL;
 	const char *in_path = NULL, *out_path = NULL;
@@ -66,7 +79,9 @@ static int cmd_generate(int argc, char **argv)
 			rest[nrest++] = argv[i];
 		}
 	}
-	st = vd_config_init_defaults(&c);
+	/* the daemon's options are accepted (a --config file may carry them)
+	 * and ignored */
+	st = vd_server_config_init(&c, &s);
 	if (st == VD_OK)
 		st = vd_config_parse_args(&c, nrest, rest, &first_pos);
 	if (st != VD_OK) {
@@ -74,7 +89,7 @@ static int cmd_generate(int argc, char **argv)
 		goto out;
 	}
 	if (c.help_requested) {
-		usage(stdout);
+		usage(&c, stdout);
 		rc = 0;
 		goto out;
 	}
@@ -130,10 +145,11 @@ out:
 static int cmd_serve(int argc, char **argv)
 {
 	vd_config c;
+	vd_server_opts s;
 	int first_pos = argc, rc = 1;
 	vd_status st;
 
-	st = vd_config_init_defaults(&c);
+	st = vd_server_config_init(&c, &s);
 	if (st == VD_OK)
 		st = vd_config_parse_args(&c, argc, argv, &first_pos);
 	if (st != VD_OK) {
@@ -141,7 +157,7 @@ static int cmd_serve(int argc, char **argv)
 		goto out;
 	}
 	if (c.help_requested) {
-		usage(stdout);
+		usage(&c, stdout);
 		rc = 0;
 		goto out;
 	}
@@ -158,12 +174,14 @@ static int cmd_serve(int argc, char **argv)
 		}
 	}
 	st = vd_config_finalize(&c);
+	if (st == VD_OK)
+		st = vd_server_opts_finalize(&s, &c);
 	if (st != VD_OK) {
 		fprintf(stderr, "vllmd: %s\n", vd_error_message());
 		goto out;
 	}
 	vd_config_print_notices(&c, stderr);
-	rc = vd_serve(&c);
+	rc = vd_serve(&c, &s);
 out:
 	vd_config_free(&c);
 	return rc;
@@ -180,7 +198,14 @@ int main(int argc, char **argv)
 	if (argc >= 2 && !strcmp(argv[1], "serve"))
 		return cmd_serve(argc - 1, argv + 1);
 	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-		usage(argc < 2 ? stderr : stdout);
+		vd_config c;
+		vd_server_opts s;
+
+		/* defaults read the environment: a malformed value is named
+		 * when the options are used, the help is printed anyway */
+		vd_server_config_init(&c, &s);
+		usage(&c, argc < 2 ? stderr : stdout);
+		vd_config_free(&c);
 		return argc < 2 ? 1 : 0;
 	}
 	if (argv[1][0] == '-')

@@ -26,7 +26,7 @@
 
 #include <curl/curl.h>
 
-#include "core/config.h"
+#include "server/options.h"
 #include "server/media.h"
 #include "server/net_policy.h"
 
@@ -62,7 +62,7 @@ void vd_media_global_cleanup(void)
 	pthread_mutex_unlock(&global_lock);
 }
 
-vd_status vd_media_opts_from_config(const struct vd_config *c, vd_media_opts *o)
+vd_status vd_media_opts_from_config(const struct vd_server_opts *c, vd_media_opts *o)
 {
 	vd_net *nets;
 	int n;

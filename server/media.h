@@ -18,7 +18,7 @@
 
 #include "vllmd/status.h"
 
-struct vd_config;
+struct vd_server_opts;
 
 /* Limits of one fetch. Everything is borrowed for the duration of the call. */
 typedef struct vd_media_opts {
@@ -58,7 +58,7 @@ void vd_media_global_cleanup(void);
  * allowed_media_networks). o borrows c's strings: keep c alive while o is
  * used. VD_ERR_INVALID_ARG when allowed_media_networks does not parse
  * (the message names the entry), so a daemon refuses it at start-up. */
-vd_status vd_media_opts_from_config(const struct vd_config *c, vd_media_opts *o);
+vd_status vd_media_opts_from_config(const struct vd_server_opts *c, vd_media_opts *o);
 
 /* Fetch the encoded image that url names:
  *   http://, https://  GET with User-Agent "vllmd/<version>"; only http(s)

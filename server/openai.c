@@ -1,8 +1,10 @@
 /* OpenAI API over the engine. Each HTTP request runs on its connection's
- * thread: parse and validate the JSON, fetch, decode and process images,
- * build a vd_srv_req, submit it to the engine thread, then either wait for
- * the whole answer or stream chunks as the engine produces them. A client that goes
+ * thread: parse the JSON, render the chat template, fetch image URLs, have
+ * the input stage check and prepare the request (images decoded and
+ * processed, prompt expanded), submit it to the engine thread, then either
+ * wait for the whole answer or stream chunks as the engine produces them. A client that goes
  * away aborts its request, which frees its KV blocks. */
+#include <float.h>
 #include <limits.h>
 #include <math.h>
 #include <signal.h>
@@ -34,7 +36,8 @@ typedef struct histo {
 } histo;
 
 typedef struct app {
-	vd_config *cfg;
+	const vd_config *cfg;
+	const vd_server_opts *opts;
 	vd_engine *engine;
 	vd_worker *worker;
 	vd_chat *chat;
@@ -139,35 +142,48 @@ static const cJSON *get(const cJSON *o, const char *k)
 	return v && !cJSON_IsNull(v) ? v : NULL;
 }
 
-/* Numbers with bounds; *err set (static message) on a bad value. */
-static bool num_field(const cJSON *o, const char *k, double lo, double hi, double *out,
-		      char *err, size_t cap)
+/* A number (any finite value: the input stage checks ranges); *err set on
+ * a value of another type. */
+static bool num_field(const cJSON *o, const char *k, double *out, char *err, size_t cap)
 {
 	const cJSON *v = get(o, k);
 
 	if (!v)
 		return true;
-	if (!cJSON_IsNumber(v) || v->valuedouble < lo || v->valuedouble > hi || isnan(v->valuedouble)) {
-		snprintf(err, cap, "'%s' must be a number in [%g, %g]", k, lo, hi);
+	if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) {
+		snprintf(err, cap, "'%s' must be a number", k);
 		return false;
 	}
 	*out = v->valuedouble;
 	return true;
 }
 
+/* An integer that fits the field it goes to, [lo, hi]. */
 static bool int_field(const cJSON *o, const char *k, double lo, double hi, int64_t *out,
 		      char *err, size_t cap)
 {
 	double d = (double)*out;
 
-	if (!num_field(o, k, lo, hi, &d, err, cap))
+	if (!get(o, k))
+		return true;
+	if (!num_field(o, k, &d, err, cap))
 		return false;
 	if (d != floor(d)) {
 		snprintf(err, cap, "'%s' must be an integer", k);
 		return false;
 	}
+	if (d < lo || d > hi) {
+		snprintf(err, cap, "'%s' is out of range", k);
+		return false;
+	}
 	*out = (int64_t)d;
 	return true;
+}
+
+/* d as a float; beyond float's range, an infinity (the checks refuse it). */
+static float to_float(double d)
+{
+	return d > FLT_MAX ? INFINITY : d < -FLT_MAX ? -INFINITY : (float)d;
 }
 
 /* Sampling parameters of a chat or completions request. */
@@ -178,34 +194,37 @@ static bool parse_sampling(app *a, vd_srv_req *r, const cJSON *b, parsed *p, cha
 	int64_t n = 1, mt = -1, mct = -1, seed = -1, top_k = 0, min_tokens = 0, lp = -1;
 	const cJSON *v;
 
-	if (!num_field(b, "temperature", 0, 2, &t, err, cap) ||
-	    !num_field(b, "top_p", 1e-9, 1, &top_p, err, cap) ||
-	    !num_field(b, "min_p", 0, 1, &min_p, err, cap) ||
-	    !num_field(b, "presence_penalty", -2, 2, &pp, err, cap) ||
-	    !num_field(b, "frequency_penalty", -2, 2, &fp, err, cap) ||
-	    !num_field(b, "repetition_penalty", 1e-6, 100, &rp, err, cap) ||
-	    !int_field(b, "n", 1, 128, &n, err, cap) ||
-	    !int_field(b, "max_tokens", 1, 1e9, &mt, err, cap) ||
-	    !int_field(b, "max_completion_tokens", 1, 1e9, &mct, err, cap) ||
+	/* types only: the input stage checks the values, with the same rules
+	 * for every way in (vd_sampling_params_check) */
+	if (!num_field(b, "temperature", &t, err, cap) || !num_field(b, "top_p", &top_p, err, cap) ||
+	    !num_field(b, "min_p", &min_p, err, cap) ||
+	    !num_field(b, "presence_penalty", &pp, err, cap) ||
+	    !num_field(b, "frequency_penalty", &fp, err, cap) ||
+	    !num_field(b, "repetition_penalty", &rp, err, cap) ||
+	    !int_field(b, "n", INT_MIN, INT_MAX, &n, err, cap) ||
+	    !int_field(b, "max_tokens", INT_MIN, INT_MAX, &mt, err, cap) ||
+	    !int_field(b, "max_completion_tokens", INT_MIN, INT_MAX, &mct, err, cap) ||
 	    !int_field(b, "seed", -9.2e18, 9.2e18, &seed, err, cap) ||
-	    !int_field(b, "top_k", -1, 1e9, &top_k, err, cap) ||
-	    !int_field(b, "min_tokens", 0, 1e9, &min_tokens, err, cap))
+	    !int_field(b, "top_k", INT_MIN, INT_MAX, &top_k, err, cap) ||
+	    !int_field(b, "min_tokens", INT_MIN, INT_MAX, &min_tokens, err, cap))
 		return false;
-	sp->temperature = (float)t;
-	sp->top_p = (float)top_p;
-	sp->min_p = (float)min_p;
-	sp->presence_penalty = (float)pp;
-	sp->frequency_penalty = (float)fp;
-	sp->repetition_penalty = (float)rp;
+	sp->temperature = to_float(t);
+	sp->top_p = to_float(top_p);
+	sp->min_p = to_float(min_p);
+	sp->presence_penalty = to_float(pp);
+	sp->frequency_penalty = to_float(fp);
+	sp->repetition_penalty = to_float(rp);
 	sp->n = (int)n;
 	sp->seed = seed;
 	sp->top_k = (int)top_k;
 	sp->min_tokens = (int)min_tokens;
-	if (mct > 0)
+	if (get(b, "max_completion_tokens"))
 		mt = mct;
-	/* chat without a limit may run to the context length, as vLLM does */
-	sp->max_tokens = (int)(mt > 0 ? (mt < a->max_model_len ? mt : a->max_model_len)
-				      : (p->chat ? a->max_model_len : 16));
+	/* chat without a limit may run to the context length, as vLLM does;
+	 * a limit past it is clamped to it */
+	if (!get(b, "max_tokens") && !get(b, "max_completion_tokens"))
+		mt = p->chat ? a->max_model_len : 16;
+	sp->max_tokens = (int)(mt < a->max_model_len ? mt : a->max_model_len);
 	if ((v = get(b, "ignore_eos")) && cJSON_IsBool(v))
 		sp->ignore_eos = cJSON_IsTrue(v);
 	if ((v = get(b, "skip_special_tokens")) && cJSON_IsBool(v))
@@ -219,7 +238,7 @@ static bool parse_sampling(app *a, vd_srv_req *r, const cJSON *b, parsed *p, cha
 			p->logprobs = cJSON_IsTrue(v);
 		}
 		lp = 0;
-		if (!int_field(b, "top_logprobs", 0, 20, &lp, err, cap))
+		if (!int_field(b, "top_logprobs", 0, INT_MAX, &lp, err, cap))
 			return false;
 		if (get(b, "top_logprobs") && !p->logprobs) {
 			snprintf(err, cap, "'top_logprobs' needs 'logprobs': true");
@@ -228,7 +247,7 @@ static bool parse_sampling(app *a, vd_srv_req *r, const cJSON *b, parsed *p, cha
 		p->top_logprobs = (int)lp;
 		sp->logprobs = p->logprobs ? (int)lp : -1;
 	} else {
-		if (!int_field(b, "logprobs", 0, 20, &lp, err, cap))
+		if (!int_field(b, "logprobs", 0, INT_MAX, &lp, err, cap))
 			return false;
 		p->logprobs = lp >= 0;
 		p->top_logprobs = (int)lp;
@@ -278,51 +297,52 @@ static bool parse_sampling(app *a, vd_srv_req *r, const cJSON *b, parsed *p, cha
 	return true;
 }
 
-/* Fetch every image URL of the request at once, then decode and process
- * them (the family's resize/normalize), all on this connection's thread,
- * so the engine thread only admits the request. */
-static vd_status load_images(app *a, vd_srv_req *r, const char **urls, int n)
+/* Fetch every image URL of the request at once, on this connection's
+ * thread (network I/O); *res (n, owned by the caller) holds the bytes. */
+static vd_status fetch_images(app *a, const char **urls, int n, vd_media_result **res)
 {
-	vd_mm_kwargs kw = { .struct_size = sizeof(kw), .min_pixels = r->req.min_pixels,
-			    .max_pixels = r->req.max_pixels, .num_crops = r->req.num_crops };
-	vd_media_result *res;
-	double t0 = mono(), t1;
+	double t0 = mono();
 	vd_status st;
 
-	if (n == 0)
-		return VD_OK;
-	r->items = calloc((size_t)n, sizeof(*r->items));
-	res = calloc((size_t)n, sizeof(*res));
-	if (!r->items || !res) {
-		free(res);
+	*res = calloc((size_t)(n > 0 ? n : 1), sizeof(**res));
+	if (!*res)
 		return vd_errorf(VD_ERR_NOMEM, "out of memory");
-	}
-	st = vd_media_fetch_many(urls, n, &a->media, res);
-	t1 = mono();
-	observe(a, &a->fetch, t1 - t0);
-	for (int i = 0; st == VD_OK && i < n; i++) {
-		vd_image img = { 0 };
-		vd_image_input in;
-		double td = mono(), tp;
-
-		st = vd_image_decode(res[i].data, res[i].len, a->cfg->max_image_pixels, &img);
-		tp = mono();
-		observe(a, &a->decode, tp - td);
-		if (st == VD_OK) {
-			in = (vd_image_input){ .kind = VD_IMAGE_RGB, .rgb = img.data,
-					       .width = img.width, .height = img.height };
-			st = vd_engine_prepare_image(a->engine, &in, &kw, &r->items[i]);
-			observe(a, &a->process, mono() - tp);
-			if (st == VD_OK)
-				r->n_items = i + 1;
-		}
-		vd_image_free(&img);
-		if (st != VD_OK)
-			st = vd_errorf(st, "image %d: %s", i, vd_error_message());
-	}
-	vd_media_results_free(res, n);
-	free(res);
+	st = vd_media_fetch_many(urls, n, &a->media, *res);
+	observe(a, &a->fetch, mono() - t0);
 	return st;
+}
+
+/* Have the input stage prepare r (images from the fetched bytes res,
+ * decoded, processed and hashed; the prompt tokenized and expanded) and
+ * wait for it. The bytes are not needed afterwards. */
+static vd_status prepare(app *a, vd_srv_req *r, const vd_media_result *res, int n)
+{
+	vd_image_input *imgs = NULL;
+	vd_status st;
+
+	if (n > 0) {
+		imgs = calloc((size_t)n, sizeof(*imgs));
+		if (!imgs)
+			return vd_errorf(VD_ERR_NOMEM, "out of memory");
+		for (int i = 0; i < n; i++)
+			imgs[i] = (vd_image_input){ .kind = VD_IMAGE_BYTES, .bytes = res[i].data,
+						    .len = res[i].len };
+	}
+	r->req.images = imgs;
+	r->req.n_images = n;
+	st = vd_input_prepare(vd_engine_input(a->engine), &r->req, &r->prep);
+	r->req.images = NULL;
+	r->req.n_images = 0;
+	free(imgs);
+	if (st != VD_OK)
+		return st;
+	r->prep->req.images = NULL; /* consumed: only its items are used from here */
+	r->prep->req.n_images = 0;
+	if (r->prep->n_items > 0) {
+		observe(a, &a->decode, r->prep->t_decode);
+		observe(a, &a->process, r->prep->t_process);
+	}
+	return VD_OK;
 }
 
 /* ------------------------------------------------------------ output JSON */
@@ -658,7 +678,8 @@ static void handle_generate(app *a, const vd_http_req *rq, vd_http_resp *rs, boo
 	parsed p = { .chat = chat };
 	char err[512] = "", id[64];
 	const char **urls = NULL;
-	int n_urls = 0;
+	int n_urls = 0, n_media = 0;
+	vd_media_result *media = NULL;
 	vd_status st;
 
 	if (!b || !cJSON_IsObject(b)) {
@@ -706,7 +727,8 @@ static void handle_generate(app *a, const vd_http_req *rq, vd_http_resp *rs, boo
 			set_error(rs, 400, err);
 			goto out;
 		}
-		st = load_images(a, r, urls, n_urls);
+		st = fetch_images(a, urls, n_urls, &media);
+		n_media = media ? n_urls : 0;
 		if (st != VD_OK) {
 			set_error(rs, status_of(st), vd_error_message());
 			goto out;
@@ -739,6 +761,20 @@ static void handle_generate(app *a, const vd_http_req *rq, vd_http_resp *rs, boo
 	snprintf(id, sizeof(id), "%s-%lld", chat ? "chatcmpl" : "cmpl", (long long)++a->id_counter);
 	pthread_mutex_unlock(&a->mu);
 	r->req.request_id = vd_srv_req_own(r, strdup(id));
+	/* everything that can be checked is checked before the answer starts */
+	st = prepare(a, r, media, n_media);
+	vd_media_results_free(media, n_media);
+	free(media);
+	media = NULL;
+	if (st == VD_OK && r->prep->status != VD_OK) {
+		vd_worker_note_rejected(a->worker);
+		set_error(rs, status_of(r->prep->status), r->prep->error);
+		goto out;
+	}
+	if (st != VD_OK) {
+		set_error(rs, status_of(st), vd_error_message());
+		goto out;
+	}
 	if (atomic_load(&a->draining)) {
 		set_error(rs, 503, "The server is shutting down.");
 		goto out;
@@ -788,6 +824,8 @@ static void handle_generate(app *a, const vd_http_req *rq, vd_http_resp *rs, boo
 	record_done(a, r);
 	set_json(rs, 200, full_json(a, id, r, &p));
 out:
+	vd_media_results_free(media, n_media);
+	free(media);
 	free(urls);
 	vd_srv_req_release(r);
 	cJSON_Delete(b);
@@ -800,10 +838,10 @@ static void handle_models(app *a, vd_http_resp *rs)
 
 	cJSON_AddStringToObject(j, "object", "list");
 	data = cJSON_AddArrayToObject(j, "data");
-	for (int i = 0; i < a->cfg->served_model_name.n; i++) {
+	for (int i = 0; i < a->opts->served_model_name.n; i++) {
 		cJSON *m = cJSON_CreateObject();
 
-		cJSON_AddStringToObject(m, "id", a->cfg->served_model_name.items[i]);
+		cJSON_AddStringToObject(m, "id", a->opts->served_model_name.items[i]);
 		cJSON_AddStringToObject(m, "object", "model");
 		cJSON_AddNumberToObject(m, "created", (double)time(NULL));
 		cJSON_AddStringToObject(m, "owned_by", "vllmd");
@@ -901,9 +939,11 @@ static void handle_metrics(app *a, vd_http_resp *rs)
 	put_histo(&p, &len, &cap, "vllm:e2e_request_latency_seconds", "Request latency.", &snap.e2e);
 	put_histo(&p, &len, &cap, "vllmd:image_fetch_seconds",
 		  "Time to fetch a request's images (concurrently).", &snap.fetch);
-	put_histo(&p, &len, &cap, "vllmd:image_decode_seconds", "Image decode time.", &snap.decode);
+	put_histo(&p, &len, &cap, "vllmd:image_decode_seconds",
+		  "Time to decode a request's images (input stage).", &snap.decode);
 	put_histo(&p, &len, &cap, "vllmd:image_process_seconds",
-		  "Image preprocessing time (the family's resize/normalize, hashing).", &snap.process);
+		  "Time to preprocess a request's images (the family's resize/normalize, "
+		  "hashing; input stage).", &snap.process);
 	rs->status = 200;
 	rs->content_type = "text/plain; version=0.0.4";
 	rs->body = p;
@@ -912,15 +952,15 @@ static void handle_metrics(app *a, vd_http_resp *rs)
 
 static bool serves_model(const app *a, const char *name)
 {
-	for (int i = 0; i < a->cfg->served_model_name.n; i++)
-		if (!strcmp(a->cfg->served_model_name.items[i], name))
+	for (int i = 0; i < a->opts->served_model_name.n; i++)
+		if (!strcmp(a->opts->served_model_name.items[i], name))
 			return true;
 	return !strcmp(a->cfg->model, name);
 }
 
 static bool authorized(const app *a, const vd_http_req *rq)
 {
-	const char *k = a->cfg->api_key;
+	const char *k = a->opts->api_key;
 
 	if (!k || !*k)
 		return true;
@@ -1019,9 +1059,9 @@ static void housekeeping(app *a, vd_http_server *http, quiet_state *q)
 	q->trimmed = true;
 }
 
-int vd_serve(vd_config *c)
+int vd_serve(const vd_config *c, const vd_server_opts *s)
 {
-	app a = { .cfg = c };
+	app a = { .cfg = c, .opts = s };
 	vd_engine_args ea;
 	vd_http_server *http = NULL;
 	vd_http_opts ho;
@@ -1043,7 +1083,7 @@ int vd_serve(vd_config *c)
 	mallopt(M_ARENA_MAX, 1);
 #endif
 	vd_config_to_engine_args(c, &ea);
-	st = vd_media_opts_from_config(c, &a.media);
+	st = vd_media_opts_from_config(s, &a.media);
 	if (st == VD_OK)
 		st = vd_media_global_init();
 	if (st == VD_OK)
@@ -1052,11 +1092,11 @@ int vd_serve(vd_config *c)
 		fprintf(stderr, "vllmd: %s\n", vd_error_message());
 		goto out;
 	}
-	a.model_name = c->served_model_name.n ? c->served_model_name.items[0] : c->model;
+	a.model_name = s->served_model_name.n ? s->served_model_name.items[0] : c->model;
 	a.max_model_len = vd_engine_max_model_len(a.engine);
 	{
 		int64_t seqs = vd_engine_max_num_seqs(a.engine);
-		int64_t waiting = c->max_waiting_requests > 0 ? c->max_waiting_requests : 16 * seqs;
+		int64_t waiting = s->max_waiting_requests > 0 ? s->max_waiting_requests : 16 * seqs;
 
 		a.max_in_flight = seqs + waiting < INT_MAX ? (int)(seqs + waiting) : INT_MAX;
 	}
@@ -1064,8 +1104,8 @@ int vd_serve(vd_config *c)
 	{
 		int32_t bos = vd_tokenizer_bos_id(tok), eos = vd_tokenizer_eos_id(tok);
 
-		st = vd_chat_create(c->chat_template, vd_tokenizer_chat_template(tok),
-				    c->chat_template_content_format,
+		st = vd_chat_create(s->chat_template, vd_tokenizer_chat_template(tok),
+				    s->chat_template_content_format,
 				    bos >= 0 ? vd_tokenizer_id_to_token(tok, bos) : "",
 				    eos >= 0 ? vd_tokenizer_id_to_token(tok, eos) : "", &a.chat);
 	}
@@ -1078,9 +1118,9 @@ int vd_serve(vd_config *c)
 		fprintf(stderr, "vllmd: %s\n", vd_error_message());
 		goto out;
 	}
-	ho = (vd_http_opts){ .host = c->host, .port = (int)c->port,
-			     .max_body = (size_t)c->max_request_body_bytes,
-			     .keep_alive_s = (unsigned)c->timeout_keep_alive, .handler = handle, .app = &a };
+	ho = (vd_http_opts){ .host = s->host, .port = (int)s->port,
+			     .max_body = (size_t)s->max_request_body_bytes,
+			     .keep_alive_s = (unsigned)s->timeout_keep_alive, .handler = handle, .app = &a };
 	st = vd_http_start(&ho, &http);
 	if (st != VD_OK) {
 		fprintf(stderr, "vllmd: %s\n", vd_error_message());
@@ -1090,7 +1130,7 @@ int vd_serve(vd_config *c)
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
-	fprintf(stderr, "vllmd: serving %s (%s) on http://%s:%d\n", a.model_name, c->model, c->host,
+	fprintf(stderr, "vllmd: serving %s (%s) on http://%s:%d\n", a.model_name, c->model, s->host,
 		vd_http_port(http));
 	fflush(stderr);
 	while (!got_signal) {

@@ -6,8 +6,10 @@
 #define VD_SERVER_OPENAI_H
 
 #include "core/config.h"
+#include "server/options.h"
 
-/* Run the daemon for config c until SIGTERM/SIGINT; returns the exit code. */
-int vd_serve(vd_config *c);
+/* Run the daemon with the engine options c and the daemon's options s until
+ * SIGTERM/SIGINT; returns the exit code. */
+int vd_serve(const vd_config *c, const vd_server_opts *s);
 
 #endif

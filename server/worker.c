@@ -8,7 +8,6 @@
 #include <string.h>
 #include <time.h>
 
-#include "core/mm.h"
 #include "server/http.h"
 #include "server/worker.h"
 
@@ -81,9 +80,7 @@ void vd_srv_req_release(vd_srv_req *r)
 	free(r->chan);
 	for (int i = 0; i < r->n_owned; i++)
 		free(r->owned[i]);
-	for (int i = 0; i < r->n_items; i++)
-		vd_mm_item_free(&r->items[i]);
-	free(r->items);
+	vd_prepared_free(r->prep);
 	vd_output_clear(&r->out);
 	pthread_mutex_destroy(&r->mu);
 	pthread_cond_destroy(&r->cv);
@@ -205,8 +202,8 @@ static void *engine_main(void *arg)
 				finish_req(w, r);
 				continue;
 			}
-			st = vd_engine_add_prepared(w->e, &r->req, r->items, r->n_items, 0, &r->out, r,
-						   &admitted);
+			st = vd_engine_add(w->e, r->prep, 0, &r->out, r, &admitted);
+			r->prep = NULL;
 			if (!admitted) {
 				pthread_mutex_lock(&w->mu);
 				w->stats.requests_failed++;
@@ -339,6 +336,14 @@ bool vd_worker_wait(vd_srv_req *r, int client_fd)
 	done = r->done;
 	pthread_mutex_unlock(&r->mu);
 	return done;
+}
+
+void vd_worker_note_rejected(vd_worker *w)
+{
+	pthread_mutex_lock(&w->mu);
+	w->stats.requests_total++;
+	w->stats.requests_failed++;
+	pthread_mutex_unlock(&w->mu);
 }
 
 int vd_worker_in_flight(vd_worker *w)

@@ -1,7 +1,8 @@
 /* The engine thread of the daemon and the requests it serves. HTTP threads
- * build a vd_srv_req (images already decoded and processed), submit it and
- * then wait on it (whole answer) or read it as it grows (streaming); the
- * engine thread alone touches the engine's state.
+ * build a vd_srv_req, have the input stage prepare it (vd_input_prepare:
+ * images decoded and processed, prompt expanded), submit it and then wait
+ * on it (whole answer) or read it as it grows (streaming); the engine
+ * thread alone touches the engine's state.
  * A request is freed when both sides let go of it (vd_srv_req_release). */
 #ifndef VD_SERVER_WORKER_H
 #define VD_SERVER_WORKER_H
@@ -26,9 +27,8 @@ typedef struct vd_srv_req {
 	vd_request req;
 	void *owned[64];
 	int n_owned;
-	vd_mm_item *items;       /* req's images, processed (vd_engine_prepare_image);
-				  * the engine takes them at admission */
-	int n_items;
+	vd_prepared *prep;       /* req, prepared by the input stage; the engine
+				  * takes it at admission */
 	vd_output out;
 	/* progress, under mu */
 	pthread_mutex_t mu;
@@ -68,6 +68,9 @@ void vd_worker_abort(vd_worker *w, vd_srv_req *r);
 /* Wait until r is done or the client went away (fd polled); returns
  * whether it is done. */
 bool vd_worker_wait(vd_srv_req *r, int client_fd);
+/* Count a request refused before it was submitted (it failed
+ * preparation) with the received and failed ones. */
+void vd_worker_note_rejected(vd_worker *w);
 /* Requests admitted or queued and not finished. */
 int vd_worker_in_flight(vd_worker *w);
 void vd_worker_get_stats(vd_worker *w, vd_worker_stats *s);

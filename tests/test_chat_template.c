@@ -1,4 +1,4 @@
-/* Check suite for core/chat_template.c and its Jinja2 engine: golden parity
+/* Check suite for core/jinja/chat_template.c and its Jinja2 engine: golden parity
  * with Jinja2 3.1 as transformers sets it up (tests/data/templates/
  * expected.json, made by tests/chat_ref.py: every conf/ template and the
  * extra templates over many conversations, plus one template per construct),
@@ -13,7 +13,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "core/chat_template.h"
+#include "core/jinja/chat_template.h"
 
 static const char *srcdir(void)
 {

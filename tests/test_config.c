@@ -1,6 +1,7 @@
-/* Check suite for core/config.c: defaults, the option table, YAML loading
- * and its errors (with line numbers), CLI parsing and precedence, sizes,
- * limit_mm_per_prompt forms, environment defaults and --help. */
+/* Check suite for core/config.c with the daemon's table joined to it
+ * (server/options.c), as vllmd uses them: defaults, the option tables, YAML
+ * loading and its errors (with line numbers), CLI parsing and precedence,
+ * sizes, limit_mm_per_prompt forms, environment defaults and --help. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,8 +9,10 @@
 #include <unistd.h>
 
 #include "core/config.h"
+#include "server/options.h"
 
 static char yaml_path[64];
+static vd_server_opts S; /* the daemon's options of the config under test */
 
 /* Write text to a fresh temporary .yaml file named by yaml_path. */
 static const char *write_yaml(const char *text)
@@ -40,7 +43,7 @@ static void init(vd_config *c)
 {
 	unsetenv("VLLM_IMAGE_FETCH_TIMEOUT");
 	unsetenv("VLLM_API_KEY");
-	ck_assert_int_eq(vd_config_init_defaults(c), VD_OK);
+	ck_assert_int_eq(vd_server_config_init(c, &S), VD_OK);
 }
 
 static void assert_msg_has(const char *a, const char *b)
@@ -71,7 +74,7 @@ START_TEST(test_defaults)
 
 	init(&c);
 	ck_assert_ptr_null(c.model);
-	ck_assert_int_eq(c.served_model_name.n, 0);
+	ck_assert_int_eq(S.served_model_name.n, 0);
 	ck_assert_ptr_null(c.tokenizer);
 	ck_assert_ptr_null(c.plugin_dir);
 	ck_assert_int_eq(c.dtype, VD_CFG_DTYPE_AUTO);
@@ -88,37 +91,37 @@ START_TEST(test_defaults)
 	ck_assert(c.enable_prefix_caching);
 	ck_assert(!c.enforce_eager);
 	ck_assert_int_eq(c.num_threads, 0);
+	ck_assert_int_eq(c.input_workers, 0);
 	ck_assert_int_eq(c.seed, 0);
-	ck_assert_ptr_null(c.chat_template);
-	ck_assert_int_eq(c.chat_template_content_format, VD_CFG_CONTENT_AUTO);
-	ck_assert_str_eq(c.host, "0.0.0.0");
-	ck_assert_int_eq(c.port, 8000);
-	ck_assert_ptr_null(c.api_key);
-	ck_assert_double_eq(c.image_fetch_timeout, 5.0);
-	ck_assert_ptr_null(c.allowed_local_media_path);
-	ck_assert_int_eq(c.allowed_media_domains.n, 0);
-	ck_assert_int_eq(c.allowed_media_networks.n, 0);
-	ck_assert_int_eq(c.max_request_body_bytes, 64 << 20);
+	ck_assert_ptr_null(S.chat_template);
+	ck_assert_int_eq(S.chat_template_content_format, VD_CFG_CONTENT_AUTO);
+	ck_assert_str_eq(S.host, "0.0.0.0");
+	ck_assert_int_eq(S.port, 8000);
+	ck_assert_ptr_null(S.api_key);
+	ck_assert_double_eq(S.image_fetch_timeout, 5.0);
+	ck_assert_ptr_null(S.allowed_local_media_path);
+	ck_assert_int_eq(S.allowed_media_domains.n, 0);
+	ck_assert_int_eq(S.allowed_media_networks.n, 0);
+	ck_assert_int_eq(S.max_request_body_bytes, 64 << 20);
 	ck_assert_int_eq(c.max_image_pixels, 89478485);
-	ck_assert_int_eq(c.max_image_bytes, 32 << 20);
-	ck_assert_int_eq(c.max_redirects, 3);
+	ck_assert_int_eq(S.max_image_bytes, 32 << 20);
+	ck_assert_int_eq(S.max_redirects, 3);
 	ck_assert(!c.trust_remote_code);
 	ck_assert_str_eq(c.generation_config, "auto");
-	ck_assert(!c.disable_log_requests);
-	ck_assert_int_eq(c.log_level, VD_CFG_LOG_INFO);
+	ck_assert(!S.disable_log_requests);
+	ck_assert_int_eq(S.log_level, VD_CFG_LOG_INFO);
 	ck_assert(!c.help_requested);
 	vd_config_free(&c);
-	ck_assert_ptr_null(c.host);
+	ck_assert_ptr_null(S.host);
 	vd_config_free(NULL);
 }
 END_TEST
 
-START_TEST(test_table_is_consistent)
+/* Each table's flags follow its keys, offsets differ within a table, and
+ * no key is in both: what the engine reads is the core's, the daemon's
+ * options are the server's. */
+static void check_table(const vd_config_option *o, int n)
 {
-	int n;
-	const vd_config_option *o = vd_config_options(&n);
-
-	ck_assert_int_ge(n, 32);
 	for (int i = 0; i < n; i++) {
 		char want[64];
 
@@ -135,6 +138,27 @@ START_TEST(test_table_is_consistent)
 			ck_assert(o[i].offset != o[j].offset);
 		}
 	}
+}
+
+START_TEST(test_table_is_consistent)
+{
+	int n, ns;
+	const vd_config_option *o = vd_config_options(&n);
+	const vd_config_option *so = vd_server_options(&ns);
+	vd_config c;
+
+	ck_assert_int_ge(n, 18);
+	ck_assert_int_ge(ns, 16);
+	check_table(o, n);
+	check_table(so, ns);
+	for (int i = 0; i < ns; i++)
+		for (int j = 0; j < n; j++)
+			ck_assert_str_ne(so[i].key, o[j].key);
+	/* the engine's table alone knows no daemon option */
+	ck_assert_int_eq(vd_config_init_defaults(&c), VD_OK);
+	ck_assert_int_eq(vd_config_set(&c, "port", "8080"), VD_ERR_INVALID_ARG);
+	ck_assert_int_eq(vd_config_set(&c, "max-model-len", "8"), VD_OK);
+	vd_config_free(&c);
 }
 END_TEST
 
@@ -156,6 +180,7 @@ static const char *FULL_YAML =
 	"enable_prefix_caching: false\n"
 	"enforce_eager: true\n"
 	"num_threads: 4\n"
+	"input_workers: 3\n"
 	"seed: -7\n"
 	"chat_template: conf/phi35.jinja\n"
 	"chat_template_content_format: openai\n"
@@ -186,9 +211,9 @@ START_TEST(test_full_yaml)
 	init(&c);
 	ck_assert_int_eq(vd_config_load_yaml(&c, write_yaml(FULL_YAML)), VD_OK);
 	ck_assert_str_eq(c.model, "/models/phi35");
-	ck_assert_int_eq(c.served_model_name.n, 2);
-	ck_assert_str_eq(c.served_model_name.items[0], "phi");
-	ck_assert_str_eq(c.served_model_name.items[1], "phi-3.5-vision");
+	ck_assert_int_eq(S.served_model_name.n, 2);
+	ck_assert_str_eq(S.served_model_name.items[0], "phi");
+	ck_assert_str_eq(S.served_model_name.items[1], "phi-3.5-vision");
 	ck_assert_str_eq(c.tokenizer, "/models/tok");
 	ck_assert_str_eq(c.plugin_dir, "/opt/vllmd/plugins");
 	ck_assert_int_eq(c.dtype, VD_CFG_DTYPE_BFLOAT16);
@@ -205,43 +230,44 @@ START_TEST(test_full_yaml)
 	ck_assert(!c.enable_prefix_caching);
 	ck_assert(c.enforce_eager);
 	ck_assert_int_eq(c.num_threads, 4);
+	ck_assert_int_eq(c.input_workers, 3);
 	ck_assert_int_eq(c.seed, -7);
-	ck_assert_str_eq(c.chat_template, "conf/phi35.jinja");
-	ck_assert_int_eq(c.chat_template_content_format, VD_CFG_CONTENT_OPENAI);
-	ck_assert_str_eq(c.host, "127.0.0.1");
-	ck_assert_int_eq(c.port, 9000);
-	ck_assert_str_eq(c.api_key, "secret");
-	ck_assert_double_eq(c.image_fetch_timeout, 2.5);
-	ck_assert_str_eq(c.allowed_local_media_path, "/data/images");
-	ck_assert_int_eq(c.allowed_media_domains.n, 2);
-	ck_assert_str_eq(c.allowed_media_domains.items[1], "example.com");
-	ck_assert_int_eq(c.allowed_media_networks.n, 2);
-	ck_assert_str_eq(c.allowed_media_networks.items[1], "127.0.0.0/8,::1/128");
-	ck_assert_int_eq(c.max_request_body_bytes, 1048576);
+	ck_assert_str_eq(S.chat_template, "conf/phi35.jinja");
+	ck_assert_int_eq(S.chat_template_content_format, VD_CFG_CONTENT_OPENAI);
+	ck_assert_str_eq(S.host, "127.0.0.1");
+	ck_assert_int_eq(S.port, 9000);
+	ck_assert_str_eq(S.api_key, "secret");
+	ck_assert_double_eq(S.image_fetch_timeout, 2.5);
+	ck_assert_str_eq(S.allowed_local_media_path, "/data/images");
+	ck_assert_int_eq(S.allowed_media_domains.n, 2);
+	ck_assert_str_eq(S.allowed_media_domains.items[1], "example.com");
+	ck_assert_int_eq(S.allowed_media_networks.n, 2);
+	ck_assert_str_eq(S.allowed_media_networks.items[1], "127.0.0.0/8,::1/128");
+	ck_assert_int_eq(S.max_request_body_bytes, 1048576);
 	ck_assert_int_eq(c.max_image_pixels, 1000000);
-	ck_assert_int_eq(c.max_image_bytes, 8 << 20);
-	ck_assert_int_eq(c.max_redirects, 0);
+	ck_assert_int_eq(S.max_image_bytes, 8 << 20);
+	ck_assert_int_eq(S.max_redirects, 0);
 	ck_assert(c.trust_remote_code);
 	ck_assert_str_eq(c.generation_config, "vllm");
-	ck_assert(c.disable_log_requests);
-	ck_assert_int_eq(c.log_level, VD_CFG_LOG_WARNING);
+	ck_assert(S.disable_log_requests);
+	ck_assert_int_eq(S.log_level, VD_CFG_LOG_WARNING);
 
 	/* a second file overrides; null puts an option back to its default */
 	ck_assert_int_eq(vd_config_load_yaml(&c, write_yaml("port: 1234\nhost: ~\n"
 							    "served_model_name: solo\n"
 							    "max_num_seqs:\n")), VD_OK);
-	ck_assert_int_eq(c.port, 1234);
-	ck_assert_str_eq(c.host, "0.0.0.0");
+	ck_assert_int_eq(S.port, 1234);
+	ck_assert_str_eq(S.host, "0.0.0.0");
 	ck_assert_int_eq(c.max_num_seqs, 256);
-	ck_assert_int_eq(c.served_model_name.n, 1);
-	ck_assert_str_eq(c.served_model_name.items[0], "solo");
+	ck_assert_int_eq(S.served_model_name.n, 1);
+	ck_assert_str_eq(S.served_model_name.items[0], "solo");
 	ck_assert_str_eq(c.model, "/models/phi35");
 	/* empty and comment-only files set nothing */
 	ck_assert_int_eq(vd_config_load_yaml(&c, write_yaml("")), VD_OK);
 	ck_assert_int_eq(vd_config_load_yaml(&c, write_yaml("# nothing\n")), VD_OK);
 	ck_assert_int_eq(vd_config_load_yaml(&c, write_yaml("---\n")), VD_OK);
 	ck_assert_int_eq(vd_config_load_yaml(&c, write_yaml("---\nport: 1234\n...\n")), VD_OK);
-	ck_assert_int_eq(c.port, 1234);
+	ck_assert_int_eq(S.port, 1234);
 	vd_config_free(&c);
 	cleanup_yaml();
 }
@@ -330,13 +356,13 @@ START_TEST(test_cli_precedence)
 	ck_assert_int_eq(vd_config_parse_args(&c, argc, argv, &first), VD_OK);
 	ck_assert_str_eq(c.config_path, path);
 	ck_assert_str_eq(c.model, "/models/a");
-	ck_assert_str_eq(c.host, "10.0.0.1");
-	ck_assert_int_eq(c.port, 7000);
+	ck_assert_str_eq(S.host, "10.0.0.1");
+	ck_assert_int_eq(S.port, 7000);
 	ck_assert_int_eq(c.max_model_len, 2048);
 	ck_assert(!c.enable_prefix_caching);
 	ck_assert(c.trust_remote_code);
-	ck_assert_int_eq(c.served_model_name.n, 2);
-	ck_assert_str_eq(c.served_model_name.items[1], "y");
+	ck_assert_int_eq(S.served_model_name.n, 2);
+	ck_assert_str_eq(S.served_model_name.items[1], "y");
 	ck_assert_int_eq(c.seed, -3);
 	/* positionals moved to the end, in order */
 	ck_assert_int_eq(first, argc - 2);
@@ -356,7 +382,7 @@ START_TEST(test_cli_precedence)
 		snprintf(cfg, sizeof(cfg), "--config=%s", path);
 		ck_assert_int_eq(vd_config_parse_args(&c, 7, av, NULL), VD_OK);
 		ck_assert_int_eq(c.max_num_seqs, 4);
-		ck_assert_int_eq(c.port, 9000);
+		ck_assert_int_eq(S.port, 9000);
 		ck_assert(!c.enable_prefix_caching);
 		ck_assert_int_eq(c.limit_mm_per_prompt.image, 3);
 	}
@@ -451,24 +477,24 @@ START_TEST(test_set_and_flags)
 	ck_assert_int_eq(vd_config_set(&c, "dtype", "half"), VD_OK);
 	ck_assert_int_eq(c.dtype, VD_CFG_DTYPE_FLOAT16);
 	ck_assert_int_eq(vd_config_set(&c, "log-level", "DEBUG"), VD_OK);
-	ck_assert_int_eq(c.log_level, VD_CFG_LOG_DEBUG);
+	ck_assert_int_eq(S.log_level, VD_CFG_LOG_DEBUG);
 	ck_assert_int_eq(vd_config_set(&c, "served_model_name", "[\"a\", \"b\", \"c\"]"), VD_OK);
-	ck_assert_int_eq(c.served_model_name.n, 3);
-	ck_assert_str_eq(c.served_model_name.items[2], "c");
+	ck_assert_int_eq(S.served_model_name.n, 3);
+	ck_assert_str_eq(S.served_model_name.items[2], "c");
 	ck_assert_int_eq(vd_config_set(&c, "served_model_name", "[\"a\", 1]"), VD_ERR_INVALID_ARG);
-	ck_assert_int_eq(c.served_model_name.n, 3); /* unchanged on error */
+	ck_assert_int_eq(S.served_model_name.n, 3); /* unchanged on error */
 	ck_assert_int_eq(vd_config_set(&c, "port", NULL), VD_ERR_INVALID_ARG);
 	assert_msg_has("'port' needs a value", NULL);
 	ck_assert_int_eq(vd_config_set(&c, "port", "12x"), VD_ERR_INVALID_ARG);
-	ck_assert_int_eq(c.port, 8000);
+	ck_assert_int_eq(S.port, 8000);
 	ck_assert_int_eq(vd_config_set(&c, "bogus", "1"), VD_ERR_INVALID_ARG);
 	assert_msg_has("unknown option 'bogus'", NULL);
 
-	ck_assert(vd_config_option_is_flag("--trust-remote-code"));
-	ck_assert(vd_config_option_is_flag("no-enable-prefix-caching"));
-	ck_assert(vd_config_option_is_flag("disable_log_requests"));
-	ck_assert(!vd_config_option_is_flag("--port"));
-	ck_assert(!vd_config_option_is_flag("--nonsense"));
+	ck_assert(vd_config_option_is_flag(&c, "--trust-remote-code"));
+	ck_assert(vd_config_option_is_flag(&c, "no-enable-prefix-caching"));
+	ck_assert(vd_config_option_is_flag(&c, "disable_log_requests"));
+	ck_assert(!vd_config_option_is_flag(&c, "--port"));
+	ck_assert(!vd_config_option_is_flag(&c, "--nonsense"));
 	vd_config_free(&c);
 }
 END_TEST
@@ -558,29 +584,29 @@ START_TEST(test_env_defaults)
 	vd_config c;
 
 	init(&c);
-	ck_assert_double_eq(c.image_fetch_timeout, 5.0);
+	ck_assert_double_eq(S.image_fetch_timeout, 5.0);
 	vd_config_free(&c);
 
 	setenv("VLLM_IMAGE_FETCH_TIMEOUT", "12.5", 1);
 	setenv("VLLM_API_KEY", "k-123", 1);
-	ck_assert_int_eq(vd_config_init_defaults(&c), VD_OK);
-	ck_assert_double_eq(c.image_fetch_timeout, 12.5);
-	ck_assert_str_eq(c.api_key, "k-123");
+	ck_assert_int_eq(vd_server_config_init(&c, &S), VD_OK);
+	ck_assert_double_eq(S.image_fetch_timeout, 12.5);
+	ck_assert_str_eq(S.api_key, "k-123");
 	/* YAML and CLI still win over the environment; null goes back to it */
 	ck_assert_int_eq(vd_config_load_yaml(&c, write_yaml("image_fetch_timeout: 3\n")), VD_OK);
-	ck_assert_double_eq(c.image_fetch_timeout, 3.0);
+	ck_assert_double_eq(S.image_fetch_timeout, 3.0);
 	ck_assert_int_eq(vd_config_set(&c, "image-fetch-timeout", "1.25"), VD_OK);
-	ck_assert_double_eq(c.image_fetch_timeout, 1.25);
+	ck_assert_double_eq(S.image_fetch_timeout, 1.25);
 	ck_assert_int_eq(vd_config_load_yaml(&c, write_yaml("image_fetch_timeout: null\n")), VD_OK);
-	ck_assert_double_eq(c.image_fetch_timeout, 12.5);
+	ck_assert_double_eq(S.image_fetch_timeout, 12.5);
 	vd_config_free(&c);
 
 	setenv("VLLM_IMAGE_FETCH_TIMEOUT", "soon", 1);
-	ck_assert_int_eq(vd_config_init_defaults(&c), VD_ERR_INVALID_ARG);
+	ck_assert_int_eq(vd_server_config_init(&c, &S), VD_ERR_INVALID_ARG);
 	assert_msg_has("VLLM_IMAGE_FETCH_TIMEOUT", "got 'soon'");
 	vd_config_free(&c);
 	setenv("VLLM_IMAGE_FETCH_TIMEOUT", "0", 1);
-	ck_assert_int_eq(vd_config_init_defaults(&c), VD_ERR_INVALID_ARG);
+	ck_assert_int_eq(vd_server_config_init(&c, &S), VD_ERR_INVALID_ARG);
 	assert_msg_has("VLLM_IMAGE_FETCH_TIMEOUT", "out of range");
 	vd_config_free(&c);
 	unsetenv("VLLM_IMAGE_FETCH_TIMEOUT");
@@ -601,9 +627,10 @@ START_TEST(test_finalize_and_notices)
 	assert_msg_has("no model", "--model");
 	ck_assert_int_eq(vd_config_set(&c, "model", "/m/llava"), VD_OK);
 	ck_assert_int_eq(vd_config_finalize(&c), VD_OK);
+	ck_assert_int_eq(vd_server_opts_finalize(&S, &c), VD_OK);
 	ck_assert_str_eq(c.tokenizer, "/m/llava");
-	ck_assert_int_eq(c.served_model_name.n, 1);
-	ck_assert_str_eq(c.served_model_name.items[0], "/m/llava");
+	ck_assert_int_eq(S.served_model_name.n, 1);
+	ck_assert_str_eq(S.served_model_name.items[0], "/m/llava");
 
 	f = open_memstream(&buf, &len);
 	vd_config_print_notices(&c, f);
@@ -624,23 +651,29 @@ START_TEST(test_help_lists_everything)
 	char *buf = NULL;
 	size_t len = 0;
 	FILE *f = open_memstream(&buf, &len);
-	int n;
-	const vd_config_option *o = vd_config_options(&n);
+	int n[2];
+	const vd_config_option *tab[2] = { vd_config_options(&n[0]), vd_server_options(&n[1]) };
+	vd_config c;
 
-	vd_config_print_help(f);
+	init(&c);
+	vd_config_print_help(&c, f);
 	fclose(f);
+	vd_config_free(&c);
 	ck_assert_ptr_nonnull(strstr(buf, "--config FILE"));
-	for (int i = 0; i < n; i++) {
-		char key[80];
+	ck_assert_ptr_nonnull(strstr(buf, "Server options"));
+	for (int t = 0; t < 2; t++)
+		for (int i = 0; i < n[t]; i++) {
+			const vd_config_option *o = &tab[t][i];
+			char key[80];
 
-		snprintf(key, sizeof(key), "YAML: %s (", o[i].key);
-		ck_assert_msg(strstr(buf, key) != NULL, "help lacks key %s", o[i].key);
-		ck_assert_msg(strstr(buf, o[i].flag) != NULL, "help lacks flag %s", o[i].flag);
-		if (o[i].alias != NULL)
-			ck_assert_msg(strstr(buf, o[i].alias) != NULL, "help lacks %s", o[i].alias);
-		if (o[i].env != NULL)
-			ck_assert_msg(strstr(buf, o[i].env) != NULL, "help lacks %s", o[i].env);
-	}
+			snprintf(key, sizeof(key), "YAML: %s (", o->key);
+			ck_assert_msg(strstr(buf, key) != NULL, "help lacks key %s", o->key);
+			ck_assert_msg(strstr(buf, o->flag) != NULL, "help lacks flag %s", o->flag);
+			if (o->alias != NULL)
+				ck_assert_msg(strstr(buf, o->alias) != NULL, "help lacks %s", o->alias);
+			if (o->env != NULL)
+				ck_assert_msg(strstr(buf, o->env) != NULL, "help lacks %s", o->env);
+		}
 	ck_assert_ptr_nonnull(strstr(buf, "--no-enable-prefix-caching"));
 	ck_assert_ptr_nonnull(strstr(buf, "default: 89478485"));
 	ck_assert_ptr_nonnull(strstr(buf, "default: 64MiB"));

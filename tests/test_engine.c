@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/engine.h"
 #include "vllmd/llm.h"
@@ -488,6 +489,117 @@ START_TEST(test_sampling_paths_agree)
 }
 END_TEST
 
+/* The input stage prepares a request on its workers the same way every
+ * time (ids, positions, image hashes), also many at once; a request that
+ * fails preparation says why, owns nothing, and the engine refuses it with
+ * that message. */
+typedef struct collected {
+	vd_prepared *p[16];
+	int n;
+} collected;
+
+static void collect(void *ctx, int64_t tag, vd_prepared *p)
+{
+	collected *c = ctx;
+
+	c->p[tag] = p;
+	__atomic_add_fetch(&c->n, 1, __ATOMIC_SEQ_CST);
+}
+
+static vd_prepared *prepare_one(vd_input *in, const vd_request *r)
+{
+	vd_prepared *p = NULL;
+
+	ck_assert_int_eq(vd_input_prepare(in, r, &p), VD_OK);
+	ck_assert_ptr_nonnull(p);
+	return p;
+}
+
+static void expect_refused(vd_input *in, const vd_request *r, const char *why)
+{
+	vd_prepared *p = prepare_one(in, r);
+
+	ck_assert_int_ne(p->status, VD_OK);
+	ck_assert_msg(p->error && strstr(p->error, why), "want '%s', got '%s'", why,
+		      p->error ? p->error : "(none)");
+	ck_assert_int_eq(p->n_items, 0);
+	ck_assert_ptr_null(p->items);
+	vd_prepared_free(p);
+}
+
+START_TEST(test_input_stage)
+{
+	vd_llm *llm = make_llm(model_dir[0], 0, 2048, 8, true);
+	vd_engine *e = vd_llm_engine(llm);
+	vd_input *in = vd_engine_input(e);
+	vd_image_input img[3] = { { .kind = VD_IMAGE_PATH, .path = image_paths[0] },
+				  { .kind = VD_IMAGE_PATH, .path = image_paths[1] },
+				  { .kind = VD_IMAGE_PATH, .path = image_paths[2] } };
+	static const int32_t ids[] = { 1, 3148, 1001, 99999 };
+	collected c = { .n = 0 };
+	vd_request r, bad;
+	vd_prepared *ref;
+	vd_output out;
+	bool admitted = true;
+
+	ck_assert_int_ge(vd_input_num_workers(in), 1);
+	vd_request_init(&r);
+	r.prompt = "USER: <image>\nWhat is this?\nASSISTANT:";
+	r.images = img;
+	r.n_images = 1;
+	ref = prepare_one(in, &r);
+	ck_assert_msg(ref->status == VD_OK, "%s", ref->error);
+	ck_assert_int_eq(ref->n_items, 1);
+	ck_assert_int_gt(ref->exp.n, ref->items[0].num_tokens);
+	ck_assert_int_eq(ref->exp.n_ph, 1);
+	for (int i = 0; i < 16; i++)
+		ck_assert_int_eq(vd_input_submit(in, &r, i, collect, &c), VD_OK);
+	while (__atomic_load_n(&c.n, __ATOMIC_SEQ_CST) < 16)
+		usleep(1000);
+	for (int i = 0; i < 16; i++) {
+		vd_prepared *p = c.p[i];
+
+		ck_assert_msg(p && p->status == VD_OK, "request %d", i);
+		ck_assert_int_eq(p->exp.n, ref->exp.n);
+		ck_assert_mem_eq(p->exp.ids, ref->exp.ids, (size_t)ref->exp.n * sizeof(int32_t));
+		ck_assert_mem_eq(p->items[0].hash, ref->items[0].hash, sizeof(ref->items[0].hash));
+		vd_prepared_free(p);
+	}
+	vd_prepared_free(ref);
+
+	bad = r;
+	bad.n_images = 3;
+	expect_refused(in, &bad, "At most 2 image(s)");
+	bad = r;
+	bad.params.temperature = -1.0f;
+	expect_refused(in, &bad, "temperature must be non-negative");
+	bad = r;
+	img[2].path = "/nonexistent/picture.png";
+	bad.images = &img[2];
+	expect_refused(in, &bad, "image 0: ");
+	bad = r;
+	bad.prompt = "USER: no image here\nASSISTANT:";
+	expect_refused(in, &bad, "placeholder");
+	bad = r;
+	bad.prompt = NULL;
+	bad.n_images = 0;
+	bad.prompt_token_ids = ids;
+	bad.n_prompt_token_ids = 4;
+	expect_refused(in, &bad, "out of vocabulary");
+
+	/* the engine refuses a failed request with its message */
+	bad = r;
+	bad.params.max_tokens = 0;
+	ck_assert_int_eq(vd_engine_add(e, prepare_one(in, &bad), 7, &out, NULL, &admitted), VD_OK);
+	ck_assert(!admitted);
+	ck_assert_int_eq(out.status, VD_ERR_INVALID_ARG);
+	ck_assert_ptr_nonnull(strstr(out.error, "max_tokens"));
+	ck_assert_str_eq(out.request_id, "7");
+	vd_output_clear(&out);
+	vd_llm_destroy(llm);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("engine");
@@ -505,6 +617,7 @@ int main(void)
 	tcase_add_test(tc, test_stop_strings);
 	tcase_add_test(tc, test_prompt_logprobs);
 	tcase_add_test(tc, test_sampling_paths_agree);
+	tcase_add_test(tc, test_input_stage);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

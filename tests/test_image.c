@@ -1,4 +1,4 @@
-/* Check tests for core/image.c, its decoders and core/resample.c. Reference
+/* Check tests for core/io/image.c, its decoders and core/io/resample.c. Reference
  * pixels come from PIL: tests/image_ref.py (run once with /usr/bin/python3,
  * PIL and numpy) writes images and expected outputs into a temporary
  * directory. Resizes and windows of resizes must be bit-exact with Pillow,
@@ -18,8 +18,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "core/image_codec.h"
-#include "core/resample.h"
+#include "core/io/hash.h"
+#include "core/io/image_codec.h"
+#include "core/io/resample.h"
 #include "vllmd/image.h"
 
 #define CLIP_SIZE 336
@@ -665,6 +666,38 @@ START_TEST(test_load_errors)
 }
 END_TEST
 
+/* Content hashes are SHA-256 (FIPS 180-2 vectors), whether fed at once or
+ * in pieces: cache keys do not depend on how the bytes arrive. */
+START_TEST(test_content_hash)
+{
+	static const char *abc = "abc";
+	static const char *two = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+	static const uint8_t want_abc[VD_HASH_BYTES] = {
+		0xba, 0x78, 0x16, 0xbf, 0x8f, 0x01, 0xcf, 0xea, 0x41, 0x41, 0x40, 0xde, 0x5d, 0xae,
+		0x22, 0x23, 0xb0, 0x03, 0x61, 0xa3, 0x96, 0x17, 0x7a, 0x9c, 0xb4, 0x10, 0xff, 0x61,
+		0xf2, 0x00, 0x15, 0xad };
+	static const uint8_t want_two[VD_HASH_BYTES] = {
+		0x24, 0x8d, 0x6a, 0x61, 0xd2, 0x06, 0x38, 0xb8, 0xe5, 0xc0, 0x26, 0x93, 0x0c, 0x3e,
+		0x60, 0x39, 0xa3, 0x3c, 0xe4, 0x59, 0x64, 0xff, 0x21, 0x67, 0xf6, 0xec, 0xed, 0xd4,
+		0x19, 0xdb, 0x06, 0xc1 };
+	uint8_t got[VD_HASH_BYTES];
+	vd_hash h;
+
+	ck_assert_int_eq(vd_hash_init(&h), VD_OK);
+	vd_hash_update(&h, abc, 3);
+	vd_hash_final(&h, got);
+	ck_assert_mem_eq(got, want_abc, VD_HASH_BYTES);
+	ck_assert_int_eq(vd_hash_init(&h), VD_OK);
+	for (size_t i = 0; i < strlen(two); i += 5)
+		vd_hash_update(&h, two + i, strlen(two) - i < 5 ? strlen(two) - i : 5);
+	vd_hash_final(&h, got);
+	ck_assert_mem_eq(got, want_two, VD_HASH_BYTES);
+	ck_assert_int_eq(vd_hash_init(&h), VD_OK);
+	vd_hash_abort(&h);
+	vd_hash_abort(&h); /* a second abort is a no-op */
+}
+END_TEST
+
 static Suite *image_suite(void)
 {
 	Suite *s = suite_create("image");
@@ -687,6 +720,7 @@ static Suite *image_suite(void)
 	tcase_add_test(tc, test_refuse_other_formats);
 	tcase_add_test(tc, test_pixel_cap);
 	tcase_add_test(tc, test_load_errors);
+	tcase_add_test(tc, test_content_hash);
 	suite_add_tcase(s, tc);
 	return s;
 }

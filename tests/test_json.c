@@ -1,4 +1,4 @@
-/* Check suite for core/json.c: parsing, dotted paths, typed getters with
+/* Check suite for core/io/json.c: parsing, dotted paths, typed getters with
  * defaults and type errors, iteration, error offsets. */
 #include <check.h>
 #include <stdio.h>

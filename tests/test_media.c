@@ -26,7 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "core/config.h"
+#include "server/options.h"
 #include "server/media.h"
 
 /* Timing bounds, chosen far from what they separate so that the speed of the
@@ -854,7 +854,7 @@ START_TEST(test_opts_from_config)
 {
 	char *domains[] = { "a.example", "b.example" };
 	char *nets[] = { "127.0.0.0/8,::1/128", "10.0.0.0/8" }, *bad[] = { "10.0.0.0/40" };
-	vd_config c;
+	vd_server_opts c;
 	vd_media_opts o;
 
 	memset(&c, 0, sizeof(c));

@@ -140,8 +140,7 @@ START_TEST(test_gather_pixels)
 	vd_plugin_gather_pixels(a, ptrs, N);
 	ck_assert_mem_eq(a, b, sizeof(float) * (size_t)total);
 	for (int i = 0; i < N; i++) {
-		ck_assert_float_eq(a[at], (float)(i * 10000000));
-		ck_assert_float_eq(a[at + len[i] - 1], (float)(i * 10000000 + len[i] - 1));
+		ck_assert_mem_eq(a + at, it[i].pixels.data, sizeof(float) * (size_t)len[i]);
 		at += len[i];
 		free(it[i].pixels.data);
 	}
@@ -160,6 +159,72 @@ START_TEST(test_missing_dir)
 }
 END_TEST
 
+/* The scaffolding helpers of plugin_util.h: a processor config's shared
+ * fields with their class defaults, the weight-layout probe, the output
+ * layer with tied embeddings, the padded vocabulary. */
+START_TEST(test_plugin_helpers)
+{
+	const vd_host_api *H = vd_host_api_get();
+	vd_json *pp = arch_list("{\"do_normalize\": false, \"rescale_factor\": 0.5, "
+				"\"resample\": 2}");
+	vd_json *bad = arch_list("{\"resample\": 1}");
+	vd_json *cfg = arch_list("{\"vocab_size\": 100, \"tie_word_embeddings\": true, "
+				 "\"text_config\": {\"tie_word_embeddings\": false}}");
+	static const char *const prefixes[] = { "a.", "b.", NULL };
+	static const char *const lms[] = { "model.language_model.", "language_model.model.", NULL };
+	const char *data = getenv("VD_TEST_DATA") ? getenv("VD_TEST_DATA") : "tests/data";
+	char dir[4096];
+	vd_plugin_image_norm n;
+	vd_decoder_spec spec = { .vocab_size = 32 };
+	vd_weights *w = NULL;
+	vd_model_ctx ctx;
+	int which = -1;
+
+	snprintf(dir, sizeof(dir), "%s/models/llava-tiny-a", data);
+	ck_assert_int_eq(vd_weights_open_dir(dir, &w), VD_OK);
+	ctx = (vd_model_ctx){ .struct_size = sizeof(ctx), .model_dir = dir, .config = cfg,
+			      .weights = w };
+
+	ck_assert_int_eq(vd_plugin_read_image_norm(H, NULL, &n), VD_OK);
+	ck_assert(n.do_resize && n.resample == VD_RESAMPLE_BICUBIC);
+	ck_assert_float_eq(n.rescale, 1.0f / 255.0f);
+	ck_assert_float_eq(n.mean[0], vd_clip_mean[0]);
+	ck_assert_int_eq(vd_plugin_read_image_norm(H, pp, &n), VD_OK);
+	ck_assert(n.resample == VD_RESAMPLE_BILINEAR);
+	ck_assert_float_eq(n.rescale, 0.5f);
+	ck_assert(n.mean[1] == 0.0f && n.std[2] == 1.0f);
+	ck_assert_int_eq(vd_plugin_read_image_norm(H, bad, &n), VD_ERR_UNSUPPORTED);
+	ck_assert_ptr_nonnull(strstr(vd_error_message(), "resample 1"));
+
+	/* the hub layout of the tiny LLaVA; no layout: every name looked for is
+	 * in the refusal */
+	ck_assert_int_eq(vd_plugin_probe_layout(H, &ctx, "fam", lms, "embed_tokens.weight", &which),
+			 VD_OK);
+	ck_assert_int_eq(which, 1);
+	ck_assert_int_eq(vd_plugin_probe_layout(H, &ctx, "fam", prefixes, "x.weight", &which),
+			 VD_ERR_NOT_FOUND);
+	ck_assert_ptr_nonnull(strstr(vd_error_message(), "'a.x.weight', 'b.x.weight'"));
+
+	/* the text config's tie_word_embeddings (false) wins over the top
+	 * level's; a head the checkpoint lacks leaves the embeddings to serve */
+	ck_assert_int_eq(vd_plugin_lm_head(H, &ctx, vd_json_get(cfg, "text_config"),
+					   "language_model.lm_head.weight", &spec), VD_OK);
+	ck_assert_str_eq(spec.lm_head, "language_model.lm_head.weight");
+	ck_assert_int_eq(vd_plugin_lm_head(H, &ctx, vd_json_get(cfg, "text_config"), "lm_head.weight",
+					   &spec), VD_OK);
+	ck_assert_str_eq(spec.lm_head, "");
+	ck_assert_int_eq(vd_plugin_lm_head(H, &ctx, NULL, "language_model.lm_head.weight", &spec),
+			 VD_OK);
+	ck_assert_str_eq(spec.lm_head, ""); /* tied at the top level */
+	ck_assert_int_eq(vd_plugin_vocab_size(H, cfg, &spec), VD_OK);
+	ck_assert_int_eq(spec.vocab_size, 100);
+	vd_weights_close(w);
+	vd_json_free(pp);
+	vd_json_free(bad);
+	vd_json_free(cfg);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("plugin");
@@ -175,6 +240,7 @@ int main(void)
 	tcase_add_test(tc, test_dir_scan_skips_refused);
 	tcase_add_test(tc, test_missing_dir);
 	tcase_add_test(tc, test_gather_pixels);
+	tcase_add_test(tc, test_plugin_helpers);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

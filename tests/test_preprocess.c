@@ -1,5 +1,5 @@
 /* Bounded preprocessing: images of extreme shape through each family's
- * whole image path (vd_engine_prepare_image: decode, process, hash) on the
+ * whole image path (the engine's input stage: decode, process, hash) on the
  * tiny checkpoints. A PNG whose IHDR says 100000x1 or 1000000x1 (and the
  * tall twins) must end, with a result or a 400-class refusal, far faster
  * than the 5.5 s and 81 s it took when LLaVA resized the whole strip, with
@@ -12,7 +12,7 @@
 #include <time.h>
 
 #include "core/engine.h"
-#include "core/mm.h"
+#include "core/input.h"
 #include "vllmd/llm.h"
 
 /* A time far from both sides: the old path took 5.5 s for the smallest
@@ -162,7 +162,10 @@ static const struct shape shapes[] = {
 
 /* Prepare each extreme image with the family of model dir; want is the
  * status for every shape, want_msg a part of the message on refusal. */
-static void run_family(const char *model, vd_status want, const char *want_msg)
+/* Each shape as the one image of a request through the engine's input stage
+ * (decode, the family's process_image, hashing, the prompt's expansion). */
+static void run_family(const char *model, const char *prompt, vd_status want,
+		       const char *want_msg)
 {
 	const char *data = getenv("VD_TEST_DATA") ? getenv("VD_TEST_DATA") : "tests/data";
 	char dir[4096];
@@ -180,11 +183,21 @@ static void run_family(const char *model, vd_status want, const char *want_msg)
 		size_t len;
 		uint8_t *png = make_png(shapes[i].w, shapes[i].h, &len);
 		vd_image_input in = { .kind = VD_IMAGE_BYTES, .bytes = png, .len = len };
-		vd_mm_item it;
+		vd_request r;
+		vd_prepared *pr = NULL;
 		bool peak_ok = reset_peak();
 		long rss0 = status_kb("VmRSS:"), grew;
 		double t0 = now_s(), took;
-		vd_status st = vd_engine_prepare_image(e, &in, NULL, &it);
+		vd_status st;
+
+		vd_request_init(&r);
+		r.prompt = prompt;
+		r.images = &in;
+		r.n_images = 1;
+		ck_assert_int_eq(vd_input_prepare(vd_engine_input(e), &r, &pr), VD_OK);
+		st = pr->status;
+		if (st != VD_OK)
+			vd_errorf(st, "%s", pr->error);
 
 		took = now_s() - t0;
 		grew = status_kb("VmHWM:") - rss0;
@@ -195,9 +208,9 @@ static void run_family(const char *model, vd_status want, const char *want_msg)
 		ck_assert_msg(st == want, "%s %ux%u: %s (%s), want %s", model, shapes[i].w,
 			      shapes[i].h, vd_status_str(st), vd_error_message(), vd_status_str(want));
 		if (st == VD_OK) {
-			ck_assert_int_gt(it.num_tokens, 0);
-			ck_assert_ptr_nonnull(it.pixels.data);
-			vd_mm_item_free(&it);
+			ck_assert_int_eq(pr->n_items, 1);
+			ck_assert_int_gt(pr->items[0].num_tokens, 0);
+			ck_assert_ptr_nonnull(pr->items[0].pixels.data);
 		} else {
 			ck_assert_msg(strstr(vd_error_message(), want_msg), "message '%s' lacks '%s'",
 				      vd_error_message(), want_msg);
@@ -207,6 +220,7 @@ static void run_family(const char *model, vd_status want, const char *want_msg)
 		if (peak_ok)
 			ck_assert_msg(grew < RSS_BOUND_KB, "%s %ux%u grew peak RSS by %ld KiB", model,
 				      shapes[i].w, shapes[i].h, grew);
+		vd_prepared_free(pr);
 		free(png);
 	}
 	vd_engine_destroy(e);
@@ -216,21 +230,24 @@ static void run_family(const char *model, vd_status want, const char *want_msg)
  * result exists and is computed from that window alone. */
 START_TEST(test_llava_strips)
 {
-	run_family("llava-tiny-a", VD_OK, NULL);
+	run_family("llava-tiny-a", "USER: <image>\nWhat is this?\nASSISTANT:", VD_OK, NULL);
 }
 END_TEST
 
 /* Qwen2-VL refuses an aspect ratio over 200, as transformers' smart_resize. */
 START_TEST(test_qwen2vl_strips)
 {
-	run_family("qwen2vl-tiny-a", VD_ERR_INVALID_ARG, "aspect ratio must be smaller than 200");
+	run_family("qwen2vl-tiny-a",
+		   "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Hi<|im_end|>\n",
+		   VD_ERR_INVALID_ARG, "aspect ratio must be smaller than 200");
 }
 END_TEST
 
 /* Phi-3.5-V's HD transform would make the short side 0 pixels. */
 START_TEST(test_phi3v_strips)
 {
-	run_family("phi3v-tiny-a", VD_ERR_INVALID_ARG, "too elongated");
+	run_family("phi3v-tiny-a", "<|user|>\n<|image_1|>\nHi<|end|>\n<|assistant|>\n",
+		   VD_ERR_INVALID_ARG, "too elongated");
 }
 END_TEST
 
@@ -247,7 +264,8 @@ START_TEST(test_llava_past_int_max)
 	vd_engine_args a;
 	vd_engine *e = NULL;
 	vd_image_input in = { .kind = VD_IMAGE_RGB, .rgb = rgb, .width = (int)w, .height = 1 };
-	vd_mm_item it;
+	vd_request r;
+	vd_prepared *pr = NULL;
 
 	ck_assert_ptr_nonnull(rgb);
 	snprintf(dir, sizeof(dir), "%s/models/llava-tiny-a", data);
@@ -257,9 +275,15 @@ START_TEST(test_llava_past_int_max)
 	a.device = "cpu";
 	a.num_threads = 1;
 	ck_assert_msg(vd_engine_create(&a, &e) == VD_OK, "%s", vd_error_message());
-	ck_assert_int_eq(vd_engine_prepare_image(e, &in, NULL, &it), VD_ERR_INVALID_ARG);
-	ck_assert_ptr_nonnull(strstr(vd_error_message(), "too elongated"));
-	ck_assert_ptr_nonnull(strstr(vd_error_message(), "38400000x1"));
+	vd_request_init(&r);
+	r.prompt = "USER: <image>\nHi\nASSISTANT:";
+	r.images = &in;
+	r.n_images = 1;
+	ck_assert_int_eq(vd_input_prepare(vd_engine_input(e), &r, &pr), VD_OK);
+	ck_assert_int_eq(pr->status, VD_ERR_INVALID_ARG);
+	ck_assert_ptr_nonnull(strstr(pr->error, "too elongated"));
+	ck_assert_ptr_nonnull(strstr(pr->error, "38400000x1"));
+	vd_prepared_free(pr);
 	vd_engine_destroy(e);
 	free(rgb);
 }

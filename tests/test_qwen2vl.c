@@ -464,7 +464,8 @@ START_TEST(test_embeds)
 	r.params.logprobs = cJSON_GetObjectItem(ref, "topk")->valueint;
 	in = (vd_image_input){ .kind = VD_IMAGE_EMBEDS, .embeds = emb.data, .rows = emb.shape[0],
 			       .hidden = emb.shape[1] };
-	memcpy(in.grid_thw, grid.data, 3 * sizeof(int64_t));
+	memcpy(in.embed_meta, grid.data, 3 * sizeof(int64_t));
+	in.n_embed_meta = 3;
 	r.images = &in;
 	r.n_images = 1;
 	ck_assert_int_eq(vd_llm_generate(llm, &r, 1, &o), VD_OK);
@@ -491,14 +492,14 @@ START_TEST(test_embeds)
 	/* no grid */
 	in.rows = emb.shape[0];
 	in.hidden = emb.shape[1];
-	memset(in.grid_thw, 0, sizeof(in.grid_thw));
+	in.n_embed_meta = 0;
 	ck_assert_int_eq(vd_llm_generate(llm, &r, 1, &o), VD_OK);
 	ck_assert_int_eq(o->status, VD_ERR_INVALID_ARG);
 	ck_assert_msg(strstr(o->error, "image_grid_thw"), "%s", o->error);
 	vd_outputs_free(o, 1);
 	/* placeholder count must match the images */
 	r.prompt = "<|im_start|>user\nno image here<|im_end|>\n";
-	memcpy(in.grid_thw, grid.data, 3 * sizeof(int64_t));
+	in.n_embed_meta = 3;
 	ck_assert_int_eq(vd_llm_generate(llm, &r, 1, &o), VD_OK);
 	ck_assert_int_eq(o->status, VD_ERR_INVALID_ARG);
 	ck_assert_msg(strstr(o->error, "0 <|image_pad|> placeholder(s)"), "%s", o->error);

@@ -1,4 +1,4 @@
-/* Check suite for core/safetensors.c. The test writes its own safetensors
+/* Check suite for core/io/safetensors.c. The test writes its own safetensors
  * files (8-byte little-endian header length, JSON header, data) into a
  * temporary directory: single file, 3-way sharded, and corrupt variants. */
 #include <check.h>

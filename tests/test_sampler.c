@@ -211,6 +211,53 @@ START_TEST(test_logprobs)
 }
 END_TEST
 
+/* One set of rules for every way in: each parameter out of range is
+ * refused by name; the defaults and the edges of each range pass. */
+#define EXPECT_BAD(stmt, name)                                                                 \
+	do {                                                                                   \
+		vd_sampling_params_init(&p);                                                   \
+		stmt;                                                                          \
+		ck_assert_int_eq(vd_sampling_params_check(&p), VD_ERR_INVALID_ARG);            \
+		ck_assert_msg(strstr(vd_error_message(), name), "%s", vd_error_message());     \
+	} while (0)
+#define EXPECT_OK(stmt)                                                                        \
+	do {                                                                                   \
+		vd_sampling_params_init(&p);                                                   \
+		stmt;                                                                          \
+		ck_assert_msg(vd_sampling_params_check(&p) == VD_OK, "%s", vd_error_message()); \
+	} while (0)
+
+START_TEST(test_params_check)
+{
+	static const char *const empty_stop[] = { "ok", "", NULL };
+	vd_sampling_params p;
+
+	EXPECT_OK((void)0);
+	EXPECT_BAD(p.n = 0, "n must be");
+	EXPECT_BAD(p.n = VD_MAX_N + 1, "n must be");
+	EXPECT_BAD(p.temperature = -0.5f, "temperature");
+	EXPECT_BAD(p.temperature = NAN, "temperature");
+	EXPECT_BAD(p.top_p = 0.0f, "top_p");
+	EXPECT_BAD(p.top_p = 1.5f, "top_p");
+	EXPECT_BAD(p.top_k = -2, "top_k");
+	EXPECT_BAD(p.min_p = 1.5f, "min_p");
+	EXPECT_BAD(p.presence_penalty = 2.5f, "presence_penalty");
+	EXPECT_BAD(p.frequency_penalty = -3.0f, "frequency_penalty");
+	EXPECT_BAD(p.repetition_penalty = 0.0f, "repetition_penalty");
+	EXPECT_BAD(p.max_tokens = 0, "max_tokens");
+	EXPECT_BAD(p.min_tokens = -1, "min_tokens");
+	EXPECT_BAD((p.min_tokens = 20, p.max_tokens = 10), "min_tokens");
+	EXPECT_BAD(p.logprobs = VD_MAX_REQUEST_LOGPROBS + 1, "logprobs");
+	EXPECT_BAD(p.prompt_logprobs = -2, "prompt_logprobs");
+	EXPECT_BAD(p.stop = empty_stop, "empty string");
+	EXPECT_BAD(p.n_stop_token_ids = 2, "stop_token_ids");
+	EXPECT_OK((p.n = VD_MAX_N, p.temperature = 0.0f, p.top_p = 1.0f, p.top_k = -1));
+	EXPECT_OK((p.min_p = 1.0f, p.presence_penalty = -2.0f, p.frequency_penalty = 2.0f));
+	EXPECT_OK((p.min_tokens = 16, p.max_tokens = 16, p.logprobs = 0, p.prompt_logprobs = 20));
+	EXPECT_OK((p.temperature = 7.5f, p.top_k = 1, p.seed = -9));
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("sampler");
@@ -226,6 +273,7 @@ int main(void)
 	tcase_add_test(tc, test_penalties);
 	tcase_add_test(tc, test_banned_and_seed);
 	tcase_add_test(tc, test_logprobs);
+	tcase_add_test(tc, test_params_check);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

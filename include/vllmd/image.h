@@ -1,6 +1,6 @@
 /* Images as the engine sees them: 8-bit interleaved RGB in host memory, and
  * the float pixel planes that image processors produce from them.
- * Implemented in core/image.c; plugins reach these through vd_host_api. */
+ * Implemented in core/io/image.c; plugins reach these through vd_host_api. */
 #ifndef VLLMD_IMAGE_H
 #define VLLMD_IMAGE_H
 
@@ -55,7 +55,7 @@ vd_status vd_image_resize(const vd_image *in, int width, int height,
  * follow the crop and the input, never the resized size (a 1000000x1 image
  * resized to 336000000x336 and cropped to 336x336 costs a 336x336 image).
  * Scratch beyond out: the filter weights of the crop's columns and rows and
- * a few rows of the crop (core/resample.h). out is new. Errors as
+ * a few rows of the crop (core/io/resample.h). out is new. Errors as
  * vd_image_resize, and VD_ERR_LIMIT for NEAREST past 2^24 pixels a side. */
 vd_status vd_image_resize_crop(const vd_image *in, int width, int height,
 			       vd_resample filter, int left, int top, int crop_w,

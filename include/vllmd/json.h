@@ -1,6 +1,6 @@
 /* Read-only access to parsed JSON documents (HF config.json,
  * preprocessor_config.json, generation_config.json). Implemented in
- * core/json.c on cJSON; no other module sees cJSON types. Nodes are borrowed
+ * core/io/json.c on cJSON; no other module sees cJSON types. Nodes are borrowed
  * from their document and live until vd_json_free() of the root. */
 #ifndef VLLMD_JSON_H
 #define VLLMD_JSON_H

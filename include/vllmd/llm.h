@@ -47,10 +47,11 @@ typedef struct vd_engine_args {
 	uint64_t seed;
 	bool show_progress;          /* progress bar on stderr */
 	bool enforce_eager;          /* no step graphs: every step op by op */
-	/* Appended in 0.3 (read only when struct_size covers it): the KV-cache
-	 * element type, "auto" (the compute dtype) or "fp8" / "fp8_e4m3" (OCP
-	 * E4M3, half the bytes of bf16, scale 1 as vLLM uses without
-	 * calibrated scales). */
+	int input_workers;           /* threads preparing requests (images,
+				      * prompts); 0 = one per core */
+	/* the KV-cache element type: "auto" (the compute dtype) or "fp8" /
+	 * "fp8_e4m3" (OCP E4M3, half the bytes of bf16, scale 1 as vLLM uses
+	 * without calibrated scales) */
 	const char *kv_cache_dtype;
 } vd_engine_args;
 
@@ -94,6 +95,8 @@ typedef enum vd_image_kind {
 	VD_IMAGE_EMBEDS = 3, /* embeds: (rows, hidden) projected embeddings */
 } vd_image_kind;
 
+#define VD_IMAGE_META_MAX 8
+
 /* One multi_modal_data image. All pointers borrowed for the call. */
 typedef struct vd_image_input {
 	vd_image_kind kind;
@@ -104,7 +107,12 @@ typedef struct vd_image_input {
 	int width, height;
 	const float *embeds;
 	int64_t rows, hidden;
-	int64_t grid_thw[3];  /* Qwen2-VL image_grid_thw with EMBEDS; 0 = none */
+	/* with EMBEDS: what the model family needs beside the rows to place
+	 * them, in its order (its image processor's per-image metadata, e.g.
+	 * the (t, h, w) patch grid that vLLM passes as image_grid_thw);
+	 * n_embed_meta 0 = none */
+	int64_t embed_meta[VD_IMAGE_META_MAX];
+	int n_embed_meta;
 } vd_image_input;
 
 typedef struct vd_request {

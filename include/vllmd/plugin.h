@@ -32,7 +32,11 @@ extern "C" {
 #define VD_PLUGIN_ABI_MAJOR 1
 #define VD_PLUGIN_ABI_MINOR 3 /* 1: vd_prompt_in.add_special_tokens
 				* 2: qwen2 vit
-				* 3: image_resize_crop */
+				* 3: image_resize_crop; expand runs on the
+				*    input stage's worker threads, concurrently
+				*    (an older plugin's expand is serialized by
+				*    the core); the core checks embeddings'
+				*    width before check_embeds */
 #define VD_PLUGIN_ENTRY_SYMBOL "vd_plugin_entry"
 #define VD_PLUGIN_MAGIC 0x766c6d64u /* "vlmd" */
 
@@ -216,11 +220,14 @@ typedef struct vd_family {
 	void (*destroy)(void *state);
 
 	/* Image processor: RGB image -> item (pixels, meta, num_tokens).
-	 * kw may be NULL. Called from worker threads: must be thread-safe. */
+	 * kw may be NULL. Called from the input stage's worker threads,
+	 * concurrently: must be thread-safe. */
 	vd_status (*process_image)(void *state, const vd_image *img,
 				   const vd_mm_kwargs *kw, vd_mm_item *out);
 	/* Validate a precomputed-embeddings item (item->embeds and meta set by
-	 * the caller) and set num_tokens. */
+	 * the caller) and set num_tokens. From ABI minor 3 the core has
+	 * checked that item->embeds is (rows, limits.embed_dim). Called from
+	 * worker threads, like process_image. */
 	vd_status (*check_embeds)(void *state, vd_mm_item *item);
 
 	/* Vision tower: n PIXELS items -> features, a backend tensor allocated
@@ -235,7 +242,10 @@ typedef struct vd_family {
 	/* Placeholder text for the image_index-th (1-based) image part of a chat
 	 * message, written into buf (NUL-terminated). */
 	vd_status (*placeholder)(void *state, int image_index, char *buf, size_t cap);
-	/* Expand a prompt into final ids (image rows marked) and positions. */
+	/* Expand a prompt into final ids (image rows marked) and positions.
+	 * Called from the input stage's worker threads, concurrently, from ABI
+	 * minor 3: must be thread-safe (read-only state; the host's tokenizer
+	 * and exp_* calls are). */
 	vd_status (*expand)(void *state, const vd_prompt_in *in, vd_expansion *out);
 } vd_family;
 

@@ -1,7 +1,7 @@
 /* Tokenizer loaded from a Hugging Face tokenizer.json (+ tokenizer_config.json):
  * BPE with the SentencePiece-style normalizer and byte fallback (Llama-2),
  * and byte-level BPE with a regex split and NFC (Qwen2); added and special
- * tokens; decoding; incremental decoding. Implemented in core/tokenizer.c.
+ * tokens; decoding; incremental decoding. Implemented in core/tokenizer/.
  * A loaded tokenizer is immutable and safe to share across threads. */
 #ifndef VLLMD_TOKENIZER_H
 #define VLLMD_TOKENIZER_H

@@ -1,6 +1,6 @@
 /* Checkpoint weights: every tensor of a model directory's safetensors files
  * (model.safetensors, or shards listed in model.safetensors.index.json),
- * memory-mapped read-only. Implemented in core/safetensors.c. */
+ * memory-mapped read-only. Implemented in core/io/safetensors.c. */
 #ifndef VLLMD_WEIGHTS_H
 #define VLLMD_WEIGHTS_H
 

@@ -26,10 +26,8 @@ typedef struct llava {
 	/* preprocessor */
 	int shortest_edge;    /* resize target of the short side */
 	int crop_w, crop_h;
-	bool do_resize, do_center_crop, do_rescale, do_normalize;
-	vd_resample resample;
-	float rescale;
-	float mean[3], std[3];
+	bool do_center_crop;
+	vd_plugin_image_norm norm;  /* resize, resample, rescale, normalize */
 	/* projector */
 	vd_tensor w1, b1, w2, b2;
 	vd_act proj_act;
@@ -93,8 +91,6 @@ static vd_status read_size(const vd_json *pp, const char *key, int def, int *edg
 static vd_status read_preprocessor(llava *m, const vd_json *pp)
 {
 	int dummy_h, dummy_w;
-	int64_t resample;
-	double rescale;
 	vd_status st;
 
 	/* CLIPImageProcessor class defaults, then the file's values. */
@@ -102,41 +98,20 @@ static vd_status read_preprocessor(llava *m, const vd_json *pp)
 	if (st == VD_OK)
 		st = read_size(pp, "crop_size", 224, &dummy_h, &m->crop_h, &m->crop_w);
 	if (st == VD_OK)
-		st = H->json_bool(pp, "do_resize", true, &m->do_resize);
-	if (st == VD_OK)
 		st = H->json_bool(pp, "do_center_crop", true, &m->do_center_crop);
 	if (st == VD_OK)
-		st = H->json_bool(pp, "do_rescale", true, &m->do_rescale);
-	if (st == VD_OK)
-		st = H->json_bool(pp, "do_normalize", true, &m->do_normalize);
-	if (st == VD_OK)
-		st = H->json_int(pp, "resample", VD_RESAMPLE_BICUBIC, &resample);
-	if (st == VD_OK)
-		st = H->json_num(pp, "rescale_factor", 1.0 / 255.0, &rescale);
-	if (st == VD_OK)
-		st = vd_plugin_read_triplet(H, pp, "image_mean", vd_clip_mean, m->mean);
-	if (st == VD_OK)
-		st = vd_plugin_read_triplet(H, pp, "image_std", vd_clip_std, m->std);
-	if (st != VD_OK)
-		return st;
-	if (resample != VD_RESAMPLE_BICUBIC && resample != VD_RESAMPLE_BILINEAR &&
-	    resample != VD_RESAMPLE_NEAREST)
-		return H->errorf(VD_ERR_UNSUPPORTED,
-				 "preprocessor_config.json: resample %lld is not supported "
-				 "(0 nearest, 2 bilinear, 3 bicubic)", (long long)resample);
-	m->resample = (vd_resample)resample;
-	m->rescale = m->do_rescale ? (float)rescale : 1.0f;
-	if (!m->do_normalize) {
-		for (int i = 0; i < 3; i++) {
-			m->mean[i] = 0.0f;
-			m->std[i] = 1.0f;
-		}
-	}
-	return VD_OK;
+		st = vd_plugin_read_image_norm(H, pp, &m->norm);
+	return st;
 }
 
 /* ---------------------------------------------------------------- create */
 
+/* Weight layouts: the llava-hf hub names, transformers 4.52-4.57 names, or
+ * transformers 5 names (vision tower without the vision_model level). */
+static const char *const lm_prefixes[] = { "language_model.model.", "model.language_model.", NULL };
+static const char *const proj_prefixes[] = { "multi_modal_projector.",
+					     "model.multi_modal_projector." };
+static const char *const lm_heads[] = { "language_model.lm_head.weight", "lm_head.weight" };
 static const char *const vision_prefixes[] = {
 	"vision_tower.vision_model.",       /* llava-hf hub */
 	"model.vision_tower.vision_model.", /* transformers 4.52 - 4.57 */
@@ -151,10 +126,7 @@ static void llava_destroy(void *state)
 	if (!m)
 		return;
 	H->clip_destroy(m->clip);
-	m->be->ops->free(m->be, &m->w1);
-	m->be->ops->free(m->be, &m->b1);
-	m->be->ops->free(m->be, &m->w2);
-	m->be->ops->free(m->be, &m->b2);
+	vd_plugin_free_tensors(m->be, (vd_tensor *const[]){ &m->w1, &m->b1, &m->w2, &m->b2 }, 4);
 	vd_plugin_stage_free(&m->px, m->be);
 	free(m);
 }
@@ -165,12 +137,11 @@ static vd_status llava_create(const vd_host_api *host, const vd_model_ctx *ctx, 
 	const vd_json *cfg = ctx->config;
 	const vd_json *tcfg = host->json_get(cfg, "text_config");
 	const vd_json *vcfg = host->json_get(cfg, "vision_config");
-	const char *text_type, *strategy, *act;
-	const char *lm_prefix, *vis_prefix, *proj_prefix, *lm_head;
+	const char *text_type, *strategy, *act, *proj_prefix;
 	char name[256];
 	int64_t image_token, feature_layer;
 	bool proj_bias;
-	int run_layers, patches;
+	int run_layers, patches, layout = 0, vis = 0;
 	llava *m;
 	vd_status st;
 
@@ -212,66 +183,24 @@ static vd_status llava_create(const vd_host_api *host, const vd_model_ctx *ctx, 
 	m->select_full = !strcmp(strategy, "full");
 	m->image_token = (int32_t)image_token;
 
-	/* Weight layout: llava-hf hub names, transformers 4.52-4.57 names, or
-	 * transformers 5 names (vision tower without the vision_model level). */
-	if (host->weights_has(ctx->weights, "language_model.model.embed_tokens.weight")) {
-		lm_prefix = "language_model.model.";
-		proj_prefix = "multi_modal_projector.";
-		lm_head = "language_model.lm_head.weight";
-	} else if (host->weights_has(ctx->weights, "model.language_model.embed_tokens.weight")) {
-		lm_prefix = "model.language_model.";
-		proj_prefix = "model.multi_modal_projector.";
-		lm_head = "lm_head.weight";
-	} else {
-		st = host->errorf(VD_ERR_NOT_FOUND,
-				  "llava: %s has neither 'language_model.model.embed_tokens.weight' "
-				  "(hub layout) nor 'model.language_model.embed_tokens.weight' "
-				  "(transformers >= 4.52 layout)", ctx->model_dir);
-		goto fail;
-	}
-	vis_prefix = NULL;
-	for (int i = 0; vision_prefixes[i]; i++) {
-		snprintf(name, sizeof(name), "%sembeddings.patch_embedding.weight", vision_prefixes[i]);
-		if (host->weights_has(ctx->weights, name)) {
-			vis_prefix = vision_prefixes[i];
-			break;
-		}
-	}
-	if (!vis_prefix) {
-		st = host->errorf(VD_ERR_NOT_FOUND,
-				  "llava: no CLIP patch embedding in %s (looked for "
-				  "[model.]vision_tower[.vision_model].embeddings.patch_embedding.weight)",
-				  ctx->model_dir);
-		goto fail;
-	}
-
-	/* Text decoder: text_config with the Llama defaults. */
-	st = host->decoder_spec_from_hf(tcfg, text_type, spec);
+	st = vd_plugin_probe_layout(host, ctx, "llava", lm_prefixes, "embed_tokens.weight", &layout);
+	if (st == VD_OK)
+		st = vd_plugin_probe_layout(host, ctx, "llava", vision_prefixes,
+					    "embeddings.patch_embedding.weight", &vis);
 	if (st != VD_OK)
 		goto fail;
-	snprintf(spec->prefix, sizeof(spec->prefix), "%s", lm_prefix);
-	{
-		bool tie;
+	proj_prefix = proj_prefixes[layout];
 
-		st = host->json_bool(tcfg, "tie_word_embeddings", false, &tie);
-		if (st == VD_OK && !host->json_get(tcfg, "tie_word_embeddings"))
-			st = host->json_bool(cfg, "tie_word_embeddings", false, &tie);
-		if (st != VD_OK)
-			goto fail;
-		if (tie || !host->weights_has(ctx->weights, lm_head))
-			spec->lm_head[0] = '\0';
-		else
-			snprintf(spec->lm_head, sizeof(spec->lm_head), "%s", lm_head);
-	}
-	/* A top-level vocab_size (llava-hf sets 32064) overrides text_config's. */
-	{
-		int64_t vocab;
-
-		st = host->json_int(cfg, "vocab_size", spec->vocab_size, &vocab);
-		if (st != VD_OK)
-			goto fail;
-		spec->vocab_size = (int)vocab;
-	}
+	/* Text decoder: text_config with the Llama defaults; a top-level
+	 * vocab_size (llava-hf sets 32064) overrides text_config's. */
+	st = host->decoder_spec_from_hf(tcfg, text_type, spec);
+	if (st == VD_OK)
+		st = vd_plugin_lm_head(host, ctx, tcfg, lm_heads[layout], spec);
+	if (st == VD_OK)
+		st = vd_plugin_vocab_size(host, cfg, spec);
+	if (st != VD_OK)
+		goto fail;
+	snprintf(spec->prefix, sizeof(spec->prefix), "%s", lm_prefixes[layout]);
 
 	/* Vision tower: run up to the feature layer; post_layernorm unused. */
 	st = host->clip_config_from_hf(vcfg, &m->vcfg);
@@ -284,7 +213,8 @@ static vd_status llava_create(const vd_host_api *host, const vd_model_ctx *ctx, 
 				  "%d CLIP layers", (long long)feature_layer, m->vcfg.num_layers);
 		goto fail;
 	}
-	st = host->clip_create(m->be, ctx->weights, vis_prefix, &m->vcfg, run_layers, &m->clip);
+	st = host->clip_create(m->be, ctx->weights, vision_prefixes[vis], &m->vcfg, run_layers,
+			       &m->clip);
 	if (st != VD_OK)
 		goto fail;
 	patches = (m->vcfg.image_size / m->vcfg.patch_size) * (m->vcfg.image_size / m->vcfg.patch_size);
@@ -354,7 +284,7 @@ static vd_status llava_process_image(void *state, const vd_image *img, const vd_
 	vd_status st = VD_OK;
 
 	(void)kw;
-	if (m->do_resize) {
+	if (m->norm.do_resize) {
 		int s = m->shortest_edge;
 		double long_side = w <= h ? (double)s * h / w : (double)s * w / h;
 
@@ -375,13 +305,13 @@ static vd_status llava_process_image(void *state, const vd_image *img, const vd_
 		int top = (int)((nh - m->crop_h) / 2.0);
 		int left = (int)((nw - m->crop_w) / 2.0);
 
-		st = H->image_resize_crop(img, nw, nh, m->resample, left, top, m->crop_w,
+		st = H->image_resize_crop(img, nw, nh, m->norm.resample, left, top, m->crop_w,
 					  m->crop_h, black, &cropped);
 	} else if (nw != m->crop_w || nh != m->crop_h) {
 		st = H->errorf(VD_ERR_INVALID_ARG, "llava: processed image is %dx%d, the tower "
 			       "needs %dx%d", nw, nh, m->crop_w, m->crop_h);
 	} else {
-		st = H->image_resize(img, nw, nh, m->resample, &cropped);
+		st = H->image_resize(img, nw, nh, m->norm.resample, &cropped);
 	}
 	if (st != VD_OK)
 		return st;
@@ -396,7 +326,7 @@ static vd_status llava_process_image(void *state, const vd_image *img, const vd_
 		st = H->errorf(VD_ERR_NOMEM, "out of memory");
 		goto out;
 	}
-	H->image_to_planes(&cropped, m->rescale, m->mean, m->std, out->pixels.data);
+	H->image_to_planes(&cropped, m->norm.rescale, m->norm.mean, m->norm.std, out->pixels.data);
 	out->num_tokens = m->tokens_per_image;
 out:
 	H->image_free(&cropped);
@@ -407,11 +337,7 @@ static vd_status llava_check_embeds(void *state, vd_mm_item *item)
 {
 	llava *m = state;
 
-	if (item->embeds.ndim != 2 || item->embeds.shape[1] != m->embed_dim)
-		return H->errorf(VD_ERR_INVALID_ARG,
-				 "image embeddings must be (num_tokens, %d); got %d-D with width %lld",
-				 m->embed_dim, item->embeds.ndim,
-				 (long long)(item->embeds.ndim > 1 ? item->embeds.shape[1] : 0));
+	/* the core checked the width (ABI minor 3) */
 	if (item->embeds.shape[0] != m->tokens_per_image)
 		return H->errorf(VD_ERR_INVALID_ARG,
 				 "image embeddings have %lld rows; this model uses %d per image",
@@ -507,10 +433,7 @@ static vd_status llava_placeholder(void *state, int image_index, char *buf, size
 {
 	(void)state;
 	(void)image_index;
-	if (cap < sizeof("<image>"))
-		return H->errorf(VD_ERR_INVALID_ARG, "placeholder buffer too small");
-	memcpy(buf, "<image>", sizeof("<image>"));
-	return VD_OK;
+	return vd_plugin_placeholder_text(H, "<image>", buf, cap);
 }
 
 /* Each `<image>` token of the prompt becomes num_tokens copies of itself,
@@ -518,31 +441,15 @@ static vd_status llava_placeholder(void *state, int image_index, char *buf, size
 static vd_status llava_expand(void *state, const vd_prompt_in *in, vd_expansion *out)
 {
 	llava *m = state;
-	int32_t *owned = NULL;
-	const int32_t *ids = in->ids;
-	size_t n = (size_t)in->n_ids;
-	int found = 0, img = 0;
-	size_t run = 0;
-	vd_status st = VD_OK;
+	int32_t *owned;
+	const int32_t *ids;
+	size_t n, run = 0;
+	int img = 0;
+	vd_status st = vd_plugin_prompt_ids(H, m->tok, in, m->image_token, "<image>", &ids, &n,
+					    &owned);
 
-	if (in->text) {
-		/* add_special_tokens appeared in ABI minor 1 */
-		bool special = in->struct_size > offsetof(vd_prompt_in, add_special_tokens) ?
-			       in->add_special_tokens : true;
-
-		st = H->tokenize(m->tok, in->text, strlen(in->text), special, &owned, &n);
-		if (st != VD_OK)
-			return st;
-		ids = owned;
-	}
-	for (size_t i = 0; i < n; i++)
-		found += ids[i] == m->image_token;
-	if (found != in->n_items) {
-		st = H->errorf(VD_ERR_INVALID_ARG,
-			       "the prompt has %d <image> placeholder(s) (token %d) but %d image(s) "
-			       "were given", found, m->image_token, in->n_items);
-		goto out;
-	}
+	if (st != VD_OK)
+		return st;
 	for (size_t i = 0; i <= n && st == VD_OK; i++) {
 		if (i < n && ids[i] != m->image_token)
 			continue;
@@ -553,7 +460,6 @@ static vd_status llava_expand(void *state, const vd_prompt_in *in, vd_expansion 
 		}
 		run = i + 1;
 	}
-out:
 	free(owned);
 	return st;
 }
@@ -562,19 +468,4 @@ out:
 
 static const char *const llava_archs[] = { "LlavaForConditionalGeneration", NULL };
 
-static const vd_family llava_family = {
-	.struct_size = sizeof(vd_family),
-	.name = "llava",
-	.architectures = llava_archs,
-	.create = llava_create,
-	.destroy = llava_destroy,
-	.process_image = llava_process_image,
-	.check_embeds = llava_check_embeds,
-	.vision_tower = llava_vision_tower,
-	.projector = llava_projector,
-	.placeholder = llava_placeholder,
-	.expand = llava_expand,
-};
-
-VD_PLUGIN_SINGLE_FAMILY(llava_family, "llava", 3,
-			sizeof(vd_host_api), H)
+VD_PLUGIN_ONE_FAMILY(llava, "llava", llava_archs, 3, sizeof(vd_host_api), H)

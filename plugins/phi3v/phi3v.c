@@ -113,11 +113,8 @@ static void phi3v_destroy(void *state)
 	if (!m)
 		return;
 	H->clip_destroy(m->clip);
-	m->be->ops->free(m->be, &m->gn);
-	m->be->ops->free(m->be, &m->w0);
-	m->be->ops->free(m->be, &m->b0);
-	m->be->ops->free(m->be, &m->w2);
-	m->be->ops->free(m->be, &m->b2);
+	vd_plugin_free_tensors(m->be,
+			       (vd_tensor *const[]){ &m->gn, &m->w0, &m->b0, &m->w2, &m->b2 }, 5);
 	vd_plugin_stage_free(&m->px, m->be);
 	free(m);
 }
@@ -200,17 +197,9 @@ static vd_status phi3v_create(const vd_host_api *host, const vd_model_ctx *ctx, 
 	if (!host->weights_has(ctx->weights, "model.embed_tokens.weight") &&
 	    host->weights_has(ctx->weights, VT_PREFIX "wte.weight"))
 		snprintf(spec->embed_name, sizeof(spec->embed_name), VT_PREFIX "wte.weight");
-	{
-		bool tie;
-
-		st = host->json_bool(cfg, "tie_word_embeddings", false, &tie);
-		if (st != VD_OK)
-			goto fail;
-		if (tie || !host->weights_has(ctx->weights, "lm_head.weight"))
-			spec->lm_head[0] = '\0';
-		else
-			snprintf(spec->lm_head, sizeof(spec->lm_head), "lm_head.weight");
-	}
+	st = vd_plugin_lm_head(host, ctx, cfg, "lm_head.weight", spec);
+	if (st != VD_OK)
+		goto fail;
 
 	/* Vision tower up to img_processor.layer_idx; post_layernorm unused. */
 	st = vision_config(cfg, &m->vcfg);
@@ -491,11 +480,7 @@ static vd_status phi3v_check_embeds(void *state, vd_mm_item *item)
 {
 	phi3v *m = state;
 
-	if (item->embeds.ndim != 2 || item->embeds.shape[1] != m->embed_dim)
-		return H->errorf(VD_ERR_INVALID_ARG,
-				 "image embeddings must be (num_tokens, %d); got %d-D with width %lld",
-				 m->embed_dim, item->embeds.ndim,
-				 (long long)(item->embeds.ndim > 1 ? item->embeds.shape[1] : 0));
+	/* the core checked the width (ABI minor 3) */
 	if (item->n_meta >= 2) {
 		int32_t want = token_count(m, (int)(item->meta[0] / m->tile),
 					   (int)(item->meta[1] / m->tile));
@@ -807,19 +792,4 @@ static vd_status phi3v_expand(void *state, const vd_prompt_in *in, vd_expansion 
 
 static const char *const phi3v_archs[] = { "Phi3VForCausalLM", NULL };
 
-static const vd_family phi3v_family = {
-	.struct_size = sizeof(vd_family),
-	.name = "phi3v",
-	.architectures = phi3v_archs,
-	.create = phi3v_create,
-	.destroy = phi3v_destroy,
-	.process_image = phi3v_process_image,
-	.check_embeds = phi3v_check_embeds,
-	.vision_tower = phi3v_vision_tower,
-	.projector = phi3v_projector,
-	.placeholder = phi3v_placeholder,
-	.expand = phi3v_expand,
-};
-
-VD_PLUGIN_SINGLE_FAMILY(phi3v_family, "phi3v", 3,
-			sizeof(vd_host_api), H)
+VD_PLUGIN_ONE_FAMILY(phi3v, "phi3v", phi3v_archs, 3, sizeof(vd_host_api), H)

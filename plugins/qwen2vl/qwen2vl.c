@@ -33,10 +33,7 @@ typedef struct qwen2vl {
 	/* preprocessor */
 	int64_t min_pixels, max_pixels;
 	int patch, merge, temporal;
-	bool do_resize;
-	vd_resample resample;
-	float rescale;
-	float mean[3], std[3];
+	vd_plugin_image_norm norm;  /* resize, resample, rescale, normalize */
 	vd_plugin_stage px; /* pixels of a vision batch */
 } qwen2vl;
 
@@ -47,9 +44,7 @@ typedef struct qwen2vl {
 static vd_status read_preprocessor(qwen2vl *m, const vd_json *pp)
 {
 	const vd_json *size = H->json_get(pp, "size");
-	int64_t patch, merge, temporal, resample;
-	bool do_rescale, do_normalize;
-	double rescale;
+	int64_t patch, merge, temporal;
 	vd_status st;
 
 	m->min_pixels = 56 * 56;
@@ -68,26 +63,9 @@ static vd_status read_preprocessor(qwen2vl *m, const vd_json *pp)
 	if (st == VD_OK)
 		st = H->json_int(pp, "temporal_patch_size", 2, &temporal);
 	if (st == VD_OK)
-		st = H->json_bool(pp, "do_resize", true, &m->do_resize);
-	if (st == VD_OK)
-		st = H->json_bool(pp, "do_rescale", true, &do_rescale);
-	if (st == VD_OK)
-		st = H->json_bool(pp, "do_normalize", true, &do_normalize);
-	if (st == VD_OK)
-		st = H->json_int(pp, "resample", VD_RESAMPLE_BICUBIC, &resample);
-	if (st == VD_OK)
-		st = H->json_num(pp, "rescale_factor", 1.0 / 255.0, &rescale);
-	if (st == VD_OK)
-		st = vd_plugin_read_triplet(H, pp, "image_mean", vd_clip_mean, m->mean);
-	if (st == VD_OK)
-		st = vd_plugin_read_triplet(H, pp, "image_std", vd_clip_std, m->std);
+		st = vd_plugin_read_image_norm(H, pp, &m->norm);
 	if (st != VD_OK)
 		return st;
-	if (resample != VD_RESAMPLE_BICUBIC && resample != VD_RESAMPLE_BILINEAR &&
-	    resample != VD_RESAMPLE_NEAREST)
-		return H->errorf(VD_ERR_UNSUPPORTED,
-				 "preprocessor_config.json: resample %lld is not supported "
-				 "(0 nearest, 2 bilinear, 3 bicubic)", (long long)resample);
 	if (patch != m->vcfg.patch_size || merge != m->vcfg.spatial_merge_size ||
 	    temporal != m->vcfg.temporal_patch_size)
 		return H->errorf(VD_ERR_FORMAT,
@@ -101,14 +79,6 @@ static vd_status read_preprocessor(qwen2vl *m, const vd_json *pp)
 	m->patch = (int)patch;
 	m->merge = (int)merge;
 	m->temporal = (int)temporal;
-	m->resample = (vd_resample)resample;
-	m->rescale = do_rescale ? (float)rescale : 1.0f;
-	if (!do_normalize) {
-		for (int i = 0; i < 3; i++) {
-			m->mean[i] = 0.0f;
-			m->std[i] = 1.0f;
-		}
-	}
 	return VD_OK;
 }
 
@@ -172,15 +142,19 @@ static void qwen2vl_destroy(void *state)
 	free(m);
 }
 
+/* Weight layouts: the hub's (model.*, visual.*) and transformers >= 4.52's
+ * (model.language_model.*, model.visual.*). */
+static const char *const lm_prefixes[] = { "model.", "model.language_model.", NULL };
+static const char *const vis_prefixes[] = { "visual.", "model.visual." };
+
 static vd_status qwen2vl_create(const vd_host_api *host, const vd_model_ctx *ctx, void **state,
 				vd_decoder_spec *spec, vd_mm_limits *limits)
 {
 	const vd_json *cfg = ctx->config;
 	const vd_json *tcfg = host->json_get(cfg, "text_config");
 	const vd_json *vcfg = host->json_get(cfg, "vision_config");
-	const char *lm_prefix, *vis_prefix;
-	int64_t image_token, vocab;
-	bool tie;
+	int64_t image_token;
+	int layout = 0;
 	qwen2vl *m;
 	vd_status st;
 
@@ -196,26 +170,11 @@ static vd_status qwen2vl_create(const vd_host_api *host, const vd_model_ctx *ctx
 
 	st = host->json_int(cfg, "image_token_id", 151655, &image_token);
 	if (st == VD_OK)
-		st = host->json_bool(tcfg, "tie_word_embeddings", false, &tie);
-	if (st == VD_OK && tcfg != cfg && !host->json_get(tcfg, "tie_word_embeddings"))
-		st = host->json_bool(cfg, "tie_word_embeddings", false, &tie);
+		st = vd_plugin_probe_layout(host, ctx, "qwen2vl", lm_prefixes, "embed_tokens.weight",
+					    &layout);
 	if (st != VD_OK)
 		goto fail;
 	m->image_token = (int32_t)image_token;
-
-	if (host->weights_has(ctx->weights, "model.embed_tokens.weight")) {
-		lm_prefix = "model.";
-		vis_prefix = "visual.";
-	} else if (host->weights_has(ctx->weights, "model.language_model.embed_tokens.weight")) {
-		lm_prefix = "model.language_model.";
-		vis_prefix = "model.visual.";
-	} else {
-		st = host->errorf(VD_ERR_NOT_FOUND,
-				  "qwen2vl: %s has neither 'model.embed_tokens.weight' (hub layout) "
-				  "nor 'model.language_model.embed_tokens.weight' (transformers >= 4.52 "
-				  "layout)", ctx->model_dir);
-		goto fail;
-	}
 
 	/* Text decoder with Qwen2-VL's text-config class defaults; the rope
 	 * parser turns rope_scaling / rope_parameters mrope_section into M-RoPE. */
@@ -227,15 +186,12 @@ static vd_status qwen2vl_create(const vd_host_api *host, const vd_model_ctx *ctx
 		goto fail;
 	}
 	spec->qkv_bias = true;
-	snprintf(spec->prefix, sizeof(spec->prefix), "%s", lm_prefix);
-	if (tie || !host->weights_has(ctx->weights, "lm_head.weight"))
-		spec->lm_head[0] = '\0';
-	else
-		snprintf(spec->lm_head, sizeof(spec->lm_head), "lm_head.weight");
-	st = host->json_int(cfg, "vocab_size", spec->vocab_size, &vocab);
+	snprintf(spec->prefix, sizeof(spec->prefix), "%s", lm_prefixes[layout]);
+	st = vd_plugin_lm_head(host, ctx, tcfg, "lm_head.weight", spec);
+	if (st == VD_OK)
+		st = vd_plugin_vocab_size(host, cfg, spec);
 	if (st != VD_OK)
 		goto fail;
-	spec->vocab_size = (int)vocab;
 	m->embed_dim = spec->hidden_size;
 
 	st = host->qwen2_vit_config_from_hf(vcfg, &m->vcfg);
@@ -247,7 +203,7 @@ static vd_status qwen2vl_create(const vd_host_api *host, const vd_model_ctx *ctx
 				  m->vcfg.hidden_size, spec->hidden_size);
 		goto fail;
 	}
-	st = host->qwen2_vit_create(m->be, ctx->weights, vis_prefix, &m->vcfg, &m->vit);
+	st = host->qwen2_vit_create(m->be, ctx->weights, vis_prefixes[layout], &m->vcfg, &m->vit);
 	if (st != VD_OK)
 		goto fail;
 	st = read_preprocessor(m, ctx->preprocessor);
@@ -314,7 +270,7 @@ static vd_status qwen2vl_process_image(void *state, const vd_image *img, const v
 	if (max_px < min_px)
 		return H->errorf(VD_ERR_INVALID_ARG, "qwen2vl: max_pixels %lld is below min_pixels %lld",
 				 (long long)max_px, (long long)min_px);
-	if (m->do_resize) {
+	if (m->norm.do_resize) {
 		int64_t f = (int64_t)m->patch * m->merge;
 		int64_t cap = MAX_IMAGE_TOKENS * f * f;
 
@@ -329,7 +285,7 @@ static vd_status qwen2vl_process_image(void *state, const vd_image *img, const v
 					 "= %lld pixels, more than the %lld one image may use (%d "
 					 "tokens, or the model's max_pixels when larger)", rw, rh,
 					 (long long)rh * rw, (long long)cap, MAX_IMAGE_TOKENS);
-		st = H->image_resize(img, rw, rh, m->resample, &resized);
+		st = H->image_resize(img, rw, rh, m->norm.resample, &resized);
 		if (st != VD_OK)
 			return st;
 		cur = &resized;
@@ -354,7 +310,7 @@ static vd_status qwen2vl_process_image(void *state, const vd_image *img, const v
 		st = H->errorf(VD_ERR_NOMEM, "out of memory");
 		goto out;
 	}
-	H->image_to_planes(cur, m->rescale, m->mean, m->std, planes);
+	H->image_to_planes(cur, m->norm.rescale, m->norm.mean, m->norm.std, planes);
 	patchify(m, planes, rh, rw, out->pixels.data);
 	out->kind = VD_MM_PIXELS;
 	out->pixels.dtype = VD_DTYPE_F32;
@@ -390,11 +346,7 @@ static vd_status qwen2vl_check_embeds(void *state, vd_mm_item *item)
 				 "image_grid_thw (%lld, %lld, %lld) is invalid: positive, with h and w "
 				 "multiples of %d", (long long)t, (long long)gh, (long long)gw, m->merge);
 	rows = t * gh * gw / (m->merge * m->merge);
-	if (item->embeds.ndim != 2 || item->embeds.shape[1] != m->embed_dim)
-		return H->errorf(VD_ERR_INVALID_ARG,
-				 "image embeddings must be (num_tokens, %d); got %d-D with width %lld",
-				 m->embed_dim, item->embeds.ndim,
-				 (long long)(item->embeds.ndim > 1 ? item->embeds.shape[1] : 0));
+	/* the core checked the width (ABI minor 3) */
 	if (item->embeds.shape[0] != rows)
 		return H->errorf(VD_ERR_INVALID_ARG,
 				 "image embeddings have %lld rows; image_grid_thw (%lld, %lld, %lld) "
@@ -469,10 +421,7 @@ static vd_status qwen2vl_placeholder(void *state, int image_index, char *buf, si
 {
 	(void)state;
 	(void)image_index;
-	if (cap < sizeof(PLACEHOLDER))
-		return H->errorf(VD_ERR_INVALID_ARG, "placeholder buffer too small");
-	memcpy(buf, PLACEHOLDER, sizeof(PLACEHOLDER));
-	return VD_OK;
+	return vd_plugin_placeholder_text(H, PLACEHOLDER, buf, cap);
 }
 
 /* Each <|image_pad|> becomes its image's num_tokens rows. Positions follow
@@ -483,32 +432,17 @@ static vd_status qwen2vl_placeholder(void *state, int image_index, char *buf, si
 static vd_status qwen2vl_expand(void *state, const vd_prompt_in *in, vd_expansion *out)
 {
 	qwen2vl *m = state;
-	int32_t *owned = NULL, *pos = NULL, *dst;
-	const int32_t *ids = in->ids;
-	size_t n = (size_t)in->n_ids;
+	int32_t *owned, *pos = NULL, *dst;
+	const int32_t *ids;
+	size_t n, run = 0;
 	int64_t total = 0, k = 0, next = 0;
-	int found = 0, img = 0;
-	size_t run = 0;
-	vd_status st = VD_OK;
+	int img = 0;
+	vd_status st = vd_plugin_prompt_ids(H, m->tok, in, m->image_token, "<|image_pad|>", &ids,
+					    &n, &owned);
 
-	if (in->text) {
-		bool special = in->struct_size > offsetof(vd_prompt_in, add_special_tokens) ?
-			       in->add_special_tokens : true;
-
-		st = H->tokenize(m->tok, in->text, strlen(in->text), special, &owned, &n);
-		if (st != VD_OK)
-			return st;
-		ids = owned;
-	}
-	for (size_t i = 0; i < n; i++)
-		found += ids[i] == m->image_token;
-	if (found != in->n_items) {
-		st = H->errorf(VD_ERR_INVALID_ARG,
-			       "the prompt has %d <|image_pad|> placeholder(s) (token %d) but %d "
-			       "image(s) were given", found, m->image_token, in->n_items);
-		goto out;
-	}
-	total = (int64_t)n - found;
+	if (st != VD_OK)
+		return st;
+	total = (int64_t)n - in->n_items;
 	for (int i = 0; i < in->n_items; i++) {
 		const vd_mm_item *it = in->items[i];
 
@@ -581,19 +515,4 @@ out:
 
 static const char *const qwen2vl_archs[] = { "Qwen2VLForConditionalGeneration", NULL };
 
-static const vd_family qwen2vl_family = {
-	.struct_size = sizeof(vd_family),
-	.name = "qwen2vl",
-	.architectures = qwen2vl_archs,
-	.create = qwen2vl_create,
-	.destroy = qwen2vl_destroy,
-	.process_image = qwen2vl_process_image,
-	.check_embeds = qwen2vl_check_embeds,
-	.vision_tower = qwen2vl_vision_tower,
-	.projector = qwen2vl_projector,
-	.placeholder = qwen2vl_placeholder,
-	.expand = qwen2vl_expand,
-};
-
-VD_PLUGIN_SINGLE_FAMILY(qwen2vl_family, "qwen2vl", 2,
-			offsetof(vd_host_api, qwen2_vit_merge) + sizeof(((vd_host_api *)0)->qwen2_vit_merge), H)
+VD_PLUGIN_ONE_FAMILY(qwen2vl, "qwen2vl", qwen2vl_archs, 3, VD_HOST_API_THROUGH(qwen2_vit_merge), H)

@@ -1,8 +1,8 @@
-/* Internal interface of the Jinja2 engine behind core/chat_template.c:
+/* Internal interface of the Jinja2 engine behind core/jinja/chat_template.c:
  * values, arenas, the syntax tree, and the entry points of the lexer
- * (jinja_lex.c), parser (jinja_parse.c), symbol analysis (jinja_scope.c),
- * values (jinja_value.c), strings (jinja_str.c), evaluator (jinja_eval.c) and
- * built-ins (jinja_builtins.c). Nothing here leaves core/; a compiled tree is
+ * (lex.c), parser (parse.c), symbol analysis (scope.c),
+ * values (value.c), strings (str.c), evaluator (eval.c) and
+ * built-ins (builtins.c). Nothing here leaves core/; a compiled tree is
  * immutable, and each render owns the arena its values live in. */
 #ifndef VD_JINJA_INTERNAL_H
 #define VD_JINJA_INTERNAL_H
@@ -276,7 +276,7 @@ const vd_jbuiltin *vd_jinja_method_by_id(int id);
 int vd_jinja_global_find(const char *name);
 const vd_jbuiltin *vd_jinja_global(int id);
 
-/* ---- strings (jinja_str.c) ---- */
+/* ---- strings (str.c) ---- */
 
 enum {
 	VD_JCASE_UPPER, VD_JCASE_LOWER,

@@ -12,7 +12,7 @@
 
 #include <utf8proc.h>
 
-#include "core/jinja_internal.h"
+#include "core/jinja/internal.h"
 
 #define ARENA (&r->arena)
 #define UNUSED(x) (void)(x)

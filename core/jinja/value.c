@@ -10,7 +10,7 @@
 
 #include <utf8proc.h>
 
-#include "core/jinja_internal.h"
+#include "core/jinja/internal.h"
 
 /* ---- arena ---- */
 

@@ -1,4 +1,4 @@
-/* Tokenizer runtime over the compiled pipeline (tok_load.c builds it),
+/* Tokenizer runtime over the compiled pipeline (load.c builds it),
  * following the Hugging Face `tokenizers` crate step by step: added tokens
  * are split out of the raw text (then out of the normalized text), the rest
  * is normalized, pre-tokenized and run through the BPE model; the template
@@ -11,7 +11,7 @@
 #include <string.h>
 #include <utf8proc.h>
 
-#include "core/tokenizer_internal.h"
+#include "core/tokenizer/internal.h"
 
 /* vLLM's detokenizer starts from this many prompt tokens before read_offset
  * (INITIAL_INCREMENTAL_DETOKENIZATION_OFFSET) and keeps 2 more as context. */

@@ -14,8 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/resample.h"
-#include "core/resample_kernels.h"
+#include "core/io/resample.h"
+#include "core/io/resample_kernels.h"
 
 struct vd_filter {
 	double (*fn)(double x);

@@ -1,7 +1,7 @@
 /* Internals shared by the tokenizer's files (tokenizer.c: encode/decode/
- * detok; tok_load.c: tokenizer.json; tok_bpe.c: the model; tok_text.c:
+ * detok; load.c: tokenizer.json; bpe.c: the model; text.c:
  * buffers, UTF-8, patterns, hash map) and the pipeline's compiled form.
- * Not a public API: nothing outside core/tokenizer.c and core/tok_*.c
+ * Not a public API: nothing outside the files of core/tokenizer/
  * includes this. */
 #ifndef VLLMD_TOKENIZER_INTERNAL_H
 #define VLLMD_TOKENIZER_INTERNAL_H
@@ -191,7 +191,7 @@ typedef struct vd_tok_pre_step {
 	size_t repl_len;
 } vd_tok_pre_step;
 
-/* Decoder steps, in the order of their names in tok_load.c. */
+/* Decoder steps, in the order of their names in load.c. */
 typedef enum {
 	VD_TOK_DEC_REPLACE,
 	VD_TOK_DEC_BYTE_FALLBACK,

@@ -2,14 +2,14 @@
  * lookups (jinja2.sandbox: list/dict mutators are unsafe) and Undefined
  * (printing or iterating it is fine, using it raises); a fresh frame per loop
  * iteration, macros close over their defining frame, if-blocks share theirs,
- * names from jinja_scope.c start Undefined. Every value lives in the
+ * names from scope.c start Undefined. Every value lives in the
  * render's arena until the render ends. */
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "core/jinja_internal.h"
+#include "core/jinja/internal.h"
 
 struct vd_jscope {
 	vd_jscope *parent;

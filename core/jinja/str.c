@@ -8,7 +8,7 @@
 
 #include <utf8proc.h>
 
-#include "core/jinja_internal.h"
+#include "core/jinja/internal.h"
 
 #define ARENA (&r->arena)
 

@@ -16,7 +16,7 @@
 
 #include <jpeglib.h>
 
-#include "core/image_codec.h"
+#include "core/io/image_codec.h"
 
 struct vd_jpeg_err {
 	struct jpeg_error_mgr pub;

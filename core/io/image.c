@@ -1,10 +1,10 @@
 /* Image I/O and pixel helpers (include/vllmd/image.h): decode JPEG/PNG/BMP/
  * GIF/WebP to packed RGB as vLLM's media loader does (PIL's Image.open, then
  * convert_image_mode to RGB: images with transparency composited onto
- * white), Pillow-exact resizing (core/resample.c), crop with fill, and float
- * planes. JPEG and WebP go through libjpeg-turbo and libwebp
- * (core/image_jpeg.c, core/image_webp.c), the libraries PIL uses; PNG, BMP
- * and GIF through stb_image (core/stb_image_impl.c), with PIL's modes
+ * white), Pillow-exact resizing (core/io/resample.c), crop with fill, and
+ * float planes. JPEG and WebP go through libjpeg-turbo and libwebp
+ * (core/io/image_jpeg.c, core/io/image_webp.c), the libraries PIL uses; PNG,
+ * BMP and GIF through stb_image (core/io/stb_image_impl.c), with PIL's modes
  * applied here. Invariant: a decoded vd_image is fully present: truncated
  * files and images over the pixel cap are refused before any pixel is
  * decoded, since stb fills missing data silently. Messages never quote the
@@ -19,8 +19,8 @@
 #define STBI_NO_STDIO
 #include <stb/stb_image.h>
 
-#include "core/image_codec.h"
-#include "core/resample.h"
+#include "core/io/image_codec.h"
+#include "core/io/resample.h"
 #include "vllmd/image.h"
 
 #define VD_IMAGE_FORMATS "JPEG, PNG, WebP, BMP and GIF"

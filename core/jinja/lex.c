@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/jinja_internal.h"
+#include "core/jinja/internal.h"
 
 typedef struct lexer {
 	vd_jarena *a;

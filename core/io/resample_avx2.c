@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/resample_kernels.h"
+#include "core/io/resample_kernels.h"
 
 #if VD_RESAMPLE_HAVE_AVX2
 #include <immintrin.h>

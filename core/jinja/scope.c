@@ -6,7 +6,7 @@
  * (per frame-creating node) for the evaluator to bind at frame entry. */
 #include <string.h>
 
-#include "core/jinja_internal.h"
+#include "core/jinja/internal.h"
 
 enum { K_PARAM, K_RESOLVE, K_ALIAS, K_UNDEF };
 

@@ -10,7 +10,7 @@
 #include <webp/decode.h>
 #include <webp/demux.h>
 
-#include "core/image_codec.h"
+#include "core/io/image_codec.h"
 
 static const char *vd_webp_status(VP8StatusCode s)
 {

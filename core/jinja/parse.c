@@ -1,4 +1,4 @@
-/* Jinja2 parser: tokens from jinja_lex.c into the tree of jinja_internal.h,
+/* Jinja2 parser: tokens from lex.c into the tree of internal.h,
  * with the grammar and precedence of jinja2/parser.py (3.1): condexpr < or <
  * and < not < compare < +,- < ~ < *,/,//,% < ** < unary < postfix/filters.
  * Tags: if/elif/else, for (else, `if` clause), set (block and namespace
@@ -8,7 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "core/jinja_internal.h"
+#include "core/jinja/internal.h"
 
 typedef struct nvec { vd_jnode **p; size_t n, cap; } nvec;
 

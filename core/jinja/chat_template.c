@@ -10,8 +10,8 @@
 
 #include <cjson/cJSON.h>
 
-#include "core/chat_template.h"
-#include "core/jinja_internal.h"
+#include "core/jinja/chat_template.h"
+#include "core/jinja/internal.h"
 
 #define RENDER_LIMIT ((size_t)256 << 20)
 

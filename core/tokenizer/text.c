@@ -2,7 +2,7 @@
  * validation/decoding/lossy repair, the GPT-2 byte-level alphabet, literal and
  * regex patterns (Oniguruma syntax as HF writes it, run on PCRE2), and a
  * string -> id hash map. Pure functions of their inputs; no global state. */
-#include "core/tokenizer_internal.h"
+#include "core/tokenizer/internal.h"
 
 #include <stdlib.h>
 #include <string.h>

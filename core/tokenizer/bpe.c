@@ -4,7 +4,7 @@
  * word follows HF's Word::merge_all: a min-heap of (rank, position) over
  * adjacent symbol pairs, stale entries skipped. The model is read-only after
  * load, so encoding is thread-safe. */
-#include "core/tokenizer_internal.h"
+#include "core/tokenizer/internal.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>

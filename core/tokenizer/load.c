@@ -12,7 +12,7 @@
 #include <string.h>
 #include <utf8proc.h>
 
-#include "core/tokenizer_internal.h"
+#include "core/tokenizer/internal.h"
 
 /* The GPT-2 split that ByteLevel applies when use_regex is true. */
 #define GPT2_REGEX \
